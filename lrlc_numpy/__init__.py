@@ -1,0 +1,40 @@
+"""lrlc_numpy: the NumPy reference implementation of low-rank locally connected layers.
+
+It implements spec/SPEC.md exactly, forward and backward; every other lrlc package is
+checked against it. It imports no deep-learning framework.
+"""
+
+from .checkpoint import load_params, save_params
+from .config import COMBINING_MODES, NORMALIZATIONS, LRLCConfig, check_params, param_shapes
+from .reference import (
+    check_input,
+    combining_weights,
+    conv2d,
+    forward,
+    init_params,
+    locally_connected,
+    resize_bilinear,
+    resize_matrix,
+    to_locally_connected,
+    vjp,
+)
+
+__all__ = [
+    "COMBINING_MODES",
+    "NORMALIZATIONS",
+    "LRLCConfig",
+    "check_input",
+    "check_params",
+    "combining_weights",
+    "conv2d",
+    "forward",
+    "init_params",
+    "load_params",
+    "locally_connected",
+    "param_shapes",
+    "resize_bilinear",
+    "resize_matrix",
+    "save_params",
+    "to_locally_connected",
+    "vjp",
+]

@@ -1,0 +1,474 @@
+"""The NumPy reference for low-rank locally connected layers: forward and hand-written backward.
+
+Each function cites the spec section (spec/SPEC.md) and paper equation it implements.
+Layouts are canonical: data NHWC `x[b, i, j, c]`, kernels HWIO, the basis
+`basis[k, u, v, c_in, c_out]`. Computation happens in the floating dtype of `x`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from .config import LRLCConfig, check_params, output_size, param_shapes, resolve_padding, _pair
+
+# ---------------------------------------------------------------------------------------------
+# Input checks (spec section 11)
+
+
+def check_input(x, config: LRLCConfig, *, name: str = "x") -> np.ndarray:
+    """`x` as an array after checking rank, dtype, channels and grid against `config`."""
+    x = np.asarray(x)
+    if x.ndim != 4:
+        raise ValueError(
+            f"{name} must have rank 4 (batch, height, width, channels), got shape {x.shape}"
+        )
+    if not np.issubdtype(x.dtype, np.floating):
+        raise TypeError(f"{name} must have a floating dtype, got {x.dtype}")
+    if x.shape[3] != config.in_channels:
+        raise ValueError(
+            f"{name} has {x.shape[3]} channels (shape {x.shape}); "
+            f"expected in_channels={config.in_channels}"
+        )
+    if tuple(x.shape[1:3]) != config.input_size:
+        raise ValueError(
+            f"{name} has spatial size {tuple(x.shape[1:3])} (shape {x.shape}); "
+            f"the layer was built for input_size={config.input_size}"
+        )
+    return x
+
+
+def _cast_params(params: Mapping, config: LRLCConfig, dtype) -> dict[str, np.ndarray]:
+    check_params(params, config)
+    out = {}
+    for name, value in params.items():
+        value = np.asarray(value)
+        if not np.issubdtype(value.dtype, np.floating):
+            raise TypeError(f"params[{name!r}] must have a floating dtype, got {value.dtype}")
+        out[name] = value.astype(dtype, copy=False)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Windows: padding, patch extraction and its adjoint (spec section 3)
+
+
+def _window_slices(out_size, kernel_size, stride, dilation):
+    """For each kernel tap (u, v): the strided slices of the padded input it reads."""
+    (out_h, out_w), (kh, kw), (sh, sw), (dh, dw) = out_size, kernel_size, stride, dilation
+    for u in range(kh):
+        for v in range(kw):
+            rows = slice(u * dh, u * dh + (out_h - 1) * sh + 1, sh)
+            cols = slice(v * dw, v * dw + (out_w - 1) * sw + 1, sw)
+            yield u, v, rows, cols
+
+
+def extract_patches(x, kernel_size, stride, dilation, padding_pairs):
+    """patches[b, i, j, u, v, c] = xpad[b, i*s_h + u*d_h, j*s_w + v*d_w, c] (spec eq. 1)."""
+    xpad = np.pad(x, ((0, 0), *padding_pairs, (0, 0)))
+    out = output_size(x.shape[1:3], padding_pairs, kernel_size, stride, dilation)
+    kh, kw = kernel_size
+    patches = np.empty((x.shape[0], *out, kh, kw, x.shape[3]), dtype=x.dtype)
+    for u, v, rows, cols in _window_slices(out, kernel_size, stride, dilation):
+        patches[:, :, :, u, v, :] = xpad[:, rows, cols, :]
+    return patches
+
+
+def extract_patches_vjp(dpatches, input_shape, kernel_size, stride, dilation, padding_pairs):
+    """Adjoint of `extract_patches`: scatter-add patch gradients back onto the input."""
+    (top, bottom), (left, right) = padding_pairs
+    b, h, w, c = input_shape
+    dxpad = np.zeros((b, h + top + bottom, w + left + right, c), dtype=dpatches.dtype)
+    out = dpatches.shape[1:3]
+    for u, v, rows, cols in _window_slices(out, kernel_size, stride, dilation):
+        dxpad[:, rows, cols, :] += dpatches[:, :, :, u, v, :]
+    return dxpad[:, top : top + h, left : left + w, :]
+
+
+def conv2d(x, kernel, *, stride=1, padding="valid", dilation=1):
+    """Plain 2-D convolution (paper eq. 1), NHWC input, HWIO kernel, no bias.
+
+    `padding` takes every form LRLCConfig accepts ('same' is TensorFlow's rule).
+    """
+    x = np.asarray(x)
+    kernel = np.asarray(kernel)
+    if x.ndim != 4 or kernel.ndim != 4:
+        raise ValueError(
+            f"conv2d expects x of rank 4 (NHWC) and kernel of rank 4 (HWIO), "
+            f"got shapes {x.shape} and {kernel.shape}"
+        )
+    if kernel.shape[2] != x.shape[3]:
+        raise ValueError(
+            f"conv2d: kernel has {kernel.shape[2]} input channels, x has {x.shape[3]}"
+        )
+    stride, dilation = _pair("stride", stride), _pair("dilation", dilation)
+    pads = resolve_padding(padding, x.shape[1:3], kernel.shape[:2], stride, dilation)
+    patches = extract_patches(x, kernel.shape[:2], stride, dilation, pads)
+    return np.einsum("bijuvc,uvco->bijo", patches, kernel, optimize=True)
+
+
+def _layer_patches(x, config: LRLCConfig):
+    return extract_patches(
+        x, config.kernel_size, config.stride, config.dilation, config.padding_pairs
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Combining weights (eqs. 3, 4 and 6; spec sections 5-6)
+
+
+def fixed_logits(params, config: LRLCConfig) -> np.ndarray:
+    """Unnormalised combining weights w~[i, j, k] of a fixed layer (eq. 3 and its variants)."""
+    out_h, out_w = config.output_size
+    shape = (out_h, out_w, config.rank)
+    if config.combining == "rowcol":  # eq. 3: w~ = alpha_i + beta_j
+        return params["row_logits"][:, None, :] + params["col_logits"][None, :, :]
+    if config.combining == "row":
+        return np.broadcast_to(params["row_logits"][:, None, :], shape)
+    if config.combining == "col":
+        return np.broadcast_to(params["col_logits"][None, :, :], shape)
+    return params["logits"]
+
+
+def fixed_logits_vjp(dlogits, config: LRLCConfig) -> dict[str, np.ndarray]:
+    """Adjoint of `fixed_logits`; `dlogits` may carry a leading batch axis (summed)."""
+    dlogits = dlogits.reshape(-1, *dlogits.shape[-3:]).sum(axis=0)
+    if config.combining == "rowcol":
+        return {"row_logits": dlogits.sum(axis=1), "col_logits": dlogits.sum(axis=0)}
+    if config.combining == "row":
+        return {"row_logits": dlogits.sum(axis=1)}
+    if config.combining == "col":
+        return {"col_logits": dlogits.sum(axis=0)}
+    return {"logits": dlogits}
+
+
+L2_FLOOR = 1e-12
+
+
+def normalize_weights(logits, mode: str) -> np.ndarray:
+    """Normalise over the last axis K (eq. 4 for 'softmax'; spec section 6)."""
+    if mode == "softmax":
+        shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        return shifted / shifted.sum(axis=-1, keepdims=True)
+    if mode == "l2":
+        return logits / np.sqrt(np.maximum((logits**2).sum(axis=-1, keepdims=True), L2_FLOOR))
+    return logits
+
+
+def normalize_weights_vjp(dweights, logits, weights, mode: str) -> np.ndarray:
+    """Gradient of `normalize_weights` with respect to the logits."""
+    if mode == "softmax":  # dw~ = w * (dw - <w, dw>)
+        return weights * (dweights - (weights * dweights).sum(axis=-1, keepdims=True))
+    if mode == "l2":
+        sq = (logits**2).sum(axis=-1, keepdims=True)
+        norm = np.sqrt(np.maximum(sq, L2_FLOOR))
+        # Below the floor the norm is a constant, so only the first term remains.
+        radial = np.where(sq > L2_FLOOR, (dweights * logits).sum(axis=-1, keepdims=True), 0.0)
+        return dweights / norm - logits * radial / norm**3
+    return dweights
+
+
+def combining_weights(params, config: LRLCConfig, x=None) -> np.ndarray:
+    """Normalised combining weights w (eq. 4): (H_out, W_out, K), or (B, H_out, W_out, K)
+    for an input-dependent layer, whose weights are predicted from `x` (eq. 6)."""
+    if config.input_dependent:
+        if x is None:
+            raise ValueError("combining_weights: an input-dependent layer needs the input x")
+        x = check_input(x, config)
+        params = _cast_params(params, config, x.dtype)
+        logits, _ = g_forward(x, params, config)
+    else:
+        check_params(params, config)
+        logits = fixed_logits(params, config)
+    return normalize_weights(logits, config.normalize)
+
+
+# ---------------------------------------------------------------------------------------------
+# The input-dependent network g (eq. 6; spec section 8)
+
+
+def resize_matrix(n_in: int, n_out: int, dtype=np.float64) -> np.ndarray:
+    """R (n_out, n_in) of 1-D linear interpolation with aligned corners.
+
+    Output o samples source coordinate o * (n_in - 1) / (n_out - 1) (0 when n_out == 1),
+    so a size-1 input broadcasts.
+    """
+    matrix = np.zeros((n_out, n_in), dtype=dtype)
+    scale = (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+    for o in range(n_out):
+        src = o * scale
+        lo = min(int(np.floor(src)), n_in - 1)
+        hi = min(lo + 1, n_in - 1)
+        frac = src - lo
+        matrix[o, lo] += 1.0 - frac
+        matrix[o, hi] += frac
+    return matrix
+
+
+def resize_bilinear(a, size) -> np.ndarray:
+    """Bilinear resize of NHWC `a` to `size` with aligned corners (separable: R_h a R_w^T)."""
+    rows = resize_matrix(a.shape[1], size[0], a.dtype)
+    cols = resize_matrix(a.shape[2], size[1], a.dtype)
+    return np.einsum("oh,bhwc,pw->bopc", rows, a, cols, optimize=True)
+
+
+def resize_bilinear_vjp(dout, input_size) -> np.ndarray:
+    rows = resize_matrix(input_size[0], dout.shape[1], dout.dtype)
+    cols = resize_matrix(input_size[1], dout.shape[2], dout.dtype)
+    return np.einsum("oh,bopc,pw->bhwc", rows, dout, cols, optimize=True)
+
+
+def depthwise_conv3x3(a, kernel, bias, rate: int) -> np.ndarray:
+    """Depthwise 3x3 convolution with dilation `rate`, 'valid' padding, plus bias."""
+    out_size = (a.shape[1] - 2 * rate, a.shape[2] - 2 * rate)
+    out = np.zeros((a.shape[0], *out_size, a.shape[3]), dtype=a.dtype)
+    for u, v, rows, cols in _window_slices(out_size, (3, 3), (1, 1), (rate, rate)):
+        out += a[:, rows, cols, :] * kernel[u, v]
+    return out + bias
+
+
+def depthwise_conv3x3_vjp(dout, a, kernel, rate: int):
+    """Gradients (da, dkernel, dbias) of `depthwise_conv3x3`."""
+    da = np.zeros_like(a)
+    dkernel = np.zeros_like(kernel)
+    for u, v, rows, cols in _window_slices(dout.shape[1:3], (3, 3), (1, 1), (rate, rate)):
+        da[:, rows, cols, :] += dout * kernel[u, v]
+        dkernel[u, v] = (dout * a[:, rows, cols, :]).sum(axis=(0, 1, 2))
+    return da, dkernel, dout.sum(axis=(0, 1, 2))
+
+
+def _sigmoid(a):
+    return 0.5 * (1.0 + np.tanh(0.5 * a))  # overflow-free form of 1 / (1 + exp(-a))
+
+
+def g_forward(x, params, config: LRLCConfig):
+    """Predict logits w~ (B, H_out, W_out, K) from the input (eq. 6); returns (logits, cache)."""
+    out_size = config.output_size
+    low = x @ params["g.reduce.kernel"] + params["g.reduce.bias"]  # 1x1 convolution
+    pool = low.mean(axis=(1, 2), keepdims=True)
+    branches = [low, pool]
+    for r in config.g_dilations:
+        branches.append(
+            depthwise_conv3x3(low, params[f"g.dilated{r}.kernel"], params[f"g.dilated{r}.bias"], r)
+        )
+    cat = np.concatenate([resize_bilinear(b, out_size) for b in branches], axis=-1)
+    pre_squeeze = cat @ params["g.squeeze.kernel"] + params["g.squeeze.bias"]
+    squeeze = np.maximum(pre_squeeze, 0)
+    excite = _sigmoid(squeeze @ params["g.excite.kernel"] + params["g.excite.bias"])
+    logits = excite @ params["g.project.kernel"] + params["g.project.bias"]
+    cache = {"low": low, "branches": branches, "cat": cat, "pre_squeeze": pre_squeeze,
+             "squeeze": squeeze, "excite": excite}
+    return logits, cache
+
+
+def _dense_vjp(dout, inputs, kernel):
+    """Gradients (dinputs, dkernel, dbias) of inputs @ kernel + bias over leading axes."""
+    flat_in = inputs.reshape(-1, inputs.shape[-1])
+    flat_out = dout.reshape(-1, dout.shape[-1])
+    return dout @ kernel.T, flat_in.T @ flat_out, flat_out.sum(axis=0)
+
+
+def g_vjp(dlogits, x, params, config: LRLCConfig, cache) -> tuple[np.ndarray, dict]:
+    """Backward through g: gradient for x and for every g.* parameter."""
+    grads = {}
+    dexcite, grads["g.project.kernel"], grads["g.project.bias"] = _dense_vjp(
+        dlogits, cache["excite"], params["g.project.kernel"]
+    )
+    excite = cache["excite"]
+    dpre_excite = dexcite * excite * (1.0 - excite)
+    dsqueeze, grads["g.excite.kernel"], grads["g.excite.bias"] = _dense_vjp(
+        dpre_excite, cache["squeeze"], params["g.excite.kernel"]
+    )
+    dpre_squeeze = dsqueeze * (cache["pre_squeeze"] > 0)
+    dcat, grads["g.squeeze.kernel"], grads["g.squeeze.bias"] = _dense_vjp(
+        dpre_squeeze, cache["cat"], params["g.squeeze.kernel"]
+    )
+    k = config.rank
+    branches = cache["branches"]
+    dbranches = [
+        resize_bilinear_vjp(dcat[..., n * k : (n + 1) * k], branch.shape[1:3])
+        for n, branch in enumerate(branches)
+    ]
+    low = cache["low"]
+    dlow = dbranches[0] + dbranches[1] / (low.shape[1] * low.shape[2])  # mean pool
+    for r, dbranch in zip(config.g_dilations, dbranches[2:]):
+        da, grads[f"g.dilated{r}.kernel"], grads[f"g.dilated{r}.bias"] = depthwise_conv3x3_vjp(
+            dbranch, low, params[f"g.dilated{r}.kernel"], r
+        )
+        dlow = dlow + da
+    dx, grads["g.reduce.kernel"], grads["g.reduce.bias"] = _dense_vjp(
+        dlow, x, params["g.reduce.kernel"]
+    )
+    return dx, grads
+
+
+# ---------------------------------------------------------------------------------------------
+# Biases (eq. 5; spec section 7)
+
+
+def spatial_bias_map(params, config: LRLCConfig):
+    """The spatial part of eq. 5 on the output grid (H_out, W_out), or None."""
+    if not config.spatial_bias:
+        return None
+    if config.combining == "rowcol":
+        return params["row_bias"][:, None] + params["col_bias"][None, :]
+    out_h, out_w = config.output_size
+    if config.combining == "row":
+        return np.broadcast_to(params["row_bias"][:, None], (out_h, out_w))
+    if config.combining == "col":
+        return np.broadcast_to(params["col_bias"][None, :], (out_h, out_w))
+    return params["spatial_bias"]
+
+
+def bias_vjp(dy, config: LRLCConfig) -> dict[str, np.ndarray]:
+    grads = {}
+    if config.channel_bias:
+        grads["channel_bias"] = dy.sum(axis=(0, 1, 2))
+    if config.spatial_bias:
+        dmap = dy.sum(axis=(0, 3))
+        if config.combining in ("rowcol", "row"):
+            grads["row_bias"] = dmap.sum(axis=1)
+        if config.combining in ("rowcol", "col"):
+            grads["col_bias"] = dmap.sum(axis=0)
+        if config.combining == "full":
+            grads["spatial_bias"] = dmap
+    return grads
+
+
+def _bias(params, config: LRLCConfig, dtype) -> np.ndarray:
+    """B[i, j, c] of eq. 5 as an (H_out, W_out, C_out) array (zeros when both are off)."""
+    out_h, out_w = config.output_size
+    bias = np.zeros((out_h, out_w, config.out_channels), dtype=dtype)
+    spatial = spatial_bias_map(params, config)
+    if spatial is not None:
+        bias = bias + spatial[:, :, None]
+    if config.channel_bias:
+        bias = bias + params["channel_bias"]
+    return bias
+
+
+# ---------------------------------------------------------------------------------------------
+# The layer (Algorithm 1; eqs. 2-6; spec section 4)
+
+
+def _forward_parts(x, params, config: LRLCConfig):
+    x = check_input(x, config)
+    params = _cast_params(params, config, x.dtype)
+    patches = _layer_patches(x, config)
+    # Algorithm 1: one convolution per basis member, z[b, i, j, k, o] = (I * F^(k))_{i, j, o}.
+    per_member = np.einsum("bijuvc,kuvco->bijko", patches, params["basis"], optimize=True)
+    cache = None
+    if config.input_dependent:
+        logits, cache = g_forward(x, params, config)
+    else:
+        logits = fixed_logits(params, config)
+    weights = normalize_weights(logits, config.normalize)
+    # Fixed weights are shared by every example; give them the batch axis explicitly.
+    weights = np.broadcast_to(weights, (x.shape[0], *weights.shape[-3:]))
+    return x, params, patches, per_member, logits, weights, cache
+
+
+def forward(x, params, config: LRLCConfig) -> np.ndarray:
+    """y[b, i, j, o] = sum_k w[i, j, k] (I * F^(k))[b, i, j, o] + B[i, j, o] (Alg. 1, eqs. 2-5).
+
+    `x` is NHWC of size `config.input_size`; returns (B, H_out, W_out, C_out).
+    """
+    x, params, _, per_member, _, weights, _ = _forward_parts(x, params, config)
+    y = np.einsum("bijko,bijk->bijo", per_member, weights, optimize=True)
+    return y + _bias(params, config, x.dtype)
+
+
+def vjp(x, params, config: LRLCConfig, dy) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Vector-Jacobian product of `forward`: (dL/dx, {name: dL/dparam}) given dL/dy.
+
+    Written out by hand (spec section 12), step by step in reverse order of `forward`.
+    """
+    x, params, patches, per_member, logits, weights, cache = _forward_parts(x, params, config)
+    dy = np.asarray(dy)
+    expected = (x.shape[0], *config.output_size, config.out_channels)
+    if dy.shape != expected:
+        raise ValueError(f"dy has shape {dy.shape}; expected the output shape {expected}")
+    dy = dy.astype(x.dtype, copy=False)
+    grads = bias_vjp(dy, config)
+    # y = sum_k w_k z_k: the weights see dy . z_k, each member's output sees w_k dy.
+    dweights = np.einsum("bijo,bijko->bijk", dy, per_member, optimize=True)
+    dper_member = np.einsum("bijo,bijk->bijko", dy, weights, optimize=True)
+    grads["basis"] = np.einsum("bijuvc,bijko->kuvco", patches, dper_member, optimize=True)
+    dpatches = np.einsum("bijko,kuvco->bijuvc", dper_member, params["basis"], optimize=True)
+    dx = extract_patches_vjp(
+        dpatches, x.shape, config.kernel_size, config.stride, config.dilation, config.padding_pairs
+    )
+    dlogits = normalize_weights_vjp(dweights, logits, weights, config.normalize)
+    if config.input_dependent:
+        dx_g, g_grads = g_vjp(dlogits, x, params, config, cache)
+        dx = dx + dx_g
+        grads.update(g_grads)
+    else:
+        grads.update(fixed_logits_vjp(dlogits, config))
+    return dx, {name: grads[name].astype(x.dtype, copy=False) for name in param_shapes(config)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Locally connected form (spec section 9)
+
+
+def to_locally_connected(params, config: LRLCConfig, x=None):
+    """Equivalent locally connected (kernel, bias): kernel[..., i, j] = sum_k w[..., i, j, k] F^(k).
+
+    kernel is (H_out, W_out, kh, kw, C_in, C_out), or (B, H_out, W_out, ...) per example for
+    an input-dependent layer (then `x` is required); bias is (H_out, W_out, C_out).
+    """
+    weights = combining_weights(params, config, x)
+    basis = np.asarray(params["basis"], dtype=weights.dtype)
+    kernel = np.einsum("...ijk,kuvco->...ijuvco", weights, basis, optimize=True)
+    return kernel, _bias(params, config, weights.dtype)
+
+
+def locally_connected(x, kernel, bias, config: LRLCConfig) -> np.ndarray:
+    """y[b, i, j, o] = sum_{u, v, c} xpad[b, i s_h + u d_h, j s_w + v d_w, c] K[i, j, u, v, c, o]
+    + bias[i, j, o]. `kernel` may carry a leading batch axis (one kernel per example)."""
+    x = check_input(x, config)
+    out_h, out_w = config.output_size
+    kh, kw = config.kernel_size
+    shared = (out_h, out_w, kh, kw, config.in_channels, config.out_channels)
+    kernel = np.asarray(kernel)
+    if kernel.shape not in (shared, (x.shape[0], *shared)):
+        raise ValueError(
+            f"locally connected kernel has shape {kernel.shape}; expected {shared} "
+            f"or {(x.shape[0], *shared)} (one per example)"
+        )
+    bias = np.asarray(bias)
+    if bias.shape != (out_h, out_w, config.out_channels):
+        raise ValueError(
+            f"locally connected bias has shape {bias.shape}; "
+            f"expected {(out_h, out_w, config.out_channels)}"
+        )
+    patches = _layer_patches(x, config)
+    kernel = np.broadcast_to(kernel, (x.shape[0], *shared))
+    return np.einsum("bijuvc,bijuvco->bijo", patches, kernel, optimize=True) + bias
+
+
+# ---------------------------------------------------------------------------------------------
+# Initialisation (spec section 10)
+
+
+def init_params(config: LRLCConfig, seed: int = 0, dtype=np.float64) -> dict[str, np.ndarray]:
+    """Initial parameters: He-uniform basis (fan-in kh kw C_in), zero logits and biases,
+    Glorot-uniform kernels for g. With softmax the layer starts as a convolution with
+    the mean basis filter."""
+    rng = np.random.default_rng(seed)
+    params = {}
+    for name, shape in param_shapes(config).items():
+        if name == "basis":
+            fan_in = int(np.prod(shape[1:4]))
+            limit = np.sqrt(6.0 / fan_in)
+            params[name] = rng.uniform(-limit, limit, size=shape)
+        elif name.startswith("g.") and name.endswith(".kernel"):
+            fan_in = int(np.prod(shape[:-1]))
+            fan_out = shape[-1] if len(shape) == 2 else int(np.prod(shape[:-1]))
+            limit = np.sqrt(6.0 / (fan_in + fan_out))
+            params[name] = rng.uniform(-limit, limit, size=shape)
+        else:
+            params[name] = np.zeros(shape)
+    return {name: value.astype(dtype) for name, value in params.items()}
