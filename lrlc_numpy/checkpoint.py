@@ -24,7 +24,9 @@ def save_params(path, params: Mapping, config: LRLCConfig) -> None:
     for name, value in params.items():
         value = np.asarray(value)
         if not np.issubdtype(value.dtype, np.floating):
-            raise TypeError(f"save_params: params[{name!r}] has dtype {value.dtype}; expected float")
+            raise TypeError(
+                f"save_params: params[{name!r}] has dtype {value.dtype}; expected float"
+            )
         tensors[name] = np.ascontiguousarray(value)
     save_file(tensors, os.fspath(path), metadata={CONFIG_KEY: config.to_json()})
 
@@ -50,5 +52,7 @@ def load_params(path) -> tuple[dict[str, np.ndarray], LRLCConfig]:
     check_params(tensors, config, what=f"checkpoint {path}")
     for name, value in tensors.items():
         if not np.issubdtype(value.dtype, np.floating):
-            raise ValueError(f"checkpoint {path}: tensor {name!r} has dtype {value.dtype}; expected float")
+            raise ValueError(
+                f"checkpoint {path}: tensor {name!r} has dtype {value.dtype}; expected float"
+            )
     return tensors, config

@@ -189,7 +189,9 @@ class LRLCConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ValueError(f"LRLCConfig: unknown fields {unknown}; expected a subset of {sorted(names)}")
+            raise ValueError(
+                f"LRLCConfig: unknown fields {unknown}; expected a subset of {sorted(names)}"
+            )
         kwargs = {}
         for key, value in data.items():
             if isinstance(value, list):

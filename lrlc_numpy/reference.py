@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .config import LRLCConfig, check_params, output_size, param_shapes, resolve_padding, _pair
+from .config import LRLCConfig, _pair, check_params, output_size, param_shapes, resolve_padding
 
 # ---------------------------------------------------------------------------------------------
 # Input checks (spec section 11)
@@ -99,9 +99,7 @@ def conv2d(x, kernel, *, stride=1, padding="valid", dilation=1):
             f"got shapes {x.shape} and {kernel.shape}"
         )
     if kernel.shape[2] != x.shape[3]:
-        raise ValueError(
-            f"conv2d: kernel has {kernel.shape[2]} input channels, x has {x.shape[3]}"
-        )
+        raise ValueError(f"conv2d: kernel has {kernel.shape[2]} input channels, x has {x.shape[3]}")
     stride, dilation = _pair("stride", stride), _pair("dilation", dilation)
     pads = resolve_padding(padding, x.shape[1:3], kernel.shape[:2], stride, dilation)
     patches = extract_patches(x, kernel.shape[:2], stride, dilation, pads)
@@ -257,8 +255,14 @@ def g_forward(x, params, config: LRLCConfig):
     squeeze = np.maximum(pre_squeeze, 0)
     excite = _sigmoid(squeeze @ params["g.excite.kernel"] + params["g.excite.bias"])
     logits = excite @ params["g.project.kernel"] + params["g.project.bias"]
-    cache = {"low": low, "branches": branches, "cat": cat, "pre_squeeze": pre_squeeze,
-             "squeeze": squeeze, "excite": excite}
+    cache = {
+        "low": low,
+        "branches": branches,
+        "cat": cat,
+        "pre_squeeze": pre_squeeze,
+        "squeeze": squeeze,
+        "excite": excite,
+    }
     return logits, cache
 
 

@@ -1,0 +1,44 @@
+"""The lrlc conformance suite: one catalogue, checked against any backend adapter.
+
+    import conformance
+    report = conformance.run(conformance.backends.load("torch"))
+    assert report.ok, "\\n".join(map(str, report.failures))
+
+`run` is duck-typed: any object with the adapter interface (see `conformance.backends`)
+can check itself, no registration needed. Imports no framework at module level.
+"""
+
+from . import backends
+from .cases import Case, case_data, catalogue, random_config
+from .runner import (
+    CHECKS,
+    Failure,
+    Report,
+    check_case,
+    format_matrix,
+    reduction_length,
+    relative_error,
+    round_to,
+    run,
+    tolerance,
+    write_json,
+)
+
+__all__ = [
+    "CHECKS",
+    "Case",
+    "Failure",
+    "Report",
+    "backends",
+    "case_data",
+    "catalogue",
+    "check_case",
+    "format_matrix",
+    "random_config",
+    "reduction_length",
+    "relative_error",
+    "round_to",
+    "run",
+    "tolerance",
+    "write_json",
+]

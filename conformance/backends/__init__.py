@@ -1,0 +1,27 @@
+"""Adapters that drive each lrlc package through its public API in neutral terms.
+
+An adapter is any object with `name`, `dtypes`, `devices` and the methods
+
+    forward(config, params, x, *, dtype="float64", device="cpu") -> y
+    vjp(config, params, x, dy, *, dtype="float64", device="cpu") -> (dx, dparams)
+    to_locally_connected(config, params, x=None, *, dtype="float64", device="cpu")
+        -> (kernel, bias)
+    lc_forward(kernel, bias, x, config, *, dtype="float64", device="cpu") -> y
+
+and optionally `save_checkpoint(path, config, params)` / `load_checkpoint(path)`.
+Arrays in and out are NumPy in canonical layouts (NHWC, HWIO) with neutral names.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+NAMES = ("numpy", "torch", "jax", "tf")
+
+
+def load(name: str):
+    """The adapter for backend `name` (one of NAMES); imports that framework only."""
+    if name not in NAMES:
+        raise ValueError(f"unknown backend {name!r}; expected one of {NAMES}")
+    module = importlib.import_module(f"conformance.backends.{name}")
+    return module.Backend()

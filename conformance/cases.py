@@ -1,0 +1,136 @@
+"""The catalogue of conformance cases and the data each case runs on.
+
+A case is a layer config and a batch size; its inputs (x, params, dy) are drawn from a
+seed, so every failure can be reproduced from (case, seed) alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import numpy as np
+
+from lrlc_numpy import COMBINING_MODES, NORMALIZATIONS, LRLCConfig, init_params
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    name: str
+    config: LRLCConfig
+    batch: int = 2
+
+    def describe(self) -> str:
+        return f"{self.name}: batch={self.batch}, config={self.config.to_json()}"
+
+
+def _modes():
+    """Every mode of the spec: combining x normalisation x biases, fixed and input-dependent."""
+    for combining, normalize, spatial, channel in itertools.product(
+        COMBINING_MODES, NORMALIZATIONS, (True, False), (True, False)
+    ):
+        for input_dependent in (False, True) if combining == "full" else (False,):
+            yield dict(
+                combining=combining,
+                normalize=normalize,
+                spatial_bias=spatial,
+                channel_bias=channel,
+                input_dependent=input_dependent,
+            )
+
+
+def _mode_name(mode):
+    bias = ("s" if mode["spatial_bias"] else "") + ("c" if mode["channel_bias"] else "")
+    kind = "idep" if mode["input_dependent"] else "fixed"
+    return f"{kind}-{mode['combining']}-{mode['normalize']}-bias[{bias}]"
+
+
+# Geometry variants, each run with a few representative modes.
+GEOMETRIES = {
+    "nonsquare-valid": dict(kernel_size=3, input_size=(7, 6)),
+    "stride2-same": dict(kernel_size=3, input_size=(9, 8), stride=2, padding="same"),
+    "stride2-same-odd": dict(kernel_size=(3, 2), input_size=(8, 7), stride=(2, 3), padding="same"),
+    "dilation2-same": dict(kernel_size=3, input_size=(9, 10), dilation=2, padding="same"),
+    "dilation2-valid": dict(kernel_size=(2, 3), input_size=(8, 9), dilation=(2, 1)),
+    "explicit-int": dict(kernel_size=3, input_size=(6, 7), padding=1),
+    "explicit-pairs": dict(kernel_size=3, input_size=(6, 5), padding=((2, 0), (1, 3))),
+    "kernel1": dict(kernel_size=1, input_size=(5, 6)),
+    "large-idep-grid": dict(kernel_size=3, input_size=(18, 17), stride=2, padding="same"),
+}
+
+GEOMETRY_MODES = (
+    dict(combining="rowcol", normalize="softmax"),
+    dict(combining="full", normalize="l2"),
+    dict(combining="full", normalize="softmax", input_dependent=True),
+)
+
+
+def catalogue() -> list[Case]:
+    """All cases: every mode on a small non-square grid, then geometry x representative modes,
+    then rank 1 and rank >= 8."""
+    cases = []
+    for mode in _modes():
+        config = LRLCConfig(3, 4, 3, rank=3, input_size=(7, 6), padding="same", **mode)
+        cases.append(Case(_mode_name(mode), config))
+    for (geo_name, geometry), mode in itertools.product(GEOMETRIES.items(), GEOMETRY_MODES):
+        config = LRLCConfig(2, 3, rank=2, **geometry, **mode)
+        cases.append(Case(f"{geo_name}/{_mode_name(dataclasses.asdict(config))}", config))
+    for rank, mode in itertools.product((1, 8, 9), GEOMETRY_MODES):
+        config = LRLCConfig(3, 2, 3, rank=rank, input_size=(8, 7), padding="same", **mode)
+        cases.append(Case(f"rank{rank}/{_mode_name(dataclasses.asdict(config))}", config, batch=3))
+    return cases
+
+
+def random_config(rng: np.random.Generator) -> LRLCConfig:
+    """A random valid config on small shapes (used by the hypothesis and seeded fuzz runs)."""
+    while True:
+        mode = dict(
+            combining=str(rng.choice(COMBINING_MODES)),
+            normalize=str(rng.choice(NORMALIZATIONS)),
+            spatial_bias=bool(rng.integers(2)),
+            channel_bias=bool(rng.integers(2)),
+        )
+        mode["input_dependent"] = mode["combining"] == "full" and bool(rng.integers(2))
+        padding = [
+            "valid",
+            "same",
+            int(rng.integers(0, 3)),
+            (
+                (int(rng.integers(0, 3)), int(rng.integers(0, 3))),
+                (int(rng.integers(0, 3)), int(rng.integers(0, 3))),
+            ),
+        ][int(rng.integers(4))]
+        try:
+            return LRLCConfig(
+                in_channels=int(rng.integers(1, 5)),
+                out_channels=int(rng.integers(1, 5)),
+                kernel_size=(int(rng.integers(1, 4)), int(rng.integers(1, 4))),
+                rank=int(rng.integers(1, 6)),
+                input_size=(int(rng.integers(3, 12)), int(rng.integers(3, 12))),
+                stride=(int(rng.integers(1, 3)), int(rng.integers(1, 3))),
+                dilation=(int(rng.integers(1, 3)), int(rng.integers(1, 3))),
+                padding=padding,
+                **mode,
+            )
+        except ValueError:  # an empty output grid; draw again
+            continue
+
+
+def case_data(case: Case, seed: int):
+    """(x, params, dy) in float64 for `case`, drawn from `seed`.
+
+    Logits and biases are drawn away from their (constant, zero) initial values so that
+    every parameter affects the output and a dropped or misplaced term shows.
+    """
+    config = case.config
+    rng = np.random.default_rng([seed, config.rank, *config.input_size])
+    params = init_params(config, seed=seed)
+    for name, value in params.items():
+        if name == "basis":
+            continue
+        spread = 1.0 if "logits" in name else 0.5
+        params[name] = value + rng.normal(scale=spread, size=value.shape)
+    x = rng.normal(size=(case.batch, *config.input_size, config.in_channels))
+    out_h, out_w = config.output_size
+    dy = rng.normal(size=(case.batch, out_h, out_w, config.out_channels))
+    return x, params, dy

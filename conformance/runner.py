@@ -1,0 +1,389 @@
+"""Run the catalogue against one backend adapter and collect a report.
+
+Every comparison is against `lrlc_numpy` evaluated in float64 on the *same* inputs the
+backend saw (rounded to the backend's dtype first), so the measured error is the
+backend's arithmetic error only. The tolerance rule is spec section 14.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tempfile
+import traceback
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+import lrlc_numpy
+
+from .cases import Case, case_data, catalogue
+
+CHECKS = ("forward", "vjp_input", "vjp_params", "conversion", "lc_forward", "checkpoint")
+
+_EPS = {
+    "float64": float(np.finfo(np.float64).eps),
+    "float32": float(np.finfo(np.float32).eps),
+    "float16": float(np.finfo(np.float16).eps),
+    "bfloat16": 2.0**-7,
+}
+
+# ---------------------------------------------------------------------------------------------
+# Tolerance rule (spec section 14)
+
+
+def reduction_length(config, batch: int) -> int:
+    """Length n of the longest chain of sums an output or gradient element accumulates.
+
+    The forward pass sums kh*kw*C_in*K products per output (kh*kw*C_out*K for dx);
+    parameter gradients sum over up to B*H*W positions times the widest channel count
+    (C_out, or 6K inside the input-dependent network).
+    """
+    kh, kw = config.kernel_size
+    h, w = config.input_size
+    window = kh * kw * max(config.in_channels, config.out_channels) * config.rank
+    positions = batch * h * w * max(config.out_channels, 6 * config.rank)
+    return window + positions
+
+
+def rounding_stages(config) -> int:
+    """Number of chained operations whose results are stored in the working dtype."""
+    return 12 if config.input_dependent else 4
+
+
+def tolerance(dtype: str, config, batch: int) -> float:
+    """Allowed max|got - want| / max(1, max|want|).
+
+    float32/float64 accumulate in the working dtype: rounding errors of a length-n sum grow
+    like eps * sqrt(n), so tol = 8 eps sqrt(n). 16-bit types accumulate in float32 on
+    every framework, so their error is the rounding of each stored intermediate:
+    tol = 8 eps sqrt(stages).
+    """
+    eps = _EPS[dtype]
+    if dtype in ("float64", "float32"):
+        return 8.0 * eps * math.sqrt(reduction_length(config, batch))
+    return 8.0 * eps * math.sqrt(rounding_stages(config))
+
+
+def round_to(array, dtype: str) -> np.ndarray:
+    """`array` rounded to `dtype` (round to nearest even) and returned as float64."""
+    array = np.asarray(array, dtype=np.float64)
+    if dtype == "bfloat16":
+        bits = array.astype(np.float32).view(np.uint32).astype(np.uint64)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        return bits.astype(np.uint32).view(np.float32).astype(np.float64)
+    return array.astype(dtype).astype(np.float64)
+
+
+def relative_error(got, want) -> float:
+    got = np.asarray(got, dtype=np.float64)
+    want = np.asarray(want, dtype=np.float64)
+    if got.shape != want.shape:
+        raise ValueError(f"shape {got.shape} differs from the reference's {want.shape}")
+    if not np.all(np.isfinite(got)):
+        return math.inf
+    return float(
+        np.max(np.abs(got - want), initial=0.0) / max(1.0, np.max(np.abs(want), initial=0.0))
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+@dataclasses.dataclass
+class Failure:
+    backend: str
+    check: str
+    case: str
+    dtype: str
+    device: str
+    seed: int
+    error: float | None
+    tolerance: float | None
+    message: str
+
+    def __str__(self) -> str:
+        measured = (
+            "" if self.error is None else f" max error {self.error:.3e} > tol {self.tolerance:.3e};"
+        )
+        return (
+            f"[{self.backend}] {self.check} FAILED on {self.case} "
+            f"(dtype={self.dtype}, device={self.device}, seed={self.seed}):"
+            f"{measured} {self.message}"
+        )
+
+
+@dataclasses.dataclass
+class Report:
+    backend: str
+    failures: list[Failure] = dataclasses.field(default_factory=list)
+    # (check, dtype, device) -> Counter(passed=..., failed=..., skipped=...)
+    counts: dict = dataclasses.field(default_factory=dict)
+    skipped_reasons: dict = dataclasses.field(default_factory=dict)
+    max_error: dict = dataclasses.field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and self.total("passed") > 0
+
+    def total(self, outcome: str) -> int:
+        return sum(c[outcome] for c in self.counts.values())
+
+    @property
+    def matrix(self) -> dict:
+        """{backend: {check: {dtype: {device: {passed, failed, skipped}}}}}."""
+        out: dict = {}
+        for (check, dtype, device), counter in sorted(self.counts.items()):
+            cell = {k: counter[k] for k in ("passed", "failed", "skipped")}
+            out.setdefault(self.backend, {}).setdefault(check, {}).setdefault(dtype, {})[device] = (
+                cell
+            )
+        return out
+
+    def record(self, check, dtype, device, outcome, error=None):
+        self.counts.setdefault((check, dtype, device), Counter())[outcome] += 1
+        if error is not None:
+            key = (check, dtype, device)
+            self.max_error[key] = max(self.max_error.get(key, 0.0), error)
+
+    def to_json(self) -> dict:
+        return {
+            "backend": self.backend,
+            "ok": self.ok,
+            "seconds": round(self.seconds, 2),
+            "matrix": self.matrix[self.backend] if self.counts else {},
+            "max_relative_error": {
+                "/".join(key): value for key, value in sorted(self.max_error.items())
+            },
+            "skipped": {"/".join(key): why for key, why in sorted(self.skipped_reasons.items())},
+            "failures": [dataclasses.asdict(f) for f in self.failures],
+        }
+
+
+def format_matrix(reports) -> str:
+    """A markdown table: backend x check x dtype x device with pass/fail/skip counts."""
+    lines = [
+        "| backend | check | dtype | device | passed | failed | skipped | max rel. error |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for report in reports:
+        for (check, dtype, device), c in sorted(report.counts.items()):
+            err = report.max_error.get((check, dtype, device))
+            err_text = "" if err is None else f"{err:.1e}"
+            lines.append(
+                f"| {report.backend} | {check} | {dtype} | {device} | {c['passed']} "
+                f"| {c['failed']} | {c['skipped']} | {err_text} |"
+            )
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks
+
+
+class _CheckFailed(Exception):
+    def __init__(self, error, tol, message):
+        super().__init__(message)
+        self.error, self.tol, self.message = error, tol, message
+
+
+def _compare(label, got, want, tol):
+    try:
+        err = relative_error(got, want)
+    except ValueError as exc:
+        raise _CheckFailed(None, tol, f"{label}: {exc}") from None
+    if not err <= tol:
+        raise _CheckFailed(err, tol, f"{label} differs from the reference")
+    return err
+
+
+def _rounded(case: Case, seed: int, dtype: str):
+    x, params, dy = case_data(case, seed)
+    return (
+        round_to(x, dtype),
+        {name: round_to(value, dtype) for name, value in params.items()},
+        round_to(dy, dtype),
+    )
+
+
+def _check_forward(backend, case, x, params, dy, dtype, device, tol):
+    want = lrlc_numpy.forward(x, params, case.config)
+    got = backend.forward(case.config, params, x, dtype=dtype, device=device)
+    return _compare("output", got, want, tol)
+
+
+def _check_vjp(backend, case, x, params, dy, dtype, device, tol, part):
+    want_dx, want_dp = lrlc_numpy.vjp(x, params, case.config, dy)
+    got_dx, got_dp = backend.vjp(case.config, params, x, dy, dtype=dtype, device=device)
+    if part == "input":
+        return _compare("dL/dx", got_dx, want_dx, tol)
+    if set(got_dp) != set(want_dp):
+        raise _CheckFailed(
+            None,
+            tol,
+            f"gradient names {sorted(got_dp)} differ from the neutral names {sorted(want_dp)}",
+        )
+    return max(_compare(f"dL/d[{name}]", got_dp[name], want_dp[name], tol) for name in want_dp)
+
+
+def _check_conversion(backend, case, x, params, dy, dtype, device, tol):
+    x_arg = x if case.config.input_dependent else None
+    want_k, want_b = lrlc_numpy.to_locally_connected(params, case.config, x_arg)
+    got_k, got_b = backend.to_locally_connected(
+        case.config, params, x_arg, dtype=dtype, device=device
+    )
+    return max(_compare("kernel", got_k, want_k, tol), _compare("bias", got_b, want_b, tol))
+
+
+def _check_lc_forward(backend, case, x, params, dy, dtype, device, tol):
+    x_arg = x if case.config.input_dependent else None
+    kernel, bias = lrlc_numpy.to_locally_connected(params, case.config, x_arg)
+    kernel, bias = round_to(kernel, dtype), round_to(bias, dtype)
+    want = lrlc_numpy.locally_connected(x, kernel, bias, case.config)
+    got = backend.lc_forward(kernel, bias, x, case.config, dtype=dtype, device=device)
+    return _compare("locally connected output", got, want, tol)
+
+
+def _check_checkpoint(backend, case, x, params, dy, dtype, device, tol):
+    """Both directions through the file, exact: backend writes -> reference reads, and back."""
+    with tempfile.TemporaryDirectory() as tmp:
+        written = Path(tmp) / "from_backend.safetensors"
+        backend.save_checkpoint(written, case.config, params)
+        loaded, config = lrlc_numpy.load_params(written)
+        _same_checkpoint("backend -> reference", loaded, config, params, case.config)
+        reference_file = Path(tmp) / "from_reference.safetensors"
+        lrlc_numpy.save_params(reference_file, params, case.config)
+        loaded, config = backend.load_checkpoint(reference_file)
+        _same_checkpoint("reference -> backend", loaded, config, params, case.config)
+    return 0.0
+
+
+def _same_checkpoint(direction, loaded, config, params, want_config):
+    if config != want_config:
+        raise _CheckFailed(None, 0.0, f"{direction}: config {config} != {want_config}")
+    if set(loaded) != set(params):
+        raise _CheckFailed(None, 0.0, f"{direction}: names {sorted(loaded)} != {sorted(params)}")
+    for name, value in params.items():
+        got = np.asarray(loaded[name])
+        if got.shape != value.shape or not np.array_equal(got.astype(np.float64), value):
+            raise _CheckFailed(None, 0.0, f"{direction}: tensor {name!r} is not bit-exact")
+
+
+_CHECK_FUNCTIONS = {
+    "forward": _check_forward,
+    "vjp_input": lambda *a: _check_vjp(*a, part="input"),
+    "vjp_params": lambda *a: _check_vjp(*a, part="params"),
+    "conversion": _check_conversion,
+    "lc_forward": _check_lc_forward,
+    "checkpoint": _check_checkpoint,
+}
+
+
+def check_case(
+    backend,
+    case: Case,
+    *,
+    dtype="float64",
+    device="cpu",
+    seed=0,
+    checks=CHECKS,
+    report: Report | None = None,
+) -> Report:
+    """Run `checks` for one case, dtype and device, adding outcomes to `report`."""
+    report = report or Report(getattr(backend, "name", type(backend).__name__))
+    x, params, dy = _rounded(case, seed, dtype)
+    tol = tolerance(dtype, case.config, case.batch)
+    for check in checks:
+        if check == "checkpoint" and (dtype != "float64" or device != "cpu"):
+            continue  # files are device- and dtype-independent: checked once per case
+        if check == "checkpoint" and not hasattr(backend, "save_checkpoint"):
+            report.record(check, dtype, device, "skipped")
+            report.skipped_reasons[(check, dtype, device)] = "adapter has no checkpoint methods"
+            continue
+        try:
+            err = _CHECK_FUNCTIONS[check](backend, case, x, params, dy, dtype, device, tol)
+        except _CheckFailed as fail:
+            report.record(check, dtype, device, "failed")
+            report.failures.append(
+                Failure(
+                    report.backend,
+                    check,
+                    case.describe(),
+                    dtype,
+                    device,
+                    seed,
+                    fail.error,
+                    fail.tol,
+                    fail.message,
+                )
+            )
+        except Exception as exc:  # the backend crashed: a failure, with its traceback tail
+            report.record(check, dtype, device, "failed")
+            tail = traceback.format_exception_only(type(exc), exc)[-1].strip()
+            report.failures.append(
+                Failure(
+                    report.backend,
+                    check,
+                    case.describe(),
+                    dtype,
+                    device,
+                    seed,
+                    None,
+                    tol,
+                    f"raised {tail}",
+                )
+            )
+        else:
+            report.record(check, dtype, device, "passed", err)
+    return report
+
+
+def run(backend, *, dtypes=None, devices=None, seed=0, cases=None, checks=CHECKS) -> Report:
+    """Run the whole catalogue (or `cases`) against `backend` on each dtype and device.
+
+    Requested devices or dtypes the backend does not offer are counted as skipped, never
+    as passed.
+    """
+    import time
+
+    start = time.perf_counter()
+    report = Report(getattr(backend, "name", type(backend).__name__))
+    cases = catalogue() if cases is None else cases
+    dtypes = tuple(backend.dtypes) if dtypes is None else tuple(dtypes)
+    devices = tuple(backend.devices) if devices is None else tuple(devices)
+    for device in devices:
+        for dtype in dtypes:
+            available = device in backend.devices and dtype in backend.dtypes
+            for case in cases:
+                if available:
+                    check_case(
+                        backend,
+                        case,
+                        dtype=dtype,
+                        device=device,
+                        seed=seed,
+                        checks=checks,
+                        report=report,
+                    )
+                    continue
+                for check in checks:
+                    if check == "checkpoint" and (dtype != "float64" or device != "cpu"):
+                        continue
+                    report.record(check, dtype, device, "skipped")
+                    why = (
+                        f"device {device!r} not found"
+                        if device not in backend.devices
+                        else f"dtype {dtype} not supported"
+                    )
+                    report.skipped_reasons[(check, dtype, device)] = why
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def write_json(reports, path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps([r.to_json() for r in reports], indent=2) + "\n")
