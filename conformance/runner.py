@@ -2,7 +2,7 @@
 
 Every comparison is against `lrlc_numpy` evaluated in float64 on the *same* inputs the
 backend saw (rounded to the backend's dtype first), so the measured error is the
-backend's arithmetic error only. The tolerance rule is spec section 14.
+backend's arithmetic error only. The tolerance rule is spec section 15.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ _EPS = {
 }
 
 # ---------------------------------------------------------------------------------------------
-# Tolerance rule (spec section 14)
+# Tolerance rule (spec section 15)
 
 
 def reduction_length(config, batch: int) -> int:

@@ -169,7 +169,7 @@ class LRLCConfig:
         limit = (min(self.input_size) - 1) // 2
         return tuple(r for r in G_DILATIONS if r <= limit)
 
-    # Serialisation (spec section 10).
+    # Serialisation (spec section 13).
 
     def to_dict(self) -> dict:
         """JSON-ready dict with pairs as lists."""

@@ -14,7 +14,7 @@ import numpy as np
 from .config import LRLCConfig, _pair, check_params, output_size, param_shapes, resolve_padding
 
 # ---------------------------------------------------------------------------------------------
-# Input checks (spec section 11)
+# Input checks (spec section 14)
 
 
 def check_input(x, config: LRLCConfig, *, name: str = "x") -> np.ndarray:
@@ -414,7 +414,7 @@ def vjp(x, params, config: LRLCConfig, dy) -> tuple[np.ndarray, dict[str, np.nda
 
 
 # ---------------------------------------------------------------------------------------------
-# Locally connected form (spec section 9)
+# Locally connected form (spec section 11)
 
 
 def to_locally_connected(params, config: LRLCConfig, x=None):
