@@ -16,7 +16,7 @@ EXTRAS = {"numpy": ".", "torch": ".[torch]", "jax": ".[jax]", "tf": ".[tf]"}
 def tests(session):
     """The project's whole test suite, every backend installed."""
     session.install("-e", ".[all,test]")
-    session.run("pytest", "-q", *session.posargs)
+    session.run("pytest", "-q", *session.posargs, env={"LRLC_REQUIRE_ALL_BACKENDS": "1"})
 
 
 @nox.session(python=PYTHON)

@@ -1,0 +1,45 @@
+"""The conformance suite must catch every planted fault (and pass the unfaulted reference)."""
+
+import pytest
+
+import conformance
+from conformance.faults import FAULTS, FaultyBackend
+
+# The check expected to notice each fault (others may notice it too).
+EXPECTED_CHECK = {
+    "softmax_over_wrong_axis": "forward",
+    "softmax_gradient_without_jacobian": "vjp_params",
+    "l2_norm_without_sqrt": "forward",
+    "same_padding_off_by_one": "forward",
+    "row_and_column_logits_swapped": "forward",
+    "kernel_height_and_width_swapped": "forward",
+    "dilation_ignored": "forward",
+    "channel_bias_dropped": "forward",
+    "spatial_bias_dropped": "forward",
+    "resize_without_aligned_corners": "forward",
+    "conversion_kernel_taps_transposed": "conversion",
+    "lc_bias_dropped": "lc_forward",
+    "checkpoint_loses_precision": "checkpoint",
+    "basis_gradient_from_first_example_only": "vjp_params",
+}
+
+
+def test_every_fault_has_an_expectation():
+    assert set(EXPECTED_CHECK) == set(FAULTS)
+    assert len(FAULTS) >= 8
+
+
+def test_unfaulted_reference_passes():
+    report = conformance.run(conformance.backends.load("numpy"), dtypes=["float64"])
+    assert report.ok, "\n".join(map(str, report.failures[:5]))
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_fault_is_caught(fault):
+    report = conformance.run(FaultyBackend(fault), dtypes=["float64"])
+    assert not report.ok
+    caught_by = {failure.check for failure in report.failures}
+    assert EXPECTED_CHECK[fault] in caught_by, caught_by
+    # A failure record names the case, dtype and device and is readable on its own.
+    text = str(report.failures[0])
+    assert "FAILED" in text and "dtype=float64" in text and "device=cpu" in text
