@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import tempfile
+import time
 import traceback
 from collections import Counter
 from pathlib import Path
@@ -144,11 +145,15 @@ class Report:
             )
         return out
 
-    def record(self, check, dtype, device, outcome, error=None):
-        self.counts.setdefault((check, dtype, device), Counter())[outcome] += 1
+    def record(self, check, dtype, device, outcome, error=None, count=1):
+        self.counts.setdefault((check, dtype, device), Counter())[outcome] += count
         if error is not None:
             key = (check, dtype, device)
             self.max_error[key] = max(self.max_error.get(key, 0.0), error)
+
+    def skip(self, check, dtype, device, why, count=1):
+        self.record(check, dtype, device, "skipped", count=count)
+        self.skipped_reasons[(check, dtype, device)] = why
 
     def to_json(self) -> dict:
         return {
@@ -297,15 +302,18 @@ def check_case(
     report = report or Report(getattr(backend, "name", type(backend).__name__))
     x, params, dy = _rounded(case, seed, dtype)
     tol = tolerance(dtype, case.config, case.batch)
-    for check in checks:
-        if check == "checkpoint" and (dtype != "float64" or device != "cpu"):
-            continue  # files are device- and dtype-independent: checked once per case
+    for check in _applicable(checks, dtype, device):
         if check == "checkpoint" and not hasattr(backend, "save_checkpoint"):
-            report.record(check, dtype, device, "skipped")
-            report.skipped_reasons[(check, dtype, device)] = "adapter has no checkpoint methods"
+            report.skip(check, dtype, device, "adapter has no checkpoint methods")
             continue
         try:
-            err = _CHECK_FUNCTIONS[check](backend, case, x, params, dy, dtype, device, tol)
+            try:
+                err = _CHECK_FUNCTIONS[check](backend, case, x, params, dy, dtype, device, tol)
+            except _CheckFailed:
+                raise
+            except Exception as exc:  # the backend crashed: a failure, with its exception
+                tail = traceback.format_exception_only(type(exc), exc)[-1].strip()
+                raise _CheckFailed(None, tol, f"raised {tail}") from exc
         except _CheckFailed as fail:
             report.record(check, dtype, device, "failed")
             report.failures.append(
@@ -321,25 +329,14 @@ def check_case(
                     fail.message,
                 )
             )
-        except Exception as exc:  # the backend crashed: a failure, with its traceback tail
-            report.record(check, dtype, device, "failed")
-            tail = traceback.format_exception_only(type(exc), exc)[-1].strip()
-            report.failures.append(
-                Failure(
-                    report.backend,
-                    check,
-                    case.describe(),
-                    dtype,
-                    device,
-                    seed,
-                    None,
-                    tol,
-                    f"raised {tail}",
-                )
-            )
         else:
             report.record(check, dtype, device, "passed", err)
     return report
+
+
+def _applicable(checks, dtype, device):
+    """Checkpoint files are dtype- and device-independent: checked once, in float64 on CPU."""
+    return [c for c in checks if c != "checkpoint" or (dtype, device) == ("float64", "cpu")]
 
 
 def run(backend, *, dtypes=None, devices=None, seed=0, cases=None, checks=CHECKS) -> Report:
@@ -348,8 +345,6 @@ def run(backend, *, dtypes=None, devices=None, seed=0, cases=None, checks=CHECKS
     Requested devices or dtypes the backend does not offer are counted as skipped, never
     as passed.
     """
-    import time
-
     start = time.perf_counter()
     report = Report(getattr(backend, "name", type(backend).__name__))
     cases = catalogue() if cases is None else cases
@@ -358,28 +353,25 @@ def run(backend, *, dtypes=None, devices=None, seed=0, cases=None, checks=CHECKS
     for device in devices:
         for dtype in dtypes:
             available = device in backend.devices and dtype in backend.dtypes
+            if not available:
+                why = (
+                    f"device {device!r} not found"
+                    if device not in backend.devices
+                    else f"dtype {dtype} not supported"
+                )
+                for check in _applicable(checks, dtype, device):
+                    report.skip(check, dtype, device, why, count=len(cases))
+                continue
             for case in cases:
-                if available:
-                    check_case(
-                        backend,
-                        case,
-                        dtype=dtype,
-                        device=device,
-                        seed=seed,
-                        checks=checks,
-                        report=report,
-                    )
-                    continue
-                for check in checks:
-                    if check == "checkpoint" and (dtype != "float64" or device != "cpu"):
-                        continue
-                    report.record(check, dtype, device, "skipped")
-                    why = (
-                        f"device {device!r} not found"
-                        if device not in backend.devices
-                        else f"dtype {dtype} not supported"
-                    )
-                    report.skipped_reasons[(check, dtype, device)] = why
+                check_case(
+                    backend,
+                    case,
+                    dtype=dtype,
+                    device=device,
+                    seed=seed,
+                    checks=checks,
+                    report=report,
+                )
     report.seconds = time.perf_counter() - start
     return report
 
