@@ -1,0 +1,98 @@
+"""Adapter for lrlc_torch: float64 and float32 on CPU, plus CUDA (with bfloat16) when present.
+
+It goes through lrlc_torch's public API only: a layer built from the config, neutral
+parameters loaded with `load_neutral_params`, torch autograd for the vjp (gradients read
+back by neutral name with `lrlc_torch.to_neutral`), `LocallyConnected2d` for `lc_forward`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+import lrlc_torch
+
+_DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def _nchw(x_nhwc, dtype, device) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(x_nhwc)).to(device=device, dtype=dtype).permute(0, 3, 1, 2)
+
+
+def _nhwc(y_nchw: torch.Tensor) -> np.ndarray:
+    return y_nchw.detach().permute(0, 2, 3, 1).to("cpu", torch.float64).numpy()
+
+
+class Backend:
+    name = "torch"
+
+    def __init__(self):
+        has_cuda = torch.cuda.is_available()
+        self.devices = ("cpu", "gpu") if has_cuda else ("cpu",)
+        self.dtypes = ("float64", "float32", "bfloat16") if has_cuda else ("float64", "float32")
+
+    def _resolve(self, dtype, device):
+        if device not in self.devices:
+            raise ValueError(f"device {device!r} not available; expected one of {self.devices}")
+        if dtype not in self.dtypes:
+            raise ValueError(f"dtype {dtype!r} not supported; expected one of {self.dtypes}")
+        return _DTYPES[dtype], torch.device("cuda" if device == "gpu" else "cpu")
+
+    def _layer(self, config, params, dtype, device):
+        layer = lrlc_torch.LRLC2d.from_config(config, device=device, dtype=dtype)
+        layer.load_neutral_params(params)
+        return layer
+
+    def forward(self, config, params, x, *, dtype="float64", device="cpu"):
+        dtype, device = self._resolve(dtype, device)
+        layer = self._layer(config, params, dtype, device)
+        with torch.no_grad():
+            return _nhwc(layer(_nchw(x, dtype, device)))
+
+    def vjp(self, config, params, x, dy, *, dtype="float64", device="cpu"):
+        dtype, device = self._resolve(dtype, device)
+        layer = self._layer(config, params, dtype, device)
+        x = _nchw(x, dtype, device).requires_grad_(True)
+        names, tensors = zip(*layer.named_parameters())
+        y = layer(x)
+        grads = torch.autograd.grad(y, (x, *tensors), _nchw(dy, dtype, device))
+        return _nhwc(grads[0]), lrlc_torch.to_neutral(dict(zip(names, grads[1:])))
+
+    def to_locally_connected(self, config, params, x=None, *, dtype="float64", device="cpu"):
+        dtype, device = self._resolve(dtype, device)
+        layer = self._layer(config, params, dtype, device)
+        with torch.no_grad():
+            if config.input_dependent:
+                weight, bias = layer.locally_connected_kernel(_nchw(x, dtype, device))
+                return lrlc_torch.lc_to_neutral(weight, bias)
+            neutral = layer.to_locally_connected().neutral_params()
+        return neutral["kernel"], neutral["bias"]
+
+    def lc_forward(self, kernel, bias, x, config, *, dtype="float64", device="cpu"):
+        dtype, device = self._resolve(dtype, device)
+        x = _nchw(x, dtype, device)
+        with torch.no_grad():
+            if np.ndim(kernel) == 7:  # one kernel per example: the functional form takes it
+                weight, bias = lrlc_torch.lc_from_neutral(kernel, bias, dtype=dtype, device=device)
+                return _nhwc(lrlc_torch.functional.locally_connected(x, weight, bias, config))
+            layer = lrlc_torch.LocallyConnected2d(
+                config.in_channels,
+                config.out_channels,
+                config.kernel_size,
+                config.input_size,
+                stride=config.stride,
+                padding=config.padding,
+                dilation=config.dilation,
+                device=device,
+                dtype=dtype,
+            )
+            layer.load_neutral_params({"kernel": kernel, "bias": bias})
+            return _nhwc(layer(x))
+
+    def save_checkpoint(self, path, config, params):
+        layer = self._layer(config, params, torch.float64, torch.device("cpu"))
+        layer.save_neutral(path)
+
+    def load_checkpoint(self, path):
+        layer = lrlc_torch.LRLC2d.load_neutral(path)
+        return layer.neutral_params(), layer.config

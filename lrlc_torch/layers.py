@@ -1,0 +1,385 @@
+"""The torch.nn modules: `LowRankLocallyConnected2d` (alias `LRLC2d`) and `LocallyConnected2d`.
+
+The math lives in `lrlc_torch.functional`; validation and geometry come from
+`lrlc_numpy.LRLCConfig`; initial values from `lrlc_numpy.init_params` (spec section 10).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+import lrlc_numpy
+from lrlc_numpy import LRLCConfig
+
+from . import functional
+from .neutral import from_neutral, lc_from_neutral, lc_to_neutral, to_neutral, torch_param_shapes
+
+__all__ = ["LRLC2d", "LocallyConnected2d", "LowRankLocallyConnected2d"]
+
+
+class GLayer(nn.Module):
+    """One layer of the input-dependent network g: a `kernel` and a `bias`, neutral layout."""
+
+    def __init__(self, kernel_shape, bias_shape, *, device=None, dtype=None):
+        super().__init__()
+        self.kernel = nn.Parameter(torch.empty(kernel_shape, device=device, dtype=dtype))
+        self.bias = nn.Parameter(torch.empty(bias_shape, device=device, dtype=dtype))
+
+    def extra_repr(self) -> str:
+        return f"kernel={tuple(self.kernel.shape)}, bias={tuple(self.bias.shape)}"
+
+
+class LowRankLocallyConnected2d(nn.Module):
+    """Low-rank locally connected layer (paper eqs. 2-6, Algorithm 1) on NCHW input.
+
+    Arguments mirror `nn.Conv2d` plus the LRLC fields of `lrlc_numpy.LRLCConfig` (spec
+    section 2): `rank` K basis filter banks are combined at each output position with
+    weights normalised over K; `input_size` (H, W) fixes the output grid those weights and
+    the spatial biases live on, and every input must have that size. `padding` is 'valid',
+    'same' (TensorFlow's rule for any stride, asymmetric where needed), an int, a pair, or
+    ((top, bottom), (left, right)).
+
+    Parameters carry the neutral names, so `state_dict` keys read `basis`, `row_logits`,
+    `g.reduce.kernel`, ...; all are in neutral layout except `basis`, which is
+    (K, C_out, C_in, kh, kw), one `nn.Conv2d`-style weight per member.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        rank: int,
+        input_size,
+        stride=1,
+        padding="valid",
+        dilation=1,
+        *,
+        combining: str = "rowcol",
+        normalize: str = "softmax",
+        spatial_bias: bool = True,
+        channel_bias: bool = True,
+        input_dependent: bool = False,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        self.config = LRLCConfig(
+            in_channels,
+            out_channels,
+            kernel_size,
+            rank,
+            input_size,
+            stride=stride,
+            dilation=dilation,
+            padding=padding,
+            combining=combining,
+            normalize=normalize,
+            spatial_bias=spatial_bias,
+            channel_bias=channel_bias,
+            input_dependent=input_dependent,
+        )
+        shapes = torch_param_shapes(self.config)
+        factory = {"device": device, "dtype": dtype}
+        # g's layers in the order the network applies them.
+        g_names = list(
+            dict.fromkeys(name.split(".")[1] for name in shapes if name.startswith("g."))
+        )
+        if g_names:
+            self.g = nn.ModuleDict(
+                {
+                    layer: GLayer(shapes[f"g.{layer}.kernel"], shapes[f"g.{layer}.bias"], **factory)
+                    for layer in g_names
+                }
+            )
+        for name, shape in shapes.items():
+            if not name.startswith("g."):
+                self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
+        self.reset_parameters()
+
+    @classmethod
+    def from_config(cls, config: LRLCConfig, *, device=None, dtype=None):
+        """A freshly initialised layer for `config`."""
+        if not isinstance(config, LRLCConfig):
+            raise TypeError(f"from_config expects an LRLCConfig, got {type(config).__name__}")
+        fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+        return cls(**fields, device=device, dtype=dtype)
+
+    def reset_parameters(self, seed: int | None = None) -> None:
+        """Draw the spec's initial values (section 10): He-uniform basis (fan-in kh kw C_in),
+        zero logits and biases, Glorot-uniform kernels and zero biases in g.
+
+        The values are exactly `lrlc_numpy.init_params(config, seed)`; without `seed`, one is
+        drawn from torch's global generator, so `torch.manual_seed` makes layers reproducible.
+        """
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, ()).item())
+        self.load_neutral_params(lrlc_numpy.init_params(self.config, seed=seed))
+
+    def extra_repr(self) -> str:
+        c = self.config
+        text = (
+            f"{c.in_channels}, {c.out_channels}, kernel_size={c.kernel_size}, rank={c.rank}, "
+            f"input_size={c.input_size}, stride={c.stride}, padding={c.padding!r}, "
+            f"dilation={c.dilation}, combining={c.combining!r}, normalize={c.normalize!r}"
+        )
+        if not c.spatial_bias:
+            text += ", spatial_bias=False"
+        if not c.channel_bias:
+            text += ", channel_bias=False"
+        if c.input_dependent:
+            text += ", input_dependent=True"
+        return text
+
+    def _params(self) -> dict[str, torch.Tensor]:
+        return dict(self.named_parameters(remove_duplicate=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, H, W) -> (B, C_out, H_out, W_out), with (H, W) == `input_size`."""
+        return functional.forward(x, self._params(), self.config)
+
+    def combining_weights(self, x: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalised weights (K, H_out, W_out), or (B, K, H_out, W_out) predicted from `x`."""
+        return functional.combining_weights(self._params(), self.config, x)
+
+    # Locally connected form (spec section 11)
+
+    def locally_connected_kernel(self, x: torch.Tensor | None = None):
+        """(weight, bias) of the equivalent locally connected layer, in `LocallyConnected2d`'s
+        layout; an input-dependent layer needs `x` and gives one kernel per example,
+        (B, H_out, W_out, C_out, C_in, kh, kw)."""
+        return functional.to_locally_connected(self._params(), self.config, x)
+
+    def to_locally_connected(self) -> LocallyConnected2d:
+        """A `LocallyConnected2d` computing the same outputs (fixed layers only: an
+        input-dependent layer's kernel changes with the input, see `locally_connected_kernel`)."""
+        if self.config.input_dependent:
+            raise ValueError(
+                "to_locally_connected: an input-dependent layer has one kernel per example; "
+                "use layer.locally_connected_kernel(x) with functional.locally_connected"
+            )
+        c = self.config
+        basis = self.basis
+        layer = LocallyConnected2d(
+            c.in_channels,
+            c.out_channels,
+            c.kernel_size,
+            c.input_size,
+            stride=c.stride,
+            padding=c.padding,
+            dilation=c.dilation,
+            bias=c.spatial_bias or c.channel_bias,
+            device=basis.device,
+            dtype=basis.dtype,
+        )
+        with torch.no_grad():
+            weight, bias = self.locally_connected_kernel()
+            layer.weight.copy_(weight)
+            if layer.bias is not None:
+                layer.bias.copy_(bias)
+        return layer
+
+    # Neutral parameters and checkpoints (spec sections 9 and 13)
+
+    def neutral_params(self) -> dict[str, np.ndarray]:
+        """The parameters as NumPy arrays with neutral names and layouts."""
+        return to_neutral(self._params())
+
+    @torch.no_grad()
+    def load_neutral_params(self, params) -> None:
+        """Copy neutral parameters (NumPy arrays or tensors, neutral layouts) into the layer.
+
+        Raises ValueError on missing, extra or mis-shaped tensors.
+        """
+        lrlc_numpy.check_params(params, self.config, what="neutral params")
+        own = self._params()
+        for name, value in from_neutral(params).items():
+            own[name].copy_(value)
+
+    def save_neutral(self, path) -> None:
+        """Write the neutral checkpoint (a .safetensors file with the config as JSON)."""
+        lrlc_numpy.save_params(path, self.neutral_params(), self.config)
+
+    @classmethod
+    def load_neutral(cls, path, *, device=None, dtype=None):
+        """A layer read from a neutral checkpoint; `dtype=None` keeps the file's dtype."""
+        params, config = lrlc_numpy.load_params(path)
+        if dtype is None:
+            dtype = torch.from_numpy(np.asarray(params["basis"])).dtype
+        layer = cls.from_config(config, device=device, dtype=dtype)
+        layer.load_neutral_params(params)
+        return layer
+
+    # Upgrading a trained convolution (issue 3: "Upgrade an existing network")
+
+    @classmethod
+    def from_conv(
+        cls,
+        conv: nn.Conv2d,
+        rank: int,
+        input_size,
+        *,
+        logit_scale: float = 1e-2,
+        generator: torch.Generator | None = None,
+        **options,
+    ):
+        """An LRLC layer that computes exactly `conv` at first, yet can depart from it.
+
+        Every basis member is the conv's kernel, the channel bias is the conv's bias, the
+        spatial biases are zero, and the combining logits are normal with standard
+        deviation `logit_scale` (drawn from `generator`): members that were identical and
+        weighted uniformly would receive identical gradients forever. Softmax weights sum
+        to one, so the output equals the conv's; hence only normalize='softmax' is
+        accepted. `options` are further LRLC fields (combining, spatial_bias,
+        channel_bias, input_dependent); geometry, device and dtype follow the conv.
+        """
+        if not isinstance(conv, nn.Conv2d):
+            raise TypeError(f"from_conv expects an nn.Conv2d, got {type(conv).__name__}")
+        if conv.groups != 1:
+            raise ValueError(
+                f"from_conv: conv has groups={conv.groups}; only groups=1 is supported"
+            )
+        if conv.padding_mode != "zeros":
+            raise ValueError(
+                f"from_conv: conv has padding_mode={conv.padding_mode!r}; only 'zeros' is supported"
+            )
+        if options.get("normalize", "softmax") != "softmax":
+            raise ValueError(
+                f"from_conv: normalize={options['normalize']!r} would not reproduce the conv "
+                "(its weights need not sum to one); expected 'softmax'"
+            )
+        options.setdefault("channel_bias", conv.bias is not None)
+        weight = conv.weight
+        # torch allows 'same' only at stride 1, where it pads exactly like the spec's rule.
+        layer = cls(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            rank,
+            input_size,
+            stride=conv.stride,
+            padding=conv.padding,
+            dilation=conv.dilation,
+            device=weight.device,
+            dtype=weight.dtype,
+            **options,
+        )
+        with torch.no_grad():
+            layer.basis.copy_(weight.detach().expand_as(layer.basis))
+            if layer.config.channel_bias:
+                if conv.bias is None:
+                    layer.channel_bias.zero_()
+                else:
+                    layer.channel_bias.copy_(conv.bias)
+            for name, param in layer.named_parameters():
+                if "logits" in name:
+                    noise = torch.randn(
+                        param.shape, generator=generator, dtype=param.dtype, device="cpu"
+                    )
+                    param.copy_(logit_scale * noise)
+        return layer
+
+
+LRLC2d = LowRankLocallyConnected2d
+
+
+class LocallyConnected2d(nn.Module):
+    """A locally connected layer: `nn.Conv2d` with a separate filter bank at every output
+    position (spec section 11), on NCHW input of a fixed `input_size`.
+
+    `weight` is (H_out, W_out, C_out, C_in, kh, kw) and `bias` (C_out, H_out, W_out).
+    Padding, stride and dilation follow `LRLCConfig` ('same' as in TensorFlow).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        input_size,
+        stride=1,
+        padding="valid",
+        dilation=1,
+        bias: bool = True,
+        *,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        # The geometry rules are LRLCConfig's; rank plays no part in a locally connected layer.
+        self.config = LRLCConfig(
+            in_channels,
+            out_channels,
+            kernel_size,
+            1,
+            input_size,
+            stride=stride,
+            dilation=dilation,
+            padding=padding,
+        )
+        c = self.config
+        factory = {"device": device, "dtype": dtype}
+        shape = (*c.output_size, c.out_channels, c.in_channels, *c.kernel_size)
+        self.weight = nn.Parameter(torch.empty(shape, **factory))
+        if bias:
+            self.bias = nn.Parameter(torch.empty((c.out_channels, *c.output_size), **factory))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """He-uniform weights (fan-in kh kw C_in, as for the LRLC basis) and zero bias."""
+        kh, kw = self.config.kernel_size
+        limit = math.sqrt(6.0 / (kh * kw * self.config.in_channels))
+        nn.init.uniform_(self.weight, -limit, limit)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (
+            f"{c.in_channels}, {c.out_channels}, kernel_size={c.kernel_size}, "
+            f"input_size={c.input_size}, stride={c.stride}, padding={c.padding!r}, "
+            f"dilation={c.dilation}, bias={self.bias is not None}"
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return functional.locally_connected(x, self.weight, self.bias, self.config)
+
+    def neutral_params(self) -> dict[str, np.ndarray]:
+        """{'kernel', 'bias'} in the neutral layouts (zeros for an absent bias)."""
+        bias = self.bias
+        if bias is None:
+            bias = self.weight.new_zeros((self.config.out_channels, *self.config.output_size))
+        kernel, bias = lc_to_neutral(self.weight, bias)
+        return {"kernel": kernel, "bias": bias}
+
+    @torch.no_grad()
+    def load_neutral_params(self, params) -> None:
+        """Copy a neutral {'kernel', 'bias'} (as from `lrlc_numpy.to_locally_connected`)."""
+        if set(params) != {"kernel", "bias"}:
+            raise ValueError(
+                f"locally connected params have names {sorted(params)}; expected ['bias', 'kernel']"
+            )
+        c = self.config
+        expected = {
+            "kernel": (*c.output_size, *c.kernel_size, c.in_channels, c.out_channels),
+            "bias": (*c.output_size, c.out_channels),
+        }
+        for name, shape in expected.items():
+            if tuple(np.shape(params[name])) != shape:
+                raise ValueError(
+                    f"locally connected params[{name!r}] has shape "
+                    f"{tuple(np.shape(params[name]))}; expected {shape}"
+                )
+        weight, bias = lc_from_neutral(params["kernel"], params["bias"])
+        if self.bias is None and bias.any():
+            raise ValueError("locally connected params: non-zero bias for a layer with bias=False")
+        self.weight.copy_(weight)
+        if self.bias is not None:
+            self.bias.copy_(bias)

@@ -1,0 +1,83 @@
+"""Conversion between lrlc_torch's tensors and the neutral contract (spec section 9 and 11).
+
+Only layouts change, never values, so the round trip is exact. In lrlc_torch every LRLC
+parameter keeps its neutral layout except the basis, stored as one torch convolution weight
+per member: neutral (K, kh, kw, C_in, C_out) <-> torch (K, C_out, C_in, kh, kw). A locally
+connected kernel is neutral (..., H_out, W_out, kh, kw, C_in, C_out) and torch
+(..., H_out, W_out, C_out, C_in, kh, kw); its bias neutral (H_out, W_out, C_out) and torch
+(C_out, H_out, W_out).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from lrlc_numpy import LRLCConfig, param_shapes
+
+__all__ = [
+    "from_neutral",
+    "lc_from_neutral",
+    "lc_to_neutral",
+    "to_neutral",
+    "torch_param_shapes",
+]
+
+_BASIS_TO_TORCH = (0, 4, 3, 1, 2)
+_BASIS_TO_NEUTRAL = (0, 3, 4, 2, 1)
+
+
+def torch_param_shapes(config: LRLCConfig) -> dict[str, tuple[int, ...]]:
+    """`lrlc_numpy.param_shapes(config)` with the basis in torch layout."""
+    shapes = param_shapes(config)
+    shapes["basis"] = tuple(shapes["basis"][axis] for axis in _BASIS_TO_TORCH)
+    return shapes
+
+
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    """A detached CPU copy as NumPy; bfloat16 (which NumPy lacks) widens exactly to float32."""
+    tensor = tensor.detach().cpu()
+    if tensor.dtype == torch.bfloat16:
+        tensor = tensor.float()
+    return tensor.numpy().copy()
+
+
+def _tensor(array, dtype, device) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(array)).to(device=device, dtype=dtype)
+
+
+def to_neutral(tensors: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """LRLC tensors by neutral name (parameters, or their gradients) as neutral NumPy arrays."""
+    return {
+        name: _numpy(value.permute(_BASIS_TO_NEUTRAL) if name == "basis" else value)
+        for name, value in tensors.items()
+    }
+
+
+def from_neutral(params: Mapping, *, dtype=None, device=None) -> dict[str, torch.Tensor]:
+    """Neutral arrays (NumPy or tensors) as lrlc_torch tensors by neutral name.
+
+    `dtype=None` keeps each array's own floating dtype.
+    """
+    out = {}
+    for name, value in params.items():
+        tensor = _tensor(value, dtype, device)
+        out[name] = tensor.permute(_BASIS_TO_TORCH).contiguous() if name == "basis" else tensor
+    return out
+
+
+def lc_to_neutral(weight: torch.Tensor, bias: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """A locally connected (weight, bias) in torch layout as the neutral (kernel, bias)."""
+    lead = tuple(range(weight.dim() - 4))
+    kernel = weight.permute(*lead, *(len(lead) + a for a in (2, 3, 1, 0)))
+    return _numpy(kernel), _numpy(bias.permute(1, 2, 0))
+
+
+def lc_from_neutral(kernel, bias, *, dtype=None, device=None):
+    """Neutral locally connected (kernel, bias) as torch-layout (weight, bias) tensors."""
+    kernel = _tensor(kernel, dtype, device)
+    lead = tuple(range(kernel.dim() - 4))
+    weight = kernel.permute(*lead, *(len(lead) + a for a in (3, 2, 0, 1))).contiguous()
+    return weight, _tensor(bias, dtype, device).permute(2, 0, 1).contiguous()
