@@ -5,7 +5,14 @@ checked against it. It imports no deep-learning framework.
 """
 
 from .checkpoint import load_params, save_params
-from .config import COMBINING_MODES, NORMALIZATIONS, LRLCConfig, check_params, param_shapes
+from .config import (
+    COMBINING_MODES,
+    NORMALIZATIONS,
+    LRLCConfig,
+    check_input_shape,
+    check_params,
+    param_shapes,
+)
 from .reference import (
     check_input,
     combining_weights,
@@ -24,6 +31,7 @@ __all__ = [
     "NORMALIZATIONS",
     "LRLCConfig",
     "check_input",
+    "check_input_shape",
     "check_params",
     "combining_weights",
     "conv2d",

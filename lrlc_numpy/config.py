@@ -272,3 +272,30 @@ def check_params(params: Mapping, config: LRLCConfig, *, what: str = "params") -
         got = tuple(getattr(params[name], "shape", ()))
         if got != shape:
             raise ValueError(f"{what}[{name!r}] has shape {got}; expected {shape}")
+
+
+def check_input_shape(shape, config: LRLCConfig, *, name: str = "x", layout: str = "NHWC") -> None:
+    """Raise ValueError unless `shape` is a rank-4 input with `config`'s channels and grid.
+
+    Reads the shape only, so framework backends can call it on tensors or tracers;
+    `layout` is 'NHWC' or 'NCHW' (the caller's native layout, named in the message).
+    """
+    shape = tuple(shape)
+    if len(shape) != 4:
+        raise ValueError(f"{name} must have rank 4 ({layout}), got shape {shape}")
+    if layout == "NHWC":
+        channels, grid = shape[3], shape[1:3]
+    elif layout == "NCHW":
+        channels, grid = shape[1], shape[2:4]
+    else:
+        raise ValueError(f"layout must be 'NHWC' or 'NCHW', got {layout!r}")
+    if channels != config.in_channels:
+        raise ValueError(
+            f"{name} has {channels} channels (shape {shape}, {layout}); "
+            f"expected in_channels={config.in_channels}"
+        )
+    if tuple(grid) != config.input_size:
+        raise ValueError(
+            f"{name} has spatial size {tuple(grid)} (shape {shape}, {layout}); "
+            f"the layer was built for input_size={config.input_size}"
+        )

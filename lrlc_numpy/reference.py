@@ -11,7 +11,15 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .config import LRLCConfig, _pair, check_params, output_size, param_shapes, resolve_padding
+from .config import (
+    LRLCConfig,
+    _pair,
+    check_input_shape,
+    check_params,
+    output_size,
+    param_shapes,
+    resolve_padding,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Input checks (spec section 14)
@@ -20,22 +28,9 @@ from .config import LRLCConfig, _pair, check_params, output_size, param_shapes, 
 def check_input(x, config: LRLCConfig, *, name: str = "x") -> np.ndarray:
     """`x` as an array after checking rank, dtype, channels and grid against `config`."""
     x = np.asarray(x)
-    if x.ndim != 4:
-        raise ValueError(
-            f"{name} must have rank 4 (batch, height, width, channels), got shape {x.shape}"
-        )
+    check_input_shape(x.shape, config, name=name)
     if not np.issubdtype(x.dtype, np.floating):
         raise TypeError(f"{name} must have a floating dtype, got {x.dtype}")
-    if x.shape[3] != config.in_channels:
-        raise ValueError(
-            f"{name} has {x.shape[3]} channels (shape {x.shape}); "
-            f"expected in_channels={config.in_channels}"
-        )
-    if tuple(x.shape[1:3]) != config.input_size:
-        raise ValueError(
-            f"{name} has spatial size {tuple(x.shape[1:3])} (shape {x.shape}); "
-            f"the layer was built for input_size={config.input_size}"
-        )
     return x
 
 
