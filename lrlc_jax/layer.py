@@ -1,0 +1,318 @@
+"""Low-rank locally connected layers as pure JAX functions over a dict of neutral parameters.
+
+Each function cites the spec section (spec/SPEC.md) and paper equation it implements; the
+NumPy reference `lrlc_numpy` is the normative version of every formula here. Data is NHWC,
+kernels HWIO, `basis[k, u, v, c_in, c_out]`. The configuration is an `lrlc_numpy.LRLCConfig`:
+frozen and hashable, so it is a static argument under `jax.jit`.
+
+Matrix products use JAX's default precision; on GPUs and TPUs that may be reduced for float32
+(TF32, bfloat16 passes). Wrap calls in `jax.default_matmul_precision("highest")` for full
+float32 accuracy.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+import lrlc_numpy
+from lrlc_numpy import LRLCConfig, check_params, param_shapes
+from lrlc_numpy.reference import L2_FLOOR
+
+_DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
+
+# ---------------------------------------------------------------------------------------------
+# Input checks (spec section 14). They read shapes and dtypes only, so they work on tracers.
+
+
+def _check_config(config) -> None:
+    if not isinstance(config, LRLCConfig):
+        raise TypeError(f"config must be an lrlc_numpy.LRLCConfig, got {type(config).__name__}")
+
+
+def check_input(x, config: LRLCConfig, *, name: str = "x") -> jax.Array:
+    """`x` as a JAX array after checking rank, dtype, channels and grid against `config`."""
+    x = jnp.asarray(x)
+    if x.ndim != 4:
+        raise ValueError(
+            f"{name} must have rank 4 (batch, height, width, channels), got shape {x.shape}"
+        )
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"{name} must have a floating dtype, got {x.dtype}")
+    if x.shape[3] != config.in_channels:
+        raise ValueError(
+            f"{name} has {x.shape[3]} channels (shape {x.shape}); "
+            f"expected in_channels={config.in_channels}"
+        )
+    if tuple(x.shape[1:3]) != config.input_size:
+        raise ValueError(
+            f"{name} has spatial size {tuple(x.shape[1:3])} (shape {x.shape}); "
+            f"the layer was built for input_size={config.input_size}"
+        )
+    return x
+
+
+def _prepare(params, config: LRLCConfig, x=None):
+    """Checked (params, x): params as JAX arrays in x's dtype (or their common dtype)."""
+    _check_config(config)
+    check_params(params, config)
+    arrays = {}
+    for name, value in params.items():
+        value = jnp.asarray(value)
+        if not jnp.issubdtype(value.dtype, jnp.floating):
+            raise TypeError(f"params[{name!r}] must have a floating dtype, got {value.dtype}")
+        arrays[name] = value
+    if x is not None:
+        x = check_input(x, config)
+    dtype = x.dtype if x is not None else jnp.result_type(*arrays.values())
+    return {name: value.astype(dtype) for name, value in arrays.items()}, x
+
+
+# ---------------------------------------------------------------------------------------------
+# Combining weights (eqs. 3, 4 and 6; spec sections 5-6)
+
+
+def _fixed_logits(params, config: LRLCConfig) -> jax.Array:
+    """Unnormalised weights w~[i, j, k] of a fixed layer (eq. 3 and its variants)."""
+    out_h, out_w = config.output_size
+    shape = (out_h, out_w, config.rank)
+    if config.combining == "rowcol":  # eq. 3: w~ = alpha_i + beta_j
+        return params["row_logits"][:, None, :] + params["col_logits"][None, :, :]
+    if config.combining == "row":
+        return jnp.broadcast_to(params["row_logits"][:, None, :], shape)
+    if config.combining == "col":
+        return jnp.broadcast_to(params["col_logits"][None, :, :], shape)
+    return params["logits"]
+
+
+def _normalize(logits, mode: str) -> jax.Array:
+    """Normalise over the last axis K (eq. 4 for 'softmax'; spec section 6)."""
+    if mode == "softmax":
+        return jax.nn.softmax(logits, axis=-1)
+    if mode == "l2":
+        squares = jnp.sum(logits**2, axis=-1, keepdims=True)
+        return logits / jnp.sqrt(jnp.maximum(squares, L2_FLOOR))
+    return logits
+
+
+def _weights(params, config: LRLCConfig, x) -> jax.Array:
+    """Normalised weights: (H_out, W_out, K), or (B, H_out, W_out, K) predicted from x."""
+    logits = (
+        _g_logits(x, params, config) if config.input_dependent else _fixed_logits(params, config)
+    )
+    return _normalize(logits, config.normalize)
+
+
+def combining_weights(params, config: LRLCConfig, x=None) -> jax.Array:
+    """Normalised combining weights w (eq. 4): (H_out, W_out, K), or (B, H_out, W_out, K)
+    for an input-dependent layer, whose weights are predicted from `x` (eq. 6)."""
+    if config.input_dependent and x is None:
+        raise ValueError("combining_weights: an input-dependent layer needs the input x")
+    params, x = _prepare(params, config, x if config.input_dependent else None)
+    return _weights(params, config, x)
+
+
+# ---------------------------------------------------------------------------------------------
+# The input-dependent network g (eq. 6; spec section 8)
+
+
+def resize_bilinear(a, size) -> jax.Array:
+    """Bilinear resize of NHWC `a` to `size` with aligned corners, as R_h a R_w^T.
+
+    The interpolation matrices are `lrlc_numpy.resize_matrix`, built with NumPy at trace time
+    (shapes are static), so the weights are the reference's to the last bit.
+    """
+    rows = jnp.asarray(lrlc_numpy.resize_matrix(a.shape[1], size[0]), a.dtype)
+    cols = jnp.asarray(lrlc_numpy.resize_matrix(a.shape[2], size[1]), a.dtype)
+    return jnp.einsum("oh,bhwc,pw->bopc", rows, a, cols)
+
+
+def _depthwise_conv3x3(a, kernel, bias, rate: int) -> jax.Array:
+    """Depthwise 3x3 convolution with dilation `rate`, 'valid' padding, plus bias."""
+    out = lax.conv_general_dilated(
+        a,
+        kernel[:, :, None, :],
+        window_strides=(1, 1),
+        padding="VALID",
+        rhs_dilation=(rate, rate),
+        dimension_numbers=_DIMENSION_NUMBERS,
+        feature_group_count=a.shape[-1],
+    )
+    return out + bias
+
+
+def _g_logits(x, params, config: LRLCConfig) -> jax.Array:
+    """Predict logits w~ (B, H_out, W_out, K) from the input (eq. 6)."""
+    low = jnp.einsum("bhwc,ck->bhwk", x, params["g.reduce.kernel"]) + params["g.reduce.bias"]
+    branches = [low, jnp.mean(low, axis=(1, 2), keepdims=True)]
+    for r in config.g_dilations:
+        branches.append(
+            _depthwise_conv3x3(low, params[f"g.dilated{r}.kernel"], params[f"g.dilated{r}.bias"], r)
+        )
+    cat = jnp.concatenate([resize_bilinear(b, config.output_size) for b in branches], axis=-1)
+    squeeze = jax.nn.relu(cat @ params["g.squeeze.kernel"] + params["g.squeeze.bias"])
+    excite = jax.nn.sigmoid(squeeze @ params["g.excite.kernel"] + params["g.excite.bias"])
+    return excite @ params["g.project.kernel"] + params["g.project.bias"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Biases (eq. 5; spec section 7)
+
+
+def _bias(params, config: LRLCConfig, dtype) -> jax.Array:
+    """B[i, j, c] of eq. 5 as an (H_out, W_out, C_out) array (zeros when both are off)."""
+    out_h, out_w = config.output_size
+    bias = jnp.zeros((out_h, out_w, config.out_channels), dtype)
+    if config.spatial_bias:
+        if config.combining in ("rowcol", "row"):
+            bias = bias + params["row_bias"][:, None, None]
+        if config.combining in ("rowcol", "col"):
+            bias = bias + params["col_bias"][None, :, None]
+        if config.combining == "full":
+            bias = bias + params["spatial_bias"][:, :, None]
+    if config.channel_bias:
+        bias = bias + params["channel_bias"]
+    return bias
+
+
+# ---------------------------------------------------------------------------------------------
+# The layer (Algorithm 1; eqs. 2-6; spec section 4)
+
+
+def basis_outputs(x, basis, config: LRLCConfig) -> jax.Array:
+    """Algorithm 1, step 1: z[b, i, j, k, o] = (x * F^(k))[b, i, j, o] for every basis member,
+    as one convolution with K * C_out output channels."""
+    rank, kh, kw, c_in, c_out = basis.shape
+    kernel = jnp.transpose(basis, (1, 2, 3, 0, 4)).reshape(kh, kw, c_in, rank * c_out)
+    z = lax.conv_general_dilated(
+        x,
+        kernel,
+        window_strides=config.stride,
+        padding=config.padding_pairs,
+        rhs_dilation=config.dilation,
+        dimension_numbers=_DIMENSION_NUMBERS,
+    )
+    return z.reshape(*z.shape[:3], rank, c_out)
+
+
+def combine(per_member, weights, bias) -> jax.Array:
+    """Algorithm 1, step 2: y = sum_k w_k z_k + B (eqs. 2 and 5) in one contraction.
+
+    `weights` is (H_out, W_out, K) for a fixed layer or (B, H_out, W_out, K) per example.
+    """
+    spec = "bijko,ijk->bijo" if weights.ndim == 3 else "bijko,bijk->bijo"
+    return jnp.einsum(spec, per_member, weights) + bias
+
+
+def apply(params, x, config: LRLCConfig) -> jax.Array:
+    """y[b, i, j, o] = sum_k w[i, j, k] (x * F^(k))[b, i, j, o] + B[i, j, o] (Alg. 1, eqs. 2-6).
+
+    `params` maps the neutral names to arrays; `x` is NHWC of size `config.input_size`;
+    returns (B, H_out, W_out, C_out) in x's dtype. Pure, so it composes with `jax.jit`
+    (`config` static), `jax.grad` and `jax.vmap`.
+    """
+    params, x = _prepare(params, config, x)
+    per_member = basis_outputs(x, params["basis"], config)
+    weights = _weights(params, config, x)
+    return combine(per_member, weights, _bias(params, config, x.dtype))
+
+
+# ---------------------------------------------------------------------------------------------
+# Locally connected form (spec section 11)
+
+
+def to_locally_connected(params, config: LRLCConfig, x=None):
+    """Equivalent locally connected (kernel, bias): kernel[..., i, j] = sum_k w[..., i, j, k] F^(k).
+
+    kernel is (H_out, W_out, kh, kw, C_in, C_out), or (B, H_out, W_out, ...) per example for
+    an input-dependent layer (then `x` is required); bias is (H_out, W_out, C_out).
+    """
+    if config.input_dependent and x is None:
+        raise ValueError("to_locally_connected: an input-dependent layer needs the input x")
+    params, x = _prepare(params, config, x if config.input_dependent else None)
+    weights = _weights(params, config, x)
+    kernel = jnp.einsum("...ijk,kuvco->...ijuvco", weights, params["basis"])
+    return kernel, _bias(params, config, weights.dtype)
+
+
+def _unshared_conv(x, kernel, config: LRLCConfig) -> jax.Array:
+    """`lax.conv_general_dilated_local` with a canonical (H_out, W_out, kh, kw, C_in, C_out)
+    kernel; JAX wants (H_out, W_out, C_in * kh * kw, C_out), input channels outermost."""
+    out_h, out_w, kh, kw, c_in, c_out = kernel.shape
+    local = jnp.transpose(kernel, (0, 1, 4, 2, 3, 5)).reshape(out_h, out_w, c_in * kh * kw, c_out)
+    return lax.conv_general_dilated_local(
+        x,
+        local,
+        window_strides=config.stride,
+        padding=config.padding_pairs,
+        filter_shape=config.kernel_size,
+        rhs_dilation=config.dilation,
+        dimension_numbers=_DIMENSION_NUMBERS,
+    )
+
+
+def locally_connected(x, kernel, bias, config: LRLCConfig) -> jax.Array:
+    """y[b, i, j, o] = sum_{u, v, c} xpad[b, i s_h + u d_h, j s_w + v d_w, c] K[i, j, u, v, c, o]
+    + bias[i, j, o]. `kernel` may carry a leading batch axis (one kernel per example)."""
+    _check_config(config)
+    x = check_input(x, config)
+    out_h, out_w = config.output_size
+    kh, kw = config.kernel_size
+    shared = (out_h, out_w, kh, kw, config.in_channels, config.out_channels)
+    kernel, bias = jnp.asarray(kernel), jnp.asarray(bias)
+    if kernel.shape not in (shared, (x.shape[0], *shared)):
+        raise ValueError(
+            f"locally connected kernel has shape {kernel.shape}; expected {shared} "
+            f"or {(x.shape[0], *shared)} (one per example)"
+        )
+    if bias.shape != (out_h, out_w, config.out_channels):
+        raise ValueError(
+            f"locally connected bias has shape {bias.shape}; "
+            f"expected {(out_h, out_w, config.out_channels)}"
+        )
+    kernel, bias = kernel.astype(x.dtype), bias.astype(x.dtype)
+    if kernel.ndim == len(shared):
+        y = _unshared_conv(x, kernel, config)
+    else:  # JAX's unshared convolution takes one kernel; map it over the examples
+        y = jax.vmap(lambda xb, kb: _unshared_conv(xb[None], kb, config)[0])(x, kernel)
+    return y + bias
+
+
+# ---------------------------------------------------------------------------------------------
+# Initialisation (spec section 10)
+
+
+def _init_limit(name: str, shape) -> float | None:
+    """Half-width of the uniform initial distribution, or None for a zero initial value.
+
+    He-uniform for the basis (fan-in kh kw C_in); Glorot-uniform for g's kernels, with
+    fan-in the product of all but the last axis and fan-out the last axis of a dense kernel
+    (the fan-in again for a depthwise one).
+    """
+    if name == "basis":
+        return float(np.sqrt(6.0 / np.prod(shape[1:4])))
+    if name.startswith("g.") and name.endswith(".kernel"):
+        fan_in = int(np.prod(shape[:-1]))
+        fan_out = shape[-1] if len(shape) == 2 else fan_in
+        return float(np.sqrt(6.0 / (fan_in + fan_out)))
+    return None
+
+
+def init(key, config: LRLCConfig, dtype=jnp.float32) -> dict[str, jax.Array]:
+    """Initial parameters under the neutral names, drawn from `key` with the distributions of
+    `lrlc_numpy.init_params`: with softmax the layer starts as a convolution with the mean
+    basis filter."""
+    _check_config(config)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"init: dtype must be a floating type, got {dtype!r}")
+    shapes = param_shapes(config)
+    params = {}
+    for subkey, (name, shape) in zip(jax.random.split(key, len(shapes)), shapes.items()):
+        limit = _init_limit(name, shape)
+        if limit is None:
+            params[name] = jnp.zeros(shape, dtype)
+        else:
+            params[name] = jax.random.uniform(subkey, shape, dtype, -limit, limit)
+    return params
