@@ -39,13 +39,14 @@ def reduction_length(config, batch: int) -> int:
     """Length n of the longest chain of sums an output or gradient element accumulates.
 
     The forward pass sums kh*kw*C_in*K products per output (kh*kw*C_out*K for dx);
-    parameter gradients sum over up to B*H*W positions times the widest channel count
+    parameter gradients sum over up to B*H*W positions (the larger of the input and output
+    grids) times the widest channel count
     (C_out, or 6K inside the input-dependent network).
     """
     kh, kw = config.kernel_size
-    h, w = config.input_size
+    grid = max(np.prod(config.input_size), np.prod(config.output_size))
     window = kh * kw * max(config.in_channels, config.out_channels) * config.rank
-    positions = batch * h * w * max(config.out_channels, 6 * config.rank)
+    positions = batch * int(grid) * max(config.out_channels, 6 * config.rank)
     return window + positions
 
 

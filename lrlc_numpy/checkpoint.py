@@ -48,7 +48,10 @@ def load_params(path) -> tuple[dict[str, np.ndarray], LRLCConfig]:
             f"{path}: metadata has no {CONFIG_KEY!r} entry (keys {sorted(metadata)}); "
             "expected the layer config as JSON"
         )
-    config = LRLCConfig.from_json(metadata[CONFIG_KEY])
+    try:
+        config = LRLCConfig.from_json(metadata[CONFIG_KEY])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"checkpoint {path}: invalid {CONFIG_KEY!r} metadata: {err}") from None
     check_params(tensors, config, what=f"checkpoint {path}")
     for name, value in tensors.items():
         if not np.issubdtype(value.dtype, np.floating):

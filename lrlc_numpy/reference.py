@@ -25,24 +25,27 @@ from .config import (
 # Input checks (spec section 14)
 
 
+def as_floating(array, name: str) -> np.ndarray:
+    """`array` as a NumPy array, which must have a floating dtype (never silently cast)."""
+    array = np.asarray(array)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise TypeError(f"{name} must have a floating dtype, got {array.dtype}")
+    return array
+
+
 def check_input(x, config: LRLCConfig, *, name: str = "x") -> np.ndarray:
     """`x` as an array after checking rank, dtype, channels and grid against `config`."""
-    x = np.asarray(x)
+    x = as_floating(x, name)
     check_input_shape(x.shape, config, name=name)
-    if not np.issubdtype(x.dtype, np.floating):
-        raise TypeError(f"{name} must have a floating dtype, got {x.dtype}")
     return x
 
 
 def _cast_params(params: Mapping, config: LRLCConfig, dtype) -> dict[str, np.ndarray]:
     check_params(params, config)
-    out = {}
-    for name, value in params.items():
-        value = np.asarray(value)
-        if not np.issubdtype(value.dtype, np.floating):
-            raise TypeError(f"params[{name!r}] must have a floating dtype, got {value.dtype}")
-        out[name] = value.astype(dtype, copy=False)
-    return out
+    return {
+        name: as_floating(value, f"params[{name!r}]").astype(dtype, copy=False)
+        for name, value in params.items()
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,8 +89,7 @@ def conv2d(x, kernel, *, stride=1, padding="valid", dilation=1):
 
     `padding` takes every form LRLCConfig accepts ('same' is TensorFlow's rule).
     """
-    x = np.asarray(x)
-    kernel = np.asarray(kernel)
+    x, kernel = as_floating(x, "x"), as_floating(kernel, "kernel")
     if x.ndim != 4 or kernel.ndim != 4:
         raise ValueError(
             f"conv2d expects x of rank 4 (NHWC) and kernel of rank 4 (HWIO), "
@@ -97,6 +99,12 @@ def conv2d(x, kernel, *, stride=1, padding="valid", dilation=1):
         raise ValueError(f"conv2d: kernel has {kernel.shape[2]} input channels, x has {x.shape[3]}")
     stride, dilation = _pair("stride", stride), _pair("dilation", dilation)
     pads = resolve_padding(padding, x.shape[1:3], kernel.shape[:2], stride, dilation)
+    out = output_size(x.shape[1:3], pads, kernel.shape[:2], stride, dilation)
+    if min(out) < 1:
+        raise ValueError(
+            f"conv2d: input grid {x.shape[1:3]} with kernel {kernel.shape[:2]}, stride {stride}, "
+            f"dilation {dilation} and padding {padding!r} gives an empty output grid {out}"
+        )
     patches = extract_patches(x, kernel.shape[:2], stride, dilation, pads)
     return np.einsum("bijuvc,uvco->bijo", patches, kernel, optimize=True)
 
@@ -139,13 +147,21 @@ def fixed_logits_vjp(dlogits, config: LRLCConfig) -> dict[str, np.ndarray]:
 L2_FLOOR = 1e-12
 
 
+def _l2_norm(logits):
+    """(sum_k w~^2, max(that, floor) ** 0.5), summed in at least float32 so the 1e-12 floor
+    does not underflow in 16-bit dtypes."""
+    wide = logits.astype(np.promote_types(logits.dtype, np.float32))
+    sq = (wide**2).sum(axis=-1, keepdims=True)
+    return sq, np.sqrt(np.maximum(sq, L2_FLOOR))
+
+
 def normalize_weights(logits, mode: str) -> np.ndarray:
     """Normalise over the last axis K (eq. 4 for 'softmax'; spec section 6)."""
     if mode == "softmax":
         shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
         return shifted / shifted.sum(axis=-1, keepdims=True)
     if mode == "l2":
-        return logits / np.sqrt(np.maximum((logits**2).sum(axis=-1, keepdims=True), L2_FLOOR))
+        return (logits / _l2_norm(logits)[1]).astype(logits.dtype, copy=False)
     return logits
 
 
@@ -154,11 +170,10 @@ def normalize_weights_vjp(dweights, logits, weights, mode: str) -> np.ndarray:
     if mode == "softmax":  # dw~ = w * (dw - <w, dw>)
         return weights * (dweights - (weights * dweights).sum(axis=-1, keepdims=True))
     if mode == "l2":
-        sq = (logits**2).sum(axis=-1, keepdims=True)
-        norm = np.sqrt(np.maximum(sq, L2_FLOOR))
+        sq, norm = _l2_norm(logits)
         # Below the floor the norm is a constant, so only the first term remains.
         radial = np.where(sq > L2_FLOOR, (dweights * logits).sum(axis=-1, keepdims=True), 0.0)
-        return dweights / norm - logits * radial / norm**3
+        return (dweights / norm - logits * radial / norm**3).astype(logits.dtype, copy=False)
     return dweights
 
 
@@ -172,6 +187,8 @@ def combining_weights(params, config: LRLCConfig, x=None) -> np.ndarray:
         params = _cast_params(params, config, x.dtype)
         logits, _ = g_forward(x, params, config)
     else:
+        if x is not None:  # not needed, but a wrong input is still an error
+            check_input(x, config)
         check_params(params, config)
         logits = fixed_logits(params, config)
     return normalize_weights(logits, config.normalize)
@@ -384,7 +401,7 @@ def vjp(x, params, config: LRLCConfig, dy) -> tuple[np.ndarray, dict[str, np.nda
     Written out by hand (spec section 12), step by step in reverse order of `forward`.
     """
     x, params, patches, per_member, logits, weights, cache = _forward_parts(x, params, config)
-    dy = np.asarray(dy)
+    dy = as_floating(dy, "dy")
     expected = (x.shape[0], *config.output_size, config.out_channels)
     if dy.shape != expected:
         raise ValueError(f"dy has shape {dy.shape}; expected the output shape {expected}")
@@ -431,13 +448,13 @@ def locally_connected(x, kernel, bias, config: LRLCConfig) -> np.ndarray:
     out_h, out_w = config.output_size
     kh, kw = config.kernel_size
     shared = (out_h, out_w, kh, kw, config.in_channels, config.out_channels)
-    kernel = np.asarray(kernel)
+    kernel = as_floating(kernel, "locally connected kernel")
     if kernel.shape not in (shared, (x.shape[0], *shared)):
         raise ValueError(
             f"locally connected kernel has shape {kernel.shape}; expected {shared} "
             f"or {(x.shape[0], *shared)} (one per example)"
         )
-    bias = np.asarray(bias)
+    bias = as_floating(bias, "locally connected bias")
     if bias.shape != (out_h, out_w, config.out_channels):
         raise ValueError(
             f"locally connected bias has shape {bias.shape}; "

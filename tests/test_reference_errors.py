@@ -164,3 +164,39 @@ def test_a_pickle_is_never_unpickled(tmp_path):
     path.write_bytes(pickle.dumps(Boom()))
     with pytest.raises(ValueError, match="not a readable safetensors file"):
         L.load_params(path)
+
+
+def test_conv2d_rejects_an_empty_output_grid():
+    with pytest.raises(ValueError, match="empty output grid"):
+        L.conv2d(np.zeros((1, 6, 5, 1)), np.zeros((7, 5, 1, 1)))
+
+
+def test_wrong_x_is_an_error_even_where_it_is_not_needed():
+    c = config()
+    with pytest.raises(ValueError, match="spatial size"):
+        L.to_locally_connected(L.init_params(c), c, np.zeros((1, 5, 5, 3)))
+
+
+def test_integer_dy_kernel_and_bias_are_rejected():
+    c = config()
+    params = L.init_params(c)
+    x = np.zeros((1, 7, 6, 3))
+    with pytest.raises(TypeError, match="dy must have a floating dtype, got int64"):
+        L.vjp(x, params, c, np.zeros((1, 5, 4, 4), dtype=np.int64))
+    kernel, bias = L.to_locally_connected(params, c)
+    with pytest.raises(TypeError, match="kernel must have a floating dtype"):
+        L.locally_connected(x, kernel.astype(np.int32), bias, c)
+
+
+def test_l2_floor_survives_float16():
+    logits = np.zeros((2, 3), dtype=np.float16)
+    weights = L.reference.normalize_weights(logits, "l2")
+    assert weights.dtype == np.float16 and np.all(np.isfinite(weights))
+
+
+def test_checkpoint_config_errors_name_the_file(tmp_path):
+    c = config()
+    path = tmp_path / "c.safetensors"
+    _write(path, L.init_params(c), {"lrlc_config": "[1, 2]"})
+    with pytest.raises(ValueError, match="c.safetensors.*lrlc_config"):
+        L.load_params(path)
