@@ -8,6 +8,7 @@ backend's arithmetic error only. The tolerance rule is spec section 15.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 import tempfile
@@ -191,6 +192,10 @@ def format_matrix(reports) -> str:
 # Checks
 
 
+class _NotApplicable(Exception):
+    """The adapter cannot run this check in the requested dtype or device."""
+
+
 class _CheckFailed(Exception):
     def __init__(self, error, tol, message):
         super().__init__(message)
@@ -236,11 +241,22 @@ def _check_vjp(backend, case, x, params, dy, dtype, device, tol, part):
     return max(_compare(f"dL/d[{name}]", got_dp[name], want_dp[name], tol) for name in want_dp)
 
 
+def _call(method, *args, dtype, device):
+    """Call a conversion method of the adapter. The contract's signatures for these two take
+    no dtype/device; adapters may add them, and then get the case's dtype and device."""
+    accepted = inspect.signature(method).parameters
+    if "dtype" in accepted and "device" in accepted:
+        return method(*args, dtype=dtype, device=device)
+    if (dtype, device) != ("float64", "cpu"):
+        raise _NotApplicable(f"the adapter's {method.__name__} takes no dtype/device arguments")
+    return method(*args)
+
+
 def _check_conversion(backend, case, x, params, dy, dtype, device, tol):
     x_arg = x if case.config.input_dependent else None
     want_k, want_b = lrlc_numpy.to_locally_connected(params, case.config, x_arg)
-    got_k, got_b = backend.to_locally_connected(
-        case.config, params, x_arg, dtype=dtype, device=device
+    got_k, got_b = _call(
+        backend.to_locally_connected, case.config, params, x_arg, dtype=dtype, device=device
     )
     return max(_compare("kernel", got_k, want_k, tol), _compare("bias", got_b, want_b, tol))
 
@@ -250,7 +266,7 @@ def _check_lc_forward(backend, case, x, params, dy, dtype, device, tol):
     kernel, bias = lrlc_numpy.to_locally_connected(params, case.config, x_arg)
     kernel, bias = round_to(kernel, dtype), round_to(bias, dtype)
     want = lrlc_numpy.locally_connected(x, kernel, bias, case.config)
-    got = backend.lc_forward(kernel, bias, x, case.config, dtype=dtype, device=device)
+    got = _call(backend.lc_forward, kernel, bias, x, case.config, dtype=dtype, device=device)
     return _compare("locally connected output", got, want, tol)
 
 
@@ -310,11 +326,13 @@ def check_case(
         try:
             try:
                 err = _CHECK_FUNCTIONS[check](backend, case, x, params, dy, dtype, device, tol)
-            except _CheckFailed:
+            except (_CheckFailed, _NotApplicable):
                 raise
             except Exception as exc:  # the backend crashed: a failure, with its exception
                 tail = traceback.format_exception_only(type(exc), exc)[-1].strip()
                 raise _CheckFailed(None, tol, f"raised {tail}") from exc
+        except _NotApplicable as why:
+            report.skip(check, dtype, device, str(why))
         except _CheckFailed as fail:
             report.record(check, dtype, device, "failed")
             report.failures.append(

@@ -74,3 +74,26 @@ def test_round_to_bfloat16_keeps_eight_significant_bits():
     assert rounded[1] == 1.0  # halfway: ties to even
     assert rounded[2] == 1.0 + 2**-6  # halfway between 1+2^-7 and 1+2^-6: even mantissa wins
     assert np.all(np.abs(rounded - values) <= np.abs(values) * 2**-8)
+
+
+def test_adapter_with_the_contract_signatures_only():
+    """The contract's to_locally_connected/lc_forward take no dtype/device: such an adapter is
+    checked in float64 on CPU and its other dtypes are skipped for those checks, not failed."""
+    from conformance.backends.numpy import Backend
+
+    class ContractOnly(Backend):
+        name = "contract-only"
+
+        def to_locally_connected(self, config, params, x=None):
+            return super().to_locally_connected(config, params, x)
+
+        def lc_forward(self, kernel, bias, x, config):
+            return super().lc_forward(kernel, bias, x, config)
+
+    report = conformance.run(ContractOnly())
+    assert report.ok
+    matrix = report.matrix["contract-only"]
+    n_cases = len(conformance.catalogue())
+    assert matrix["conversion"]["float64"]["cpu"]["passed"] == n_cases
+    assert matrix["conversion"]["float32"]["cpu"] == {"passed": 0, "failed": 0, "skipped": n_cases}
+    assert matrix["forward"]["float32"]["cpu"]["passed"] == n_cases
