@@ -1,0 +1,275 @@
+"""Experiments: which models to train on which data, over seeds and ranks, and the run directory.
+
+An `ExperimentConfig` lists studies (a dataset and the variants to train on it), the rank grid,
+the seeds and the training protocol. `run_experiment` trains every (variant, rank, seed),
+writes each model's config, seed, metrics and weights under `models/`, chooses each ranked
+variant's rank on the validation split, and writes the results and figures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import DataConfig, Dataset, load_dataset
+from .models import VARIANTS, ModelConfig, build_model, count_parameters, matched_width
+from .training import TrainingConfig, train
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+    """One dataset and the variants trained on it (one column of the paper's tables)."""
+
+    data: DataConfig
+    variants: tuple[str, ...]
+
+    def __post_init__(self):
+        object.__setattr__(self, "variants", tuple(self.variants))
+        unknown = [v for v in self.variants if v not in VARIANTS]
+        if unknown:
+            raise ValueError(
+                f"unknown model variants {unknown}; expected some of {sorted(VARIANTS)}"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """Defaults are the paper's protocol (Section 4), on the embedded digits.
+
+    ranks: the grid every ranked variant is trained at; the reported rank is the one with
+    the best mean validation accuracy. seeds: the model seeds (paper: 10 initialisations).
+    width, depth, kernel_size: the network (paper: 64, 3, 3).
+    """
+
+    studies: tuple[Study, ...] = (
+        Study(DataConfig("digits"), tuple(VARIANTS)),
+        Study(
+            DataConfig("digits", translate_canvas=24),
+            ("conv", "lrlc-3", "lrlc-input-dependent-3"),
+        ),
+    )
+    ranks: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
+    seeds: tuple[int, ...] = tuple(range(10))
+    training: TrainingConfig = TrainingConfig()
+    width: int = 64
+    depth: int = 3
+    kernel_size: int = 3
+
+    def __post_init__(self):
+        for name in ("studies", "ranks", "seeds"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if not self.studies:
+            raise ValueError("ExperimentConfig.studies is empty")
+        if not self.seeds:
+            raise ValueError("ExperimentConfig.seeds is empty")
+        if not self.ranks or min(self.ranks) < 1:
+            raise ValueError(f"ExperimentConfig.ranks must be ranks >= 1, got {self.ranks}")
+        labels = [s.data.label for s in self.studies]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"two studies share a dataset label: {labels}")
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ExperimentConfig:
+        data = dict(data)
+        studies = [
+            Study(DataConfig(**s["data"]), tuple(s["variants"])) for s in data.pop("studies")
+        ]
+        training = TrainingConfig(**data.pop("training"))
+        return cls(studies=tuple(studies), training=training, **data)
+
+
+PRESETS = {
+    # The paper's protocol: 150 epochs, batch 512, 10 seeds, every variant, ranks 1-10.
+    "paper": ExperimentConfig(),
+    # `nox -s reproduce`: a few minutes on a shared 2-core CPU. Smaller images and network,
+    # fewer epochs and seeds, smaller batches (the digits have only ~1,080 training images,
+    # so batch 512 would give two steps an epoch), and the comparisons the paper draws.
+    "quick": ExperimentConfig(
+        studies=(
+            Study(DataConfig("digits", image_size=12), ("conv", "spatial-bias-3", "lrlc-3")),
+            Study(
+                DataConfig("digits", image_size=10, translate_canvas=15),
+                ("conv", "lrlc-3", "lrlc-input-dependent-3"),
+            ),
+        ),
+        ranks=(2, 4),
+        seeds=(0, 1, 2),
+        training=TrainingConfig(epochs=20, batch_size=128, peak_lr=0.01, warmup_epochs=2),
+        width=32,
+    ),
+}
+
+
+# Whose rank-2 combining weights Figure Supp. 7 shows.
+FIGURE_VARIANTS = ("lrlc-3", "lrlc-input-dependent-3")
+
+
+def model_config(config: ExperimentConfig, dataset: Dataset, variant: str, rank) -> ModelConfig:
+    channels, height, width = dataset.image_shape
+    return ModelConfig(
+        variant,
+        channels,
+        (height, width),
+        dataset.num_classes,
+        rank=rank,
+        width=config.width,
+        depth=config.depth,
+        kernel_size=config.kernel_size,
+    )
+
+
+def model_jobs(config: ExperimentConfig, study: Study) -> list[tuple[str, int | None, int]]:
+    """(variant, rank, seed) for every model a study trains."""
+    jobs = []
+    for variant in study.variants:
+        ranks = config.ranks if VARIANTS[variant].ranked else (None,)
+        jobs += [(variant, rank, seed) for rank in ranks for seed in config.seeds]
+    return jobs
+
+
+def model_dir(run_dir: Path, data: DataConfig, variant: str, rank, seed: int) -> Path:
+    name = variant if rank is None else f"{variant}-rank{rank}"
+    return Path(run_dir) / "models" / data.label / name / f"seed{seed}"
+
+
+def train_one(
+    data: DataConfig,
+    model: ModelConfig,
+    training: TrainingConfig,
+    seed: int,
+    *,
+    dataset: Dataset | None = None,
+    device: torch.device,
+    progress: bool = True,
+) -> tuple[dict, torch.nn.Module]:
+    """Train one model; `dataset` saves reloading when the caller already has it."""
+    from tqdm.auto import tqdm
+
+    dataset = dataset if dataset is not None else load_dataset(data)
+    network = build_model(model, seed)
+    name = model.variant + ("" if model.rank is None else f" K={model.rank}")
+    start = time.perf_counter()
+    with tqdm(
+        total=training.epochs,
+        desc=f"{data.label} {name} seed {seed}",
+        leave=False,
+        disable=not progress,
+        unit="epoch",
+    ) as bar:
+        metrics = train(network, dataset, training, seed=seed, device=device, progress=bar)
+    metrics["seconds"] = time.perf_counter() - start
+    metrics["parameters"] = count_parameters(network)
+    if VARIANTS[model.variant].kind == "wide-conv":
+        metrics["wide_width"] = matched_width(model)
+    return metrics, network
+
+
+def save_model(directory: Path, data, model, training, seed, metrics, network) -> None:
+    """Everything needed to re-run the model (`python -m lrlc_experiments rerun DIR`), its
+    metrics, and its weights (safetensors: never pickled)."""
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    spec = {
+        "data": dataclasses.asdict(data),
+        "model": model.to_dict(),
+        "training": dataclasses.asdict(training),
+        "seed": seed,
+    }
+    (directory / "model.json").write_text(json.dumps(spec, indent=2) + "\n")
+    (directory / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+    save_file(state, str(directory / "weights.safetensors"))
+
+
+def load_model_spec(directory: Path):
+    """(DataConfig, ModelConfig, TrainingConfig, seed) from a model directory's model.json."""
+    path = Path(directory) / "model.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: not a model directory of a run")
+    spec = json.loads(path.read_text())
+    return (
+        DataConfig(**spec["data"]),
+        ModelConfig(**spec["model"]),
+        TrainingConfig(**spec["training"]),
+        spec["seed"],
+    )
+
+
+def select_rank(records: list[dict]) -> int | None:
+    """The rank whose models have the best mean validation accuracy (never the test accuracy);
+    ties go to the smaller rank. None for an unranked variant."""
+    ranks = sorted({r["rank"] for r in records}, key=lambda r: (r is None, r))
+    if ranks == [None]:
+        return None
+    mean_val = {
+        rank: np.mean([r["val_accuracy"] for r in records if r["rank"] == rank]) for rank in ranks
+    }
+    best = max(mean_val.values())
+    return min(rank for rank in ranks if mean_val[rank] == best)
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    run_dir: Path,
+    *,
+    device: torch.device,
+    progress: bool = True,
+    figures: bool = True,
+) -> dict:
+    """Train everything `config` asks for, write the run directory, return the results."""
+    from tqdm.auto import tqdm
+
+    from . import report
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    start = time.perf_counter()
+    records = []
+    rank2_models = {}
+    total = sum(len(model_jobs(config, study)) for study in config.studies)
+    with tqdm(total=total, desc="models", unit="model", disable=not progress) as overall:
+        for study in config.studies:
+            dataset = load_dataset(study.data)
+            for variant, rank, seed in model_jobs(config, study):
+                model = model_config(config, dataset, variant, rank)
+                metrics, network = train_one(
+                    study.data,
+                    model,
+                    config.training,
+                    seed,
+                    dataset=dataset,
+                    device=device,
+                    progress=progress,
+                )
+                directory = model_dir(run_dir, study.data, variant, rank, seed)
+                save_model(directory, study.data, model, config.training, seed, metrics, network)
+                records.append(
+                    {
+                        "dataset": study.data.label,
+                        "variant": variant,
+                        "rank": rank,
+                        "seed": seed,
+                        "directory": str(directory.relative_to(run_dir)),
+                        **{k: v for k, v in metrics.items() if k != "losses"},
+                    }
+                )
+                if variant in FIGURE_VARIANTS and rank == 2 and seed == config.seeds[0]:
+                    rank2_models[(study.data.label, variant)] = (network.cpu(), dataset)
+                overall.update(1)
+    results = report.summarize(records, config)
+    results["wall_seconds"] = time.perf_counter() - start
+    report.write_results(results, run_dir)
+    if figures:
+        report.plot_accuracy_vs_rank(results, run_dir / "accuracy_vs_rank.png")
+        report.plot_combining_weights(rank2_models, run_dir / "combining_weights_rank2.png")
+    return results

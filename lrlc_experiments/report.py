@@ -1,0 +1,289 @@
+"""Results: the table in the layout of the paper's Tables 1-3 (markdown and JSON), the checks
+of the paper's qualitative claims, and the figures (Figure 3 and Figure Supp. 7) as PNG."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .models import VARIANTS
+
+# The paper's qualitative claims as (better, worse, where): `better` should beat `worse` on
+# every dataset ('all') or on translated datasets only ('translated', Section 4.2).
+CLAIMS = (
+    *((f"spatial-bias-{p}", "conv", "all") for p in ("1", "2", "3", "all")),
+    *((f"lrlc-{p}", "conv", "all") for p in ("1", "2", "3", "all")),
+    ("lrlc-3", "spatial-bias-3", "all"),
+    ("lrlc-3", "coordconv", "all"),
+    *(("lrlc-3", f"lc-{p}", "all") for p in (1, 2, 3)),
+    ("lrlc-3", "wide-conv-3", "all"),
+    ("lrlc-input-dependent-3", "lrlc-3", "translated"),
+)
+# A difference counts as real when it exceeds this many standard errors of the difference.
+SIGNIFICANCE = 2.0
+
+
+def mean_and_se(values) -> tuple[float, float]:
+    """Mean and standard error of the mean (sample standard deviation / sqrt(n); NaN for n=1)."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size < 2:
+        return float(values.mean()), math.nan
+    return float(values.mean()), float(values.std(ddof=1) / math.sqrt(values.size))
+
+
+def _stats(records: list[dict]) -> dict:
+    test, test_se = mean_and_se([r["test_accuracy"] for r in records])
+    val, val_se = mean_and_se([r["val_accuracy"] for r in records])
+    train, _ = mean_and_se([r["train_accuracy"] for r in records])
+    out = {
+        "test_mean": test,
+        "test_se": test_se,
+        "val_mean": val,
+        "val_se": val_se,
+        "train_mean": train,
+        "seeds": [r["seed"] for r in records],
+        "parameters": records[0]["parameters"],
+        "seconds": float(sum(r["seconds"] for r in records)),
+    }
+    if "wide_width" in records[0]:
+        out["wide_width"] = records[0]["wide_width"]
+    return out
+
+
+def summarize(records: list[dict], config) -> dict:
+    """One row per (dataset, variant) at the rank chosen on validation, plus every rank's stats."""
+    from .experiment import select_rank
+
+    rows = []
+    for study in config.studies:
+        label = study.data.label
+        for variant in study.variants:
+            mine = [r for r in records if r["dataset"] == label and r["variant"] == variant]
+            rank = select_rank(mine)
+            by_rank = {}
+            for r in sorted({r["rank"] for r in mine}, key=lambda r: (r is None, r)):
+                by_rank[r] = _stats([m for m in mine if m["rank"] == r])
+            rows.append(
+                {
+                    "dataset": label,
+                    "variant": variant,
+                    "label": VARIANTS[variant].label,
+                    "rank": rank,
+                    **by_rank[rank],
+                    "by_rank": [{"rank": r, **s} for r, s in by_rank.items()],
+                }
+            )
+    return {
+        "rows": rows,
+        "checks": check_claims(rows),
+        "records": records,
+        "config": config.to_dict(),
+    }
+
+
+def check_claims(rows: list[dict]) -> list[dict]:
+    """Each applicable claim with the measured difference in test accuracy and a verdict:
+    'holds' (better by more than SIGNIFICANCE standard errors), 'reversed', or 'within noise'."""
+    table = {(r["dataset"], r["variant"]): r for r in rows}
+    checks = []
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        for better, worse, where in CLAIMS:
+            if where == "translated" and not dataset.endswith("-translated"):
+                continue
+            if (dataset, better) not in table or (dataset, worse) not in table:
+                continue
+            a, b = table[dataset, better], table[dataset, worse]
+            difference = a["test_mean"] - b["test_mean"]
+            se = math.sqrt(a["test_se"] ** 2 + b["test_se"] ** 2)
+            if math.isnan(se):
+                verdict = "one seed: no error bar"
+            elif difference > SIGNIFICANCE * se:
+                verdict = "holds"
+            elif difference < -SIGNIFICANCE * se:
+                verdict = "reversed"
+            else:
+                verdict = "within noise"
+            checks.append(
+                {
+                    "dataset": dataset,
+                    "claim": f"{a['label']} > {b['label']}",
+                    "difference": difference,
+                    "se": se,
+                    "verdict": verdict,
+                }
+            )
+    return checks
+
+
+def _number(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.2f}"
+
+
+def _cell(row: dict) -> str:
+    text = f"{_number(row['test_mean'])} ± {_number(row['test_se'])}"
+    if row["rank"] is not None:
+        text += f" (K={row['rank']}" + (
+            f", width {row['wide_width']})" if "wide_width" in row else ")"
+        )
+    return text
+
+
+def markdown(results: dict) -> str:
+    """The results table (rows: models, columns: datasets; cells: test accuracy mean ± SE),
+    the claim checks, and per-model details."""
+    rows = results["rows"]
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    cells = {(r["dataset"], r["variant"]): _cell(r) for r in rows}
+    seeds = len(results["config"]["seeds"])
+    lines = [
+        f"Top-1 test accuracy (%), mean ± standard error over {seeds} seeds; K = the rank "
+        "chosen on the validation split.",
+        "",
+        "| Layer | " + " | ".join(datasets) + " |",
+        "| --- | " + " | ".join("---" for _ in datasets) + " |",
+    ]
+    for variant in VARIANTS:
+        if any((d, variant) in cells for d in datasets):
+            row = [cells.get((d, variant), "—") for d in datasets]
+            lines.append(f"| {VARIANTS[variant].label} | " + " | ".join(row) + " |")
+    lines += [
+        "",
+        "Paper's claims on this run (difference in test accuracy ± its standard error):",
+        "",
+    ]
+    lines += ["| Dataset | Claim | Difference | Verdict |", "| --- | --- | --- | --- |"]
+    for c in results["checks"]:
+        lines.append(
+            f"| {c['dataset']} | {c['claim']} | {c['difference']:+.2f} ± {_number(c['se'])} "
+            f"| {c['verdict']} |"
+        )
+    lines += [
+        "",
+        "Every rank trained (mean over seeds):",
+        "",
+        "| Dataset | Model | K | Parameters | Train | Validation | Test | Seconds |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        for s in r["by_rank"]:
+            rank = "—" if s["rank"] is None else str(s["rank"])
+            chosen = " ←" if s["rank"] is not None and s["rank"] == r["rank"] else ""
+            lines.append(
+                f"| {r['dataset']} | {r['label']} | {rank}{chosen} | {s['parameters']:,} "
+                f"| {s['train_mean']:.2f} | {s['val_mean']:.2f} ± {_number(s['val_se'])} "
+                f"| {s['test_mean']:.2f} ± {_number(s['test_se'])} | {s['seconds']:.0f} |"
+            )
+    if "wall_seconds" in results:
+        lines += ["", f"Wall time: {results['wall_seconds']:.0f} s."]
+    return "\n".join(lines) + "\n"
+
+
+def _json_ready(value):
+    """NaN becomes null, so the file is strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(v) for v in value]
+    return value
+
+
+def write_results(results: dict, run_dir: Path) -> None:
+    run_dir = Path(run_dir)
+    (run_dir / "results.json").write_text(json.dumps(_json_ready(results), indent=2) + "\n")
+    (run_dir / "results.md").write_text(markdown(results))
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_accuracy_vs_rank(results: dict, path: Path) -> Path | None:
+    """Figure 3: test accuracy (mean ± SE) against rank for each ranked variant, one panel per
+    dataset; black markers at the rank chosen on validation; convolution as a dotted line."""
+    rows = results["rows"]
+    datasets = [
+        d
+        for d in dict.fromkeys(r["dataset"] for r in rows)
+        if any(r["rank"] is not None for r in rows if r["dataset"] == d)
+    ]
+    if not datasets:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        for r in rows:
+            if r["dataset"] != dataset:
+                continue
+            if r["rank"] is None:
+                if r["variant"] == "conv":
+                    ax.axhline(r["test_mean"], color="black", linestyle=":", label=r["label"])
+                continue
+            ranks = [s["rank"] for s in r["by_rank"]]
+            means = [s["test_mean"] for s in r["by_rank"]]
+            errors = [0.0 if math.isnan(s["test_se"]) else s["test_se"] for s in r["by_rank"]]
+            ax.errorbar(ranks, means, yerr=errors, marker="o", capsize=3, label=r["label"])
+            ax.plot([r["rank"]], [r["test_mean"]], "ks", markersize=8)
+        ax.set_title(dataset)
+        ax.set_xlabel("spatial rank K")
+        ax.set_ylabel("test accuracy (%)")
+        ax.legend(fontsize=7)
+    fig.suptitle("Accuracy vs rank (black squares: rank chosen on validation)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+@torch.no_grad()
+def plot_combining_weights(models: dict, path: Path, examples: int = 4) -> Path | None:
+    """Figure Supp. 7: the rank-2 combining weight w[k=0] of the last layer over test images.
+
+    `models` maps (dataset label, variant) to (network, dataset). A fixed layer shows the
+    same map on every image; an input-dependent one predicts a map per image. The map of
+    output position (i, j) is drawn over the centre of its receptive field.
+    """
+    if not models:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(
+        len(models), examples, figsize=(2.4 * examples, 2.5 * len(models)), squeeze=False
+    )
+    for row, ((dataset_label, variant), (network, dataset)) in zip(axes, models.items()):
+        network.eval()
+        config = network.config
+        images = torch.from_numpy(dataset.test.images[:examples])
+        layer = network.layers[config.depth - 1]
+        layer_input = network.layer_input(images, config.depth)
+        input_dependent = layer.config.input_dependent
+        weights = layer.combining_weights(layer_input if input_dependent else None)
+        weights = weights[:, 0] if input_dependent else weights[0].expand(len(images), -1, -1)
+        # Output (i, j) of the last valid layer is centred on input pixel (i + o, j + o).
+        offset = config.depth * (config.kernel_size - 1) // 2
+        out_h, out_w = weights.shape[1:]
+        extent = (offset - 0.5, offset + out_w - 0.5, offset + out_h - 0.5, offset - 0.5)
+        for ax, image, weight in zip(row, images, weights):
+            ax.imshow(image.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray")
+            shown = ax.imshow(
+                weight.numpy(), cmap="coolwarm", vmin=0, vmax=1, alpha=0.55, extent=extent
+            )
+            ax.set_xlim(-0.5, image.shape[2] - 0.5)
+            ax.set_ylim(image.shape[1] - 0.5, -0.5)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        row[0].set_ylabel(f"{dataset_label}\n{VARIANTS[variant].label}", fontsize=7)
+    fig.colorbar(shown, ax=axes.ravel().tolist(), shrink=0.8, label="weight of basis member 1")
+    fig.suptitle("Rank-2 combining weights of the last layer")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
