@@ -1,0 +1,105 @@
+"""Adapter for lrlc_tf: float64 and float32 on CPU, plus GPU (with bfloat16) when present.
+
+It goes through lrlc_tf's public API only: a Keras layer built from the config with the
+requested dtype, neutral parameters assigned with `set_params`, `tf.GradientTape` for the
+vjp (gradients read back by neutral name, the layer's variable names), and
+`LocallyConnected2D` (or `lrlc_tf.locally_connected` for per-example kernels) for
+`lc_forward`. Everything runs eagerly: each case has its own shapes, so tracing a
+tf.function per call would cost more than it saves.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+import lrlc_tf
+
+
+def _numpy(tensor) -> np.ndarray:
+    return tf.cast(tensor, tf.float64).numpy()
+
+
+class Backend:
+    name = "tf"
+
+    def __init__(self):
+        has_gpu = bool(tf.config.list_physical_devices("GPU"))
+        self.devices = ("cpu", "gpu") if has_gpu else ("cpu",)
+        self.dtypes = ("float64", "float32", "bfloat16") if has_gpu else ("float64", "float32")
+
+    def _device(self, dtype, device):
+        if device not in self.devices:
+            raise ValueError(f"device {device!r} not available; expected one of {self.devices}")
+        if dtype not in self.dtypes:
+            raise ValueError(f"dtype {dtype!r} not supported; expected one of {self.dtypes}")
+        return tf.device("/GPU:0" if device == "gpu" else "/CPU:0")
+
+    def _layer(self, config, params, dtype):
+        layer = lrlc_tf.LRLC2D.from_lrlc_config(config, dtype=dtype)
+        layer.build((None, *config.input_size, config.in_channels))
+        layer.set_params(params)
+        return layer
+
+    def forward(self, config, params, x, *, dtype="float64", device="cpu"):
+        with self._device(dtype, device):
+            layer = self._layer(config, params, dtype)
+            return _numpy(layer(tf.constant(x, dtype)))
+
+    def vjp(self, config, params, x, dy, *, dtype="float64", device="cpu"):
+        with self._device(dtype, device):
+            layer = self._layer(config, params, dtype)
+            x = tf.constant(x, dtype)
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x)
+            variables = layer.trainable_variables
+            grads = tape.gradient(
+                y,
+                [x, *variables],
+                output_gradients=tf.constant(dy, dtype),
+                unconnected_gradients=tf.UnconnectedGradients.ZERO,
+            )
+            dparams = {v.name: _numpy(g) for v, g in zip(variables, grads[1:])}
+            return _numpy(grads[0]), dparams
+
+    def to_locally_connected(self, config, params, x=None, *, dtype="float64", device="cpu"):
+        with self._device(dtype, device):
+            layer = self._layer(config, params, dtype)
+            if config.input_dependent:
+                kernel, bias = layer.locally_connected_kernel(tf.constant(x, dtype))
+                return _numpy(kernel), _numpy(bias)
+            lc_params = layer.to_locally_connected().get_params()
+        kernel = lc_params["kernel"]
+        # A layer with neither bias converts to a LocallyConnected2D without one: bias zero.
+        bias = lc_params.get("bias", np.zeros((*config.output_size, config.out_channels)))
+        return kernel, bias
+
+    def lc_forward(self, kernel, bias, x, config, *, dtype="float64", device="cpu"):
+        with self._device(dtype, device):
+            x = tf.constant(x, dtype)
+            if np.ndim(kernel) == 7:  # one kernel per example: the functional form takes it
+                y = lrlc_tf.locally_connected(
+                    x, tf.constant(kernel, dtype), tf.constant(bias, dtype), config
+                )
+                return _numpy(y)
+            layer = lrlc_tf.LocallyConnected2D(
+                config.out_channels,
+                config.kernel_size,
+                input_size=config.input_size,
+                in_channels=config.in_channels,
+                stride=config.stride,
+                dilation=config.dilation,
+                padding=config.padding,
+                dtype=dtype,
+            )
+            layer.build((None, *config.input_size, config.in_channels))
+            layer.set_params({"kernel": kernel, "bias": bias})
+            return _numpy(layer(x))
+
+    def save_checkpoint(self, path, config, params):
+        self._layer(config, params, "float64").save_params(path)
+
+    def load_checkpoint(self, path):
+        layer = lrlc_tf.LRLC2D.load_params(path, dtype="float64")
+        return layer.get_params(), layer.lrlc_config
