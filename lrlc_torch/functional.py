@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
-from lrlc_numpy import LRLCConfig, resize_matrix
+from lrlc_numpy import LRLCConfig, check_input_shape, resize_matrix
 from lrlc_numpy.reference import L2_FLOOR
 
 __all__ = [
@@ -41,22 +41,9 @@ def check_input(x, config: LRLCConfig, *, name: str = "x") -> None:
     """Raise unless `x` is a floating NCHW tensor with the layer's channels and input grid."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 4:
-        raise ValueError(
-            f"{name} must have rank 4 (batch, channels, height, width), got shape {tuple(x.shape)}"
-        )
+    check_input_shape(x.shape, config, name=name, layout="NCHW")
     if not x.is_floating_point():
         raise TypeError(f"{name} must have a floating dtype, got {x.dtype}")
-    if x.shape[1] != config.in_channels:
-        raise ValueError(
-            f"{name} has {x.shape[1]} channels (shape {tuple(x.shape)}); "
-            f"expected in_channels={config.in_channels}"
-        )
-    if tuple(x.shape[2:]) != config.input_size:
-        raise ValueError(
-            f"{name} has spatial size {tuple(x.shape[2:])} (shape {tuple(x.shape)}); "
-            f"the layer was built for input_size={config.input_size}"
-        )
 
 
 def pad_input(x: torch.Tensor, config: LRLCConfig) -> torch.Tensor:
@@ -113,8 +100,10 @@ def normalize_weights(logits: torch.Tensor, mode: str) -> torch.Tensor:
     if mode == "softmax":
         return torch.softmax(logits, dim=-3)
     if mode == "l2":
-        squared = logits.square().sum(dim=-3, keepdim=True)
-        return logits / squared.clamp_min(L2_FLOOR).sqrt()
+        # Summed in at least float32 so that the 1e-12 floor cannot underflow in 16 bits.
+        wide = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        norm = wide.square().sum(dim=-3, keepdim=True).clamp_min(L2_FLOOR).sqrt()
+        return (wide / norm).to(logits.dtype)
     if mode == "none":
         return logits
     raise ValueError(f"unknown normalisation {mode!r}; expected 'softmax', 'l2' or 'none'")
@@ -152,10 +141,11 @@ def g_forward(x: torch.Tensor, params, config: LRLCConfig) -> torch.Tensor:
 def combining_weights(params, config: LRLCConfig, x: torch.Tensor | None = None) -> torch.Tensor:
     """Normalised weights w (eq. 4): (K, H_out, W_out), or (B, K, H_out, W_out) predicted
     from `x` for an input-dependent layer (eq. 6)."""
+    if x is not None:  # a fixed layer does not read x, but a wrong one is still an error
+        check_input(x, config)
     if config.input_dependent:
         if x is None:
             raise ValueError("combining_weights: an input-dependent layer needs the input x")
-        check_input(x, config)
         logits = g_forward(x, params, config)
     else:
         logits = fixed_logits(params, config)
@@ -198,8 +188,8 @@ def forward(x: torch.Tensor, params, config: LRLCConfig) -> torch.Tensor:
 
     `x` is NCHW of size `config.input_size`; returns (B, C_out, H_out, W_out).
     """
-    check_input(x, config)
-    y = combine(basis_conv2d(x, params["basis"], config), combining_weights(params, config, x))
+    weights = combining_weights(params, config, x)  # checks x first
+    y = combine(basis_conv2d(x, params["basis"], config), weights)
     bias = layer_bias(params, config)
     return y if bias is None else y + bias
 

@@ -1,0 +1,338 @@
+"""lrlc_torch's modules and functions beyond the conformance catalogue: parameters and
+initialisation, checkpoints, errors, the locally connected form, Algorithm 1's single
+convolution, gradcheck, torch.func and autocast. Reference values come from lrlc_numpy."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+import conformance
+import lrlc_numpy as L
+from lrlc_torch import LocallyConnected2d, LRLC2d
+from lrlc_torch import functional as LF
+
+FIXED = L.LRLCConfig(2, 3, 3, rank=3, input_size=(7, 6), stride=2, padding="same")
+IDEP = L.LRLCConfig(
+    2, 3, 3, rank=2, input_size=(7, 6), padding="same", combining="full", input_dependent=True
+)
+BATCH = 2
+
+
+def nchw(x_nhwc, dtype=torch.float64):
+    return torch.from_numpy(x_nhwc).to(dtype).permute(0, 3, 1, 2)
+
+
+def nhwc(y):
+    return y.detach().permute(0, 2, 3, 1).double().numpy()
+
+
+def loaded(config, seed=0, dtype=torch.float64):
+    """A layer holding the conformance data for `config` (logits and biases away from their
+    constant initial values), with that data's input and neutral params."""
+    x, params, _ = conformance.case_data(conformance.Case("t", config, BATCH), seed)
+    layer = LRLC2d.from_config(config, dtype=dtype)
+    layer.load_neutral_params(params)
+    return layer, nchw(x, dtype), params
+
+
+def tol(config, dtype="float64"):
+    return conformance.tolerance(dtype, config, BATCH)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters, initialisation, repr
+
+
+@pytest.mark.parametrize("config", [FIXED, IDEP], ids=["fixed", "idep"])
+def test_parameter_names_and_shapes_are_neutral(config):
+    layer = LRLC2d.from_config(config)
+    shapes = L.param_shapes(config)
+    assert set(layer.state_dict()) == set(shapes)
+    assert {n: v.shape for n, v in layer.neutral_params().items()} == shapes
+    # Only the basis changes layout: one (C_out, C_in, kh, kw) conv weight per member.
+    assert tuple(layer.basis.shape) == (config.rank, 3, 2, 3, 3)
+
+
+@pytest.mark.parametrize("config", [FIXED, IDEP], ids=["fixed", "idep"])
+def test_reset_parameters_draws_the_reference_init(config):
+    layer = LRLC2d.from_config(config, dtype=torch.float64)
+    layer.reset_parameters(seed=5)
+    want = L.init_params(config, seed=5)
+    got = layer.neutral_params()
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+def test_default_init_follows_torch_manual_seed():
+    torch.manual_seed(1)
+    a = LRLC2d.from_config(FIXED).neutral_params()["basis"]
+    torch.manual_seed(1)
+    b = LRLC2d.from_config(FIXED).neutral_params()["basis"]
+    c = LRLC2d.from_config(FIXED).neutral_params()["basis"]
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_factory_kwargs():
+    layer = LRLC2d.from_config(IDEP, device="cpu", dtype=torch.float64)
+    assert {p.dtype for p in layer.parameters()} == {torch.float64}
+    assert {p.device.type for p in layer.parameters()} == {"cpu"}
+    lc = LocallyConnected2d(2, 3, 3, (7, 6), dtype=torch.float64)
+    assert lc.weight.dtype == lc.bias.dtype == torch.float64
+
+
+def test_extra_repr_names_the_configuration():
+    text = repr(LRLC2d(2, 3, (3, 1), rank=4, input_size=(9, 8), stride=2, padding="same"))
+    for part in ("kernel_size=(3, 1)", "rank=4", "input_size=(9, 8)", "stride=(2, 2)"):
+        assert part in text
+    assert "padding='same'" in text and "combining='rowcol'" in text
+    text = repr(LRLC2d.from_config(IDEP))
+    assert "input_dependent=True" in text and "(reduce): GLayer(kernel=(2, 2)" in text
+    assert "input_size=(7, 6)" in repr(LocallyConnected2d(2, 3, 3, (7, 6)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Forward and Algorithm 1
+
+
+@pytest.mark.parametrize("config", [FIXED, IDEP], ids=["fixed", "idep"])
+def test_module_and_functional_match_reference(config):
+    layer, x, params = loaded(config)
+    want = L.forward(x.permute(0, 2, 3, 1).numpy(), params, config)
+    assert conformance.relative_error(nhwc(layer(x)), want) <= tol(config)
+    y = LF.forward(x, dict(layer.named_parameters()), config)
+    torch.testing.assert_close(y, layer(x), rtol=0, atol=0)
+
+
+def test_algorithm1_is_one_convolution_then_one_weighted_sum(monkeypatch):
+    layer, x, params = loaded(FIXED)
+    calls = []
+    conv2d = LF.F.conv2d
+    monkeypatch.setattr(LF.F, "conv2d", lambda *a, **k: calls.append(1) or conv2d(*a, **k))
+    layer(x)
+    assert len(calls) == 1  # not K convolutions
+    monkeypatch.undo()
+    # Independently: K separate convolutions of the padded input, summed with the weights.
+    xpad = torch.nn.functional.pad(x, (0, 1, 1, 1))  # 'same', stride 2 on (7, 6): spec rule
+    assert FIXED.padding_pairs == ((1, 1), (0, 1))
+    per_member = torch.stack([torch.nn.functional.conv2d(xpad, f, stride=2) for f in layer.basis])
+    torch.testing.assert_close(
+        LF.basis_conv2d(x, layer.basis, FIXED), per_member.transpose(0, 1), rtol=0, atol=1e-13
+    )
+    weights = layer.combining_weights()
+    explicit = sum(weights[k] * per_member[k] for k in range(FIXED.rank))
+    torch.testing.assert_close(
+        LF.combine(LF.basis_conv2d(x, layer.basis, FIXED), weights), explicit
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+@pytest.mark.parametrize("config", [FIXED, IDEP], ids=["fixed", "idep"])
+def test_state_dict_round_trip(config):
+    layer, x, _ = loaded(config)
+    buffer = io.BytesIO()
+    torch.save(layer.state_dict(), buffer)
+    buffer.seek(0)
+    fresh = LRLC2d.from_config(config, dtype=torch.float64)
+    fresh.load_state_dict(torch.load(buffer, weights_only=True))
+    for name, value in layer.state_dict().items():
+        assert torch.equal(fresh.state_dict()[name], value), name
+    assert torch.equal(fresh(x), layer(x))
+
+
+@pytest.mark.parametrize("config", [FIXED, IDEP], ids=["fixed", "idep"])
+def test_neutral_checkpoint_round_trip(tmp_path, config):
+    layer, x, params = loaded(config)
+    path = tmp_path / "layer.safetensors"
+    layer.save_neutral(path)
+    read, read_config = L.load_params(path)
+    assert read_config == config
+    for name, value in params.items():
+        np.testing.assert_array_equal(read[name], value, err_msg=name)
+    back = LRLC2d.load_neutral(path)
+    assert back.basis.dtype == torch.float64  # the file's dtype is kept
+    assert torch.equal(back(x), layer(x))
+    assert LRLC2d.load_neutral(path, dtype=torch.float32).basis.dtype == torch.float32
+
+
+def test_bad_neutral_params_are_rejected(tmp_path):
+    layer = LRLC2d.from_config(FIXED)
+    params = L.init_params(FIXED)
+    missing = {k: v for k, v in params.items() if k != "col_logits"}
+    with pytest.raises(ValueError, match="missing tensors \\['col_logits'\\]"):
+        layer.load_neutral_params(missing)
+    with pytest.raises(ValueError, match="unexpected tensors \\['logits'\\]"):
+        layer.load_neutral_params({**params, "logits": np.zeros((4, 3, 3))})
+    with pytest.raises(ValueError, match="'basis'.*has shape"):
+        layer.load_neutral_params({**params, "basis": params["basis"][:2]})
+    # A file whose tensors do not fit its own config.
+    from safetensors.numpy import save_file
+
+    path = tmp_path / "bad.safetensors"
+    save_file(missing, str(path), metadata={"lrlc_config": FIXED.to_json()})
+    with pytest.raises(ValueError, match="col_logits"):
+        LRLC2d.load_neutral(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input
+
+
+@pytest.mark.parametrize(
+    "x, error, match",
+    [
+        (torch.zeros(2, 7, 6), ValueError, r"rank 4 .*\(2, 7, 6\)"),
+        (torch.zeros(1, 3, 7, 6), ValueError, "3 channels.*in_channels=2"),
+        (torch.zeros(1, 2, 6, 7), ValueError, r"spatial size \(6, 7\).*input_size=\(7, 6\)"),
+        (np.zeros((1, 2, 7, 6)), TypeError, "torch.Tensor, got ndarray"),
+        (torch.zeros(1, 2, 7, 6, dtype=torch.int64), TypeError, "floating dtype, got torch.int64"),
+    ],
+)
+@pytest.mark.parametrize("config", [FIXED, IDEP], ids=["fixed", "idep"])
+def test_bad_input_is_a_clear_error(config, x, error, match):
+    layer = LRLC2d.from_config(config)
+    with pytest.raises(error, match=match):
+        layer(x)
+    with pytest.raises(error, match=match):
+        layer.locally_connected_kernel(x)
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        (dict(combining="diagonal"), "unknown mode 'diagonal'"),
+        (dict(normalize="max"), "unknown normalisation 'max'"),
+        (dict(padding="full"), "unknown padding 'full'"),
+        (dict(input_dependent=True), "requires combining='full'"),
+        (dict(input_size=(2, 2)), "empty output grid"),
+    ],
+)
+def test_bad_options_are_a_clear_error(options, match):
+    arguments = dict(input_size=(7, 6)) | options
+    with pytest.raises(ValueError, match=match):
+        LRLC2d(2, 3, 3, rank=2, **arguments)
+
+
+# ---------------------------------------------------------------------------------------------
+# Locally connected form
+
+
+@pytest.mark.parametrize("biases", [(True, True), (False, False)], ids=["bias", "nobias"])
+def test_to_locally_connected_gives_identical_outputs(biases):
+    config = L.LRLCConfig(
+        2, 3, (3, 2), rank=3, input_size=(8, 7), stride=(2, 1), dilation=(1, 2),
+        padding=((2, 0), (1, 1)), spatial_bias=biases[0], channel_bias=biases[1],
+    )  # fmt: skip
+    layer, x, params = loaded(config)
+    lc = layer.to_locally_connected()
+    assert isinstance(lc, LocallyConnected2d) and (lc.bias is None) == (not any(biases))
+    assert conformance.relative_error(nhwc(lc(x)), nhwc(layer(x))) <= tol(config)
+    want_kernel, want_bias = L.to_locally_connected(params, config)
+    got = lc.neutral_params()
+    assert conformance.relative_error(got["kernel"], want_kernel) <= tol(config)
+    np.testing.assert_allclose(got["bias"], want_bias, rtol=0, atol=tol(config))
+
+
+def test_input_dependent_layer_exposes_per_example_kernels():
+    layer, x, params = loaded(IDEP)
+    weight, bias = layer.locally_connected_kernel(x)
+    assert tuple(weight.shape) == (BATCH, 7, 6, 3, 2, 3, 3)
+    y = LF.locally_connected(x, weight, bias, IDEP)
+    assert conformance.relative_error(nhwc(y), nhwc(layer(x))) <= tol(IDEP)
+    with pytest.raises(ValueError, match="locally_connected_kernel"):
+        layer.to_locally_connected()
+    with pytest.raises(ValueError, match="needs the input x"):
+        layer.locally_connected_kernel()
+
+
+def test_locally_connected_layer_matches_reference_and_checks_shapes():
+    lc = LocallyConnected2d(2, 3, 3, (7, 6), stride=2, padding="same", dtype=torch.float64)
+    with torch.no_grad():
+        lc.bias.normal_()
+    x = torch.randn(BATCH, 2, 7, 6, dtype=torch.float64)
+    neutral = lc.neutral_params()
+    want = L.locally_connected(nhwc(x), neutral["kernel"], neutral["bias"], FIXED)
+    assert conformance.relative_error(nhwc(lc(x)), want) <= tol(FIXED)
+    with pytest.raises(ValueError, match="weight has shape"):
+        LF.locally_connected(x, lc.weight[:1], lc.bias, FIXED)
+    with pytest.raises(ValueError, match="bias has shape"):
+        LF.locally_connected(x, lc.weight, lc.bias[:1], FIXED)
+    with pytest.raises(ValueError, match="expected \\['bias', 'kernel'\\]"):
+        lc.load_neutral_params({"kernel": neutral["kernel"]})
+    with pytest.raises(ValueError, match="params\\['kernel'\\] has shape"):
+        lc.load_neutral_params({"kernel": neutral["kernel"][:1], "bias": neutral["bias"]})
+
+
+# ---------------------------------------------------------------------------------------------
+# Autodiff, torch.func, autocast
+
+
+TINY_FIXED = L.LRLCConfig(2, 2, 3, rank=2, input_size=(5, 4), stride=2, padding="same")
+TINY_IDEP = L.LRLCConfig(
+    2, 2, 3, rank=2, input_size=(5, 4), padding=1, combining="full", input_dependent=True
+)
+
+
+@pytest.mark.parametrize("config", [TINY_FIXED, TINY_IDEP], ids=["fixed", "idep"])
+def test_gradcheck_float64(config):
+    layer, x, _ = loaded(config)
+    names, tensors = zip(*layer.named_parameters())
+
+    def f(x, *values):
+        return torch.func.functional_call(layer, dict(zip(names, values)), (x,))
+
+    inputs = (x.requires_grad_(True), *(t.detach().requires_grad_(True) for t in tensors))
+    # The full Jacobian of the input-dependent layer takes ~1000 evaluations; fast mode
+    # compares it along random directions instead (torch's documented cheaper check).
+    assert torch.autograd.gradcheck(f, inputs, fast_mode=config.input_dependent)
+
+
+@pytest.mark.parametrize("config", [FIXED, IDEP], ids=["fixed", "idep"])
+def test_torch_func_grad_and_vmap(config):
+    layer, x, params = loaded(config)
+    weights = {n: p.detach() for n, p in layer.named_parameters()}
+
+    def loss(weights, x):
+        return torch.func.functional_call(layer, weights, (x,)).square().sum()
+
+    grads = torch.func.grad(loss)(weights, x)
+    y = layer(x)
+    y.backward(2 * y.detach())
+    for name, param in layer.named_parameters():
+        torch.testing.assert_close(grads[name], param.grad, rtol=0, atol=tol(config))
+
+    def one(x1):  # one example, given to the layer as a batch of one
+        return torch.func.functional_call(layer, weights, (x1[None],))[0]
+
+    torch.testing.assert_close(torch.func.vmap(one)(x), layer(x), rtol=0, atol=tol(config))
+    per_example = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0))(weights, x[:, None])
+    for name in weights:
+        torch.testing.assert_close(per_example[name].sum(0), grads[name], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("config", [FIXED, IDEP], ids=["fixed", "idep"])
+def test_autocast_bfloat16_on_cpu(config):
+    layer, x, _ = loaded(config, dtype=torch.float32)
+    with torch.no_grad():
+        want = layer(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = layer(x)
+    assert got.shape == want.shape and torch.isfinite(got).all()
+    # bfloat16 rule of spec section 15: 8 eps sqrt(stages), relative to max(1, max|want|).
+    error = conformance.relative_error(got.float(), want)
+    assert 0 < error <= tol(config, "bfloat16")  # > 0: autocast really ran in bfloat16
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("config", [FIXED, IDEP], ids=["fixed", "idep"])
+def test_cuda_matches_cpu(config):
+    layer, x, _ = loaded(config)
+    want = layer(x)
+    got = layer.to("cuda")(x.cuda())
+    assert conformance.relative_error(nhwc(got.cpu()), nhwc(want)) <= tol(config)
