@@ -19,6 +19,35 @@ from lrlc_numpy import LRLCConfig
 from lrlc_numpy.reference import L2_FLOOR
 
 # ---------------------------------------------------------------------------------------------
+# Checks (spec section 14): shapes are static, so these cost nothing once traced
+
+
+def check_input(x, config: LRLCConfig, *, name: str = "x", layout: str = "NHWC"):
+    """`x` as a tensor after checking its rank, channels and grid (in `layout`), then dtype."""
+    x = tf.convert_to_tensor(x)
+    lrlc_numpy.check_input_shape(x.shape, config, name=name, layout=layout)
+    return as_floating(x, name)
+
+
+def as_floating(value, name: str):
+    """`value` as a tensor; TypeError unless its dtype is floating."""
+    value = tf.convert_to_tensor(value)
+    if not value.dtype.is_floating:
+        raise TypeError(f"{name} must have a floating dtype, got {value.dtype.name}")
+    return value
+
+
+def check_params(params, config: LRLCConfig, dtype=None) -> dict:
+    """`params` as tensors (cast to `dtype` if given) after checking names, shapes, dtypes."""
+    lrlc_numpy.check_params(params, config)
+    out = {}
+    for name, value in params.items():
+        value = as_floating(value, f"params[{name!r}]")
+        out[name] = value if dtype is None else tf.cast(value, dtype)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # Windows (spec section 3)
 
 
@@ -97,9 +126,12 @@ def combine(responses, weights, bias=None):
 
 
 def forward(x, params, config: LRLCConfig):
-    """The LRLC layer, y = sum_k w (I * F^(k)) + B (Algorithm 1, eqs. 2-6); `x` is NHWC."""
+    """The LRLC layer, y = sum_k w (I * F^(k)) + B (Algorithm 1, eqs. 2-6); `x` is NHWC and
+    the parameters are cast to its dtype."""
+    x = check_input(x, config)
+    params = check_params(params, config, x.dtype)
     responses = basis_responses(x, params["basis"], config)
-    weights = combining_weights(params, config, x)
+    weights = _combining_weights(params, config, x)
     has_bias = config.spatial_bias or config.channel_bias
     return combine(responses, weights, bias_map(params, config, x.dtype) if has_bias else None)
 
@@ -132,17 +164,21 @@ def normalize_weights(logits, mode: str):
 
 def combining_weights(params, config: LRLCConfig, x=None):
     """Normalised combining weights w: (H_out, W_out, K), or (B, H_out, W_out, K) predicted
-    from `x` for an input-dependent layer (eq. 6).
+    from `x` for an input-dependent layer (eq. 6); a fixed layer checks but ignores `x`.
 
-    16-bit logits are normalised in float32 (the l2 floor underflows in float16) and the
-    weights are returned in the logits' dtype.
+    Parameters are cast to the dtype of `x` when given. 16-bit logits are normalised in
+    float32 (the l2 floor underflows in float16), and w is returned in the logits' dtype.
     """
-    if config.input_dependent:
-        if x is None:
-            raise ValueError("combining_weights: an input-dependent layer needs the input x")
-        logits = g_logits(x, params, config)
-    else:
-        logits = fixed_logits(params, config)
+    if x is not None:
+        x = check_input(x, config)
+    elif config.input_dependent:
+        raise ValueError("combining_weights: an input-dependent layer needs the input x")
+    params = check_params(params, config, None if x is None else x.dtype)
+    return _combining_weights(params, config, x)
+
+
+def _combining_weights(params, config, x):
+    logits = g_logits(x, params, config) if config.input_dependent else fixed_logits(params, config)
     working = logits.dtype if logits.dtype in (tf.float32, tf.float64) else tf.float32
     weights = normalize_weights(tf.cast(logits, working), config.normalize)
     return tf.cast(weights, logits.dtype)
@@ -212,9 +248,15 @@ def to_locally_connected(params, config: LRLCConfig, x=None):
     """The equivalent locally connected (kernel, bias): kernel[i, j] = sum_k w[i, j, k] F^(k).
 
     kernel is (H_out, W_out, kh, kw, C_in, C_out), or (B, H_out, W_out, ...) per example for
-    an input-dependent layer (then `x` is required); bias is (H_out, W_out, C_out).
+    an input-dependent layer (then `x` is required); bias is (H_out, W_out, C_out), zeros
+    when the layer has neither bias.
     """
-    weights = combining_weights(params, config, x)
+    if x is not None:
+        x = check_input(x, config)
+    elif config.input_dependent:
+        raise ValueError("to_locally_connected: an input-dependent layer needs the input x")
+    params = check_params(params, config, None if x is None else x.dtype)
+    weights = _combining_weights(params, config, x)
     equation = "bijk,kuvco->bijuvco" if weights.shape.rank == 4 else "ijk,kuvco->ijuvco"
     kernel = tf.einsum(equation, weights, params["basis"])
     return kernel, bias_map(params, config, weights.dtype)
@@ -224,25 +266,35 @@ def locally_connected(x, kernel, bias, config: LRLCConfig):
     """y[b, i, j, o] = sum_{u, v, c} xpad[b, i s_h + u d_h, j s_w + v d_w, c] K[i, j, u, v, c, o]
     + bias[i, j, o], by patch extraction and one einsum over positions.
 
-    `kernel` is (H_out, W_out, kh, kw, C_in, C_out) or carries a leading batch axis (one
-    kernel per example); `bias` is (H_out, W_out, C_out) or None.
+    `kernel` is (H_out, W_out, kh, kw, C_in, C_out) or carries a leading batch axis equal to
+    the batch of `x` (one kernel per example); `bias` is (H_out, W_out, C_out) or None.
     """
+    x = check_input(x, config)
+    kernel = as_floating(kernel, "locally connected kernel")
     out_h, out_w = config.output_size
     kh, kw = config.kernel_size
     shared = (out_h, out_w, kh, kw, config.in_channels, config.out_channels)
     shape = tuple(kernel.shape)
     per_example = len(shape) == len(shared) + 1
-    if shape[-len(shared) :] != shared or len(shape) not in (len(shared), len(shared) + 1):
+    if (
+        shape[-len(shared) :] != shared
+        or len(shape) not in (len(shared), len(shared) + 1)
+        or (per_example and None not in (shape[0], x.shape[0]) and shape[0] != x.shape[0])
+    ):
         raise ValueError(
-            f"locally connected kernel has shape {shape}; expected {shared} "
-            f"or (batch, {', '.join(map(str, shared))}) (one per example)"
+            f"locally connected kernel has shape {shape}; expected {shared} or "
+            f"({x.shape[0]}, {', '.join(map(str, shared))}) (one per example of x)"
         )
-    if bias is not None and tuple(bias.shape) != (out_h, out_w, config.out_channels):
-        raise ValueError(
-            f"locally connected bias has shape {tuple(bias.shape)}; "
-            f"expected {(out_h, out_w, config.out_channels)}"
-        )
+    if bias is not None:
+        bias = as_floating(bias, "locally connected bias")
+        if tuple(bias.shape) != (out_h, out_w, config.out_channels):
+            raise ValueError(
+                f"locally connected bias has shape {tuple(bias.shape)}; "
+                f"expected {(out_h, out_w, config.out_channels)}"
+            )
+        bias = tf.cast(bias, x.dtype)
     flat = (-1,) * per_example + (out_h, out_w, kh * kw * config.in_channels, config.out_channels)
     equation = "bijp,bijpo->bijo" if per_example else "bijp,ijpo->bijo"
-    y = tf.einsum(equation, extract_patches(x, config), tf.reshape(kernel, flat))
+    patches = extract_patches(x, config)
+    y = tf.einsum(equation, patches, tf.cast(tf.reshape(kernel, flat), x.dtype))
     return y if bias is None else y + bias

@@ -40,21 +40,14 @@ def _initializer(name, shape):
     return "zeros"
 
 
-def _as_float_tensor(value, what):
-    value = tf.convert_to_tensor(value)
-    if not value.dtype.is_floating:
-        raise TypeError(f"{what} must have a floating dtype, got {value.dtype.name}")
-    return value
-
-
 def _to_numpy(variables):
-    return {name: keras.ops.convert_to_numpy(v) for name, v in variables.items()}
+    return {name: tf.convert_to_tensor(v).numpy() for name, v in variables.items()}
 
 
 def _assign(variables, params):
     """Assign `params[name]` (checked for names and shapes already) to each variable."""
     for name, variable in variables.items():
-        value = _as_float_tensor(params[name], f"params[{name!r}]")
+        value = functional.as_floating(params[name], f"params[{name!r}]")
         variable.assign(tf.cast(value, variable.dtype))
 
 
@@ -109,10 +102,9 @@ class _WindowedLayer(keras.layers.Layer):
             return (input_shape[0], out_h, out_w, c_out)
         return (input_shape[0], c_out, out_h, out_w)
 
-    def _to_nhwc(self, x, what="input"):
-        """`x` checked, cast to the compute dtype, and in NHWC."""
-        x = _as_float_tensor(x, f"{self.name} {what}")
-        self._check_input_shape(x.shape)
+    def _to_nhwc(self, x):
+        """`x` checked in this layer's layout, cast to the compute dtype, and in NHWC."""
+        x = functional.check_input(x, self._config, name=f"{self.name} input", layout=self._layout)
         x = tf.cast(x, self.compute_dtype)
         return x if self.data_format == "channels_last" else tf.transpose(x, (0, 2, 3, 1))
 
@@ -189,9 +181,8 @@ class LocallyConnected2D(_WindowedLayer):
             )
 
     def call(self, inputs):
-        bias = None if self.bias is None else tf.cast(self.bias, self.compute_dtype)
-        kernel = tf.cast(self.kernel, self.compute_dtype)
-        y = functional.locally_connected(self._to_nhwc(inputs), kernel, bias, self._config)
+        x = self._to_nhwc(inputs)
+        y = functional.locally_connected(x, self.kernel, self.bias, self._config)
         return self._from_nhwc(y)
 
     def get_config(self):
@@ -299,28 +290,13 @@ class LowRankLocallyConnected2D(_WindowedLayer):
             for name, shape in lrlc_numpy.param_shapes(self._config).items()
         }
 
-    def _params(self, dtype):
-        return {name: tf.cast(v, dtype) for name, v in self._neutral.items()}
-
     def call(self, inputs):
-        y = functional.forward(
-            self._to_nhwc(inputs), self._params(self.compute_dtype), self._config
-        )
+        y = functional.forward(self._to_nhwc(inputs), self._neutral, self._config)
         return self._from_nhwc(y)
 
     def get_config(self):
-        options = {
-            name: getattr(self._config, name)
-            for name in (
-                "rank",
-                "combining",
-                "normalize",
-                "spatial_bias",
-                "channel_bias",
-                "input_dependent",
-            )
-        }
-        return {**super().get_config(), **self._geometry_config(), **options}
+        fields = {**self._config.to_dict(), "in_channels": self.in_channels}
+        return {**super().get_config(), **fields, "data_format": self.data_format}
 
     # -----------------------------------------------------------------------------------------
     # Combining weights and the locally connected form (spec section 11)
@@ -329,28 +305,21 @@ class LowRankLocallyConnected2D(_WindowedLayer):
         if not self.built:
             raise ValueError(f"{self.name} has no weights yet; build it or call it on an input")
 
-    def _optional_input(self, x):
-        if self._config.input_dependent and x is None:
-            raise ValueError(f"{self.name} is input-dependent: pass the input x")
-        if not self._config.input_dependent and x is not None:
-            raise ValueError(f"{self.name} has fixed combining weights: x must be None")
-        return None if x is None else self._to_nhwc(x)
-
     def combining_weights(self, x=None):
         """Normalised combining weights w (eq. 4): (H_out, W_out, K), or (B, H_out, W_out, K)
         predicted from `x` (in this layer's data_format) for an input-dependent layer."""
         self._require_built()
-        x = self._optional_input(x)
-        return functional.combining_weights(self._params(self.compute_dtype), self._config, x)
+        x = None if x is None else self._to_nhwc(x)
+        return functional.combining_weights(self._neutral, self._config, x)
 
     def locally_connected_kernel(self, x=None):
         """(kernel, bias) of the equivalent locally connected layer, canonical layouts:
         kernel (H_out, W_out, kh, kw, C_in, C_out), or one per example of `x` (a leading
-        batch axis) for an input-dependent layer; bias (H_out, W_out, C_out)."""
+        batch axis) for an input-dependent layer; bias (H_out, W_out, C_out). Without `x`
+        they are in the variables' dtype, with it in the compute dtype."""
         self._require_built()
-        x = self._optional_input(x)
-        dtype = self.variable_dtype if x is None else self.compute_dtype
-        return functional.to_locally_connected(self._params(dtype), self._config, x)
+        x = None if x is None else self._to_nhwc(x)
+        return functional.to_locally_connected(self._neutral, self._config, x)
 
     def to_locally_connected(self) -> LocallyConnected2D:
         """A built `LocallyConnected2D` with the same outputs (fixed combining weights only:

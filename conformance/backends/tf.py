@@ -25,6 +25,9 @@ class Backend:
 
     def __init__(self):
         has_gpu = bool(tf.config.list_physical_devices("GPU"))
+        if has_gpu:
+            # Spec section 15.4: float32 at full precision, not TensorFloat-32 on tensor cores.
+            tf.config.experimental.enable_tensor_float_32_execution(False)
         self.devices = ("cpu", "gpu") if has_gpu else ("cpu",)
         self.dtypes = ("float64", "float32", "bfloat16") if has_gpu else ("float64", "float32")
 
