@@ -198,7 +198,9 @@ def resize_bilinear(a, size):
 
 def _dense(a, params, name):
     """a @ kernel + bias over the last axis, for the g.<name> layer."""
-    return tf.einsum("...c,cd->...d", a, params[f"g.{name}.kernel"]) + params[f"g.{name}.bias"]
+    # tf.matmul, not an einsum with '...': TF 2.21's oneDNN einsum with an ellipsis returns
+    # wrong values in float16 and bfloat16 on CPU.
+    return tf.matmul(a, params[f"g.{name}.kernel"]) + params[f"g.{name}.bias"]
 
 
 def g_logits(x, params, config: LRLCConfig):
