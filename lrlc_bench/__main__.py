@@ -1,0 +1,181 @@
+"""`python -m lrlc_bench`: time every backend, each in its own process, then report.
+
+    python -m lrlc_bench                       # CPU, batch 64, K in {1, 2, 4, 8, 16, 32}
+    python -m lrlc_bench --device gpu          # batch 512
+    python -m lrlc_bench --backends torch --ranks 4 16 --json out.json --markdown out.md
+
+Prints the markdown table and the targets verdict; `--json` keeps every raw measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import backends
+from .report import add_ratios, evaluate_targets, markdown
+from .settings import ALL_RANKS, DEFAULT_BATCH, DEVICES, Settings
+
+# The training steps whose peak memory target 5 compares, at every rank.
+MEMORY_OPS = ("conv_k", "lrlc")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m lrlc_bench", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--backends", nargs="+", choices=backends.NAMES, default=backends.NAMES)
+    parser.add_argument("--device", choices=DEVICES, default="cpu")
+    parser.add_argument("--batch", type=int, help="default: 64 on CPU, 512 on GPU")
+    parser.add_argument("--ranks", type=int, nargs="+", default=ALL_RANKS)
+    parser.add_argument("--input-size", type=int, nargs=2, default=(32, 32), metavar=("H", "W"))
+    parser.add_argument("--channels", type=int, nargs=2, default=(64, 64), metavar=("IN", "OUT"))
+    parser.add_argument("--kernel-size", type=int, default=3)
+    parser.add_argument(
+        "--budget", type=float, default=2.0, help="seconds of timed runs per measurement"
+    )
+    parser.add_argument("--min-runs", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument(
+        "--tf-jit-compile", action="store_true", help="tf.function(jit_compile=True) (XLA)"
+    )
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
+    parser.add_argument("--json", type=Path, help="write every measurement here")
+    parser.add_argument("--markdown", type=Path, help="write the tables here")
+    return parser.parse_args(argv)
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    return Settings(
+        device=args.device,
+        batch=args.batch or DEFAULT_BATCH[args.device],
+        ranks=tuple(args.ranks),
+        input_size=tuple(args.input_size),
+        in_channels=args.channels[0],
+        out_channels=args.channels[1],
+        kernel_size=args.kernel_size,
+        budget_s=args.budget,
+        min_runs=args.min_runs,
+        warmup=args.warmup,
+        tf_jit_compile=args.tf_jit_compile,
+    )
+
+
+def run_worker(request: dict) -> dict:
+    """Run one job in a fresh interpreter; a crash becomes a 'failed' result with its stderr."""
+    with tempfile.TemporaryDirectory() as tmp:
+        request_path, result_path = Path(tmp, "request.json"), Path(tmp, "result.json")
+        request_path.write_text(json.dumps(request))
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+        process = subprocess.run(
+            [sys.executable, "-m", "lrlc_bench.worker", str(request_path), str(result_path)],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if process.returncode != 0 or not result_path.exists():
+            tail = process.stderr.strip().splitlines()[-5:]
+            return {"status": "failed", "error": f"exit {process.returncode}: " + " | ".join(tail)}
+        return json.loads(result_path.read_text())
+
+
+def machine_info() -> dict:
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": platform.processor() or None,
+    }
+    if hasattr(os, "sched_getaffinity"):
+        info["cpus_usable"] = len(os.sched_getaffinity(0))
+    try:
+        with open("/proc/cpuinfo") as handle:
+            models = [
+                line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")
+            ]
+        if models:
+            info["cpu_model"] = models[0]
+    except OSError:
+        pass
+    return info
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def measure(settings: Settings, names, *, memory: bool = True) -> dict:
+    """Every backend's timings (one process each) and, when `memory`, each training step's
+    peak memory (one process per backend, op and rank); ratios and targets added."""
+    started = time.perf_counter()
+    results = {
+        "settings": settings.to_dict(),
+        "machine": machine_info(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": sys.argv,
+        "backends": {},
+    }
+    for name in names:
+        log(f"[lrlc_bench] {name}: timing")
+        clock = time.perf_counter()
+        backend = run_worker({"task": "time", "backend": name, "settings": settings.to_dict()})
+        backend["elapsed_s"] = time.perf_counter() - clock
+        results["backends"][name] = backend
+        if backend["status"] != "ok":
+            log(f"[lrlc_bench] {name}: {backend['status']}: {backend['error']}")
+            continue
+        add_ratios(backend["times"])
+        if memory:
+            log(f"[lrlc_bench] {name}: peak memory")
+            backend["memory"] = [
+                {
+                    "op": op,
+                    "rank": rank,
+                    **run_worker(
+                        {
+                            "task": "memory",
+                            "backend": name,
+                            "settings": settings.to_dict(),
+                            "op": op,
+                            "rank": rank,
+                        }
+                    ),
+                }
+                for rank in settings.ranks
+                for op in MEMORY_OPS
+            ]
+        backend["elapsed_s"] = time.perf_counter() - clock
+        log(f"[lrlc_bench] {name}: done in {backend['elapsed_s']:.0f} s")
+    results["targets"] = evaluate_targets(results)
+    results["elapsed_s"] = time.perf_counter() - started
+    return results
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        settings = settings_from(args)
+    except ValueError as error:
+        raise SystemExit(f"lrlc_bench: {error}") from error
+    results = measure(settings, args.backends, memory=not args.no_memory)
+    text = markdown(results)
+    print(text)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=1))
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(text)
+    return 0 if any(b["status"] == "ok" for b in results["backends"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

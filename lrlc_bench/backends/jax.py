@@ -1,0 +1,101 @@
+"""JAX: `lax.conv_general_dilated`, `lrlc_jax.apply` and `lrlc_jax.locally_connected` on the
+converted kernel; NHWC, float32. Every function is timed jitted, results blocked on."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+import lrlc_jax
+
+from ..measure import Workload
+
+
+def _conv(params, x):
+    y = lax.conv_general_dilated(
+        x, params["kernel"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    return y + params["bias"]
+
+
+class Backend:
+    name = "jax"
+
+    def __init__(self, settings):
+        platform = "gpu" if settings.device == "gpu" else "cpu"
+        try:
+            self.device = jax.devices(platform)[0]
+        except RuntimeError as error:
+            raise RuntimeError(f"jax sees no {platform} device ({error})") from error
+        self.settings = settings
+        self.rng = np.random.default_rng(settings.seed)
+
+    def environment(self) -> dict:
+        return {
+            "versions": {"jax": jax.__version__, "jaxlib": jax.lib.__version__},
+            # XLA's CPU client sizes its thread pool from the visible cores unless XLA_FLAGS
+            # says otherwise.
+            "threads": {"XLA_FLAGS": os.environ.get("XLA_FLAGS", "")},
+            "layout": "NHWC",
+            "dtype": "float32",
+            "device_name": self.device.device_kind,
+        }
+
+    def _random(self, shape) -> jax.Array:
+        values = self.rng.standard_normal(shape, dtype=np.float32)
+        return jax.device_put(values, self.device)
+
+    def _layer(self, op: str, rank: int):
+        """(apply(params, x), params) for `op`."""
+        s = self.settings
+        if op in ("conv", "conv_k"):
+            width = s.out_channels * (rank if op == "conv_k" else 1)
+            fan_in = s.kernel_size**2 * s.in_channels
+            kernel = self._random((s.kernel_size, s.kernel_size, s.in_channels, width))
+            params = {"kernel": kernel / np.sqrt(fan_in), "bias": jnp.zeros(width)}
+            return _conv, params
+        config = s.lrlc_config(rank, input_dependent=op == "lrlc_input_dependent")
+        params = lrlc_jax.init(jax.random.key(s.seed), config)
+        if op != "lc":
+            return (lambda p, x: lrlc_jax.apply(p, x, config)), params
+        kernel, bias = lrlc_jax.to_locally_connected(params, config)
+        return (
+            lambda p, x: lrlc_jax.locally_connected(x, p["kernel"], p["bias"], config),
+            {"kernel": kernel, "bias": bias},
+        )
+
+    def workload(self, op: str, rank: int) -> Workload:
+        s = self.settings
+        apply, params = self._layer(op, rank)
+        params = jax.device_put(params, self.device)
+        x = self._random((s.batch, *s.input_size, s.in_channels))
+        forward_fn = jax.jit(apply)
+
+        def forward():
+            return jax.block_until_ready(forward_fn(params, x))
+
+        if op == "lc":
+            return Workload(forward, None)
+        width = s.out_channels * (rank if op == "conv_k" else 1)
+        dy = self._random((s.batch, *s.lrlc_config(rank).output_size, width))
+        # The gradient with respect to the parameters and the input, as in a hidden layer.
+        train_fn = jax.jit(lambda p, x, dy: jax.vjp(apply, p, x)[1](dy))
+
+        def train():
+            return jax.block_until_ready(train_fn(params, x, dy))
+
+        return Workload(forward, train)
+
+    # JAX exposes the peak of the device allocator but cannot reset it.
+    def reset_peak_memory(self) -> None:
+        pass
+
+    def memory_in_use(self) -> int:
+        return self.device.memory_stats()["bytes_in_use"]
+
+    def peak_memory(self) -> int:
+        return self.device.memory_stats()["peak_bytes_in_use"]

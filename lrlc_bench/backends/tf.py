@@ -1,0 +1,109 @@
+"""TensorFlow / Keras 3: `keras.layers.Conv2D`, `lrlc_tf.LRLC2D` and its
+`to_locally_connected()`; NHWC, float32, each call wrapped in `tf.function`
+(`jit_compile` as the settings say; off by default, TensorFlow's usual graph mode)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import lrlc_tf  # noqa: E402
+
+from ..measure import Workload  # noqa: E402
+
+
+class Backend:
+    name = "tf"
+
+    def __init__(self, settings):
+        if settings.device == "gpu":
+            if not tf.config.list_physical_devices("GPU"):
+                raise RuntimeError("tensorflow sees no GPU")
+            self.device = "/GPU:0"
+        else:
+            self.device = "/CPU:0"
+        self.settings = settings
+        self.rng = np.random.default_rng(settings.seed)
+
+    def environment(self) -> dict:
+        info = {
+            "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+            # 0 means TensorFlow's default: one thread per visible core.
+            "threads": {
+                "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+                "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+                "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
+            },
+            "layout": "NHWC",
+            "dtype": "float32",
+            "jit_compile": self.settings.tf_jit_compile,
+        }
+        if self.device != "/CPU:0":
+            details = tf.config.experimental.get_device_details(
+                tf.config.list_physical_devices("GPU")[0]
+            )
+            info["device_name"] = details.get("device_name")
+        return info
+
+    def _random(self, shape) -> tf.Tensor:
+        return tf.constant(self.rng.standard_normal(shape, dtype=np.float32))
+
+    def _layer(self, op: str, rank: int) -> keras.layers.Layer:
+        s = self.settings
+        if op in ("conv", "conv_k"):
+            width = s.out_channels * (rank if op == "conv_k" else 1)
+            layer = keras.layers.Conv2D(width, s.kernel_size, padding="same")
+        else:
+            config = s.lrlc_config(rank, input_dependent=op == "lrlc_input_dependent")
+            layer = lrlc_tf.LRLC2D.from_lrlc_config(config)
+        layer.build((s.batch, *s.input_size, s.in_channels))
+        return layer.to_locally_connected() if op == "lc" else layer
+
+    def _sync(self) -> None:
+        # CPU kernels finish before a call returns; GPU kernels may still be queued.
+        if self.device != "/CPU:0":
+            tf.test.experimental.sync_devices()
+
+    def workload(self, op: str, rank: int) -> Workload:
+        s = self.settings
+        jit = s.tf_jit_compile
+        with tf.device(self.device):
+            layer = self._layer(op, rank)
+            x = self._random((s.batch, *s.input_size, s.in_channels))
+            width = s.out_channels * (rank if op == "conv_k" else 1)
+            dy = self._random((s.batch, *s.lrlc_config(rank).output_size, width))
+
+        forward_fn = tf.function(lambda x: layer(x), jit_compile=jit)
+
+        @tf.function(jit_compile=jit)
+        def train_fn(x, dy):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x)
+            return tape.gradient(y, [x, *layer.trainable_variables], output_gradients=dy)
+
+        def forward():
+            with tf.device(self.device):
+                forward_fn(x)
+            self._sync()
+
+        def train():
+            with tf.device(self.device):
+                train_fn(x, dy)
+            self._sync()
+
+        return Workload(forward, None if op == "lc" else train)
+
+    def reset_peak_memory(self) -> None:
+        tf.config.experimental.reset_memory_stats("GPU:0")
+
+    def memory_in_use(self) -> int:
+        return tf.config.experimental.get_memory_info("GPU:0")["current"]
+
+    def peak_memory(self) -> int:
+        return tf.config.experimental.get_memory_info("GPU:0")["peak"]

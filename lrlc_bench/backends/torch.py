@@ -1,0 +1,87 @@
+"""PyTorch: `nn.Conv2d`, `lrlc_torch.LRLC2d` and its `to_locally_connected()`; NCHW, float32."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+import lrlc_torch
+
+from ..measure import Workload
+
+
+class Backend:
+    name = "torch"
+
+    def __init__(self, settings):
+        if settings.device == "gpu" and not torch.cuda.is_available():
+            raise RuntimeError("torch sees no CUDA device")
+        self.settings = settings
+        self.device = torch.device("cuda" if settings.device == "gpu" else "cpu")
+        self.rng = np.random.default_rng(settings.seed)
+
+    def environment(self) -> dict:
+        info = {
+            "versions": {"torch": torch.__version__},
+            "threads": {
+                "intra_op": torch.get_num_threads(),
+                "inter_op": torch.get_num_interop_threads(),
+            },
+            "layout": "NCHW",
+            "dtype": "float32",
+        }
+        if self.device.type == "cuda":
+            info["device_name"] = torch.cuda.get_device_name(self.device)
+            info["versions"]["cudnn"] = torch.backends.cudnn.version()
+        return info
+
+    def _random(self, shape) -> torch.Tensor:
+        values = self.rng.standard_normal(shape, dtype=np.float32)
+        return torch.from_numpy(values).to(self.device)
+
+    def _layer(self, op: str, rank: int) -> nn.Module:
+        s = self.settings
+        factory = {"device": self.device, "dtype": torch.float32}
+        if op in ("conv", "conv_k"):
+            width = s.out_channels * (rank if op == "conv_k" else 1)
+            return nn.Conv2d(s.in_channels, width, s.kernel_size, padding="same", **factory)
+        config = s.lrlc_config(rank, input_dependent=op == "lrlc_input_dependent")
+        layer = lrlc_torch.LRLC2d.from_config(config, **factory)
+        return layer.to_locally_connected() if op == "lc" else layer
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def workload(self, op: str, rank: int) -> Workload:
+        s = self.settings
+        layer = self._layer(op, rank)
+        x = self._random((s.batch, s.in_channels, *s.input_size))
+
+        def forward():
+            with torch.no_grad():
+                layer(x)
+            self._sync()
+
+        if op == "lc":
+            return Workload(forward, None)
+        x_grad = x.clone().requires_grad_(True)
+        wrt = (x_grad, *layer.parameters())
+        width = s.out_channels * (rank if op == "conv_k" else 1)
+        dy = self._random((s.batch, width, *s.lrlc_config(rank).output_size))
+
+        def train():
+            torch.autograd.grad(layer(x_grad), wrt, dy)
+            self._sync()
+
+        return Workload(forward, train)
+
+    def reset_peak_memory(self) -> None:
+        torch.cuda.reset_peak_memory_stats(self.device)
+
+    def memory_in_use(self) -> int:
+        return torch.cuda.memory_allocated(self.device)
+
+    def peak_memory(self) -> int:
+        return torch.cuda.max_memory_allocated(self.device)

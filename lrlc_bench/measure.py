@@ -1,0 +1,125 @@
+"""Timing and peak memory of one workload, inside a worker process.
+
+Timing: `warmup` untimed calls (the first compiles under jax.jit / tf.function), then timed
+calls until at least `min_runs` are done and their total exceeds `budget_s`; the figure is
+the median. Every callable blocks until its results exist (CUDA synchronised, JAX
+`block_until_ready`), so a wall-clock interval covers the whole computation.
+
+Peak memory of a training step, each measured in a fresh process:
+- CPU: after one warm-up step (compilation and lazy allocations happen there), freed heap is
+  handed back to the OS (`malloc_trim`) and Linux's peak-RSS counter is reset to the
+  current RSS (writing 5 to /proc/self/clear_refs, which `getrusage`'s ru_maxrss follows);
+  the figure is ru_maxrss after one more step minus the RSS at the reset: the memory the
+  step itself needed above the layer, its input and its cotangent.
+- GPU: the framework's allocator counters, peak bytes allocated during the step minus the
+  bytes allocated before it (JAX cannot reset its peak counter; the fresh process and one
+  identical warm-up step make its lifetime peak the step's peak).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+import os
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .settings import OP_MODES, OPS, Settings
+
+
+@dataclass
+class Workload:
+    """One layer with its input, ready to run: `forward()` (inference) and `train()` (forward
+    and backward; None for layers timed for inference only). Both block until done."""
+
+    forward: Callable[[], object]
+    train: Callable[[], object] | None
+
+
+def median_time(fn: Callable[[], object], settings: Settings) -> dict:
+    """Median wall-clock seconds of `fn()` under the settings' warm-up and run budget."""
+    for _ in range(settings.warmup):
+        fn()
+    times: list[float] = []
+    while len(times) < settings.min_runs or sum(times) < settings.budget_s:
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return {"median_s": statistics.median(times), "runs": len(times), "times_s": times}
+
+
+def time_backend(backend, settings: Settings) -> list[dict]:
+    """Every op and mode at every rank. The ops of one rank run back to back, starting with
+    the plain convolution, so each ratio compares figures measured minutes apart at most.
+
+    The converted locally connected layer costs the same at every rank (one filter bank per
+    position whatever K was), so it is timed once, converted from the first rank's layer.
+    """
+    records = []
+    for rank in settings.ranks:
+        for op in OPS:
+            if op == "lc" and rank != settings.ranks[0]:
+                continue
+            workload = backend.workload(op, rank)
+            for mode in OP_MODES[op]:
+                stats = median_time(getattr(workload, mode), settings)
+                records.append({"op": op, "rank": rank, "mode": mode, **stats})
+            del workload
+            gc.collect()  # free this layer's buffers before the next, larger one
+    return records
+
+
+# ---------------------------------------------------------------------------------------------
+# Peak memory
+
+
+def _libc():
+    name = ctypes.util.find_library("c")
+    return ctypes.CDLL(name) if name else None
+
+
+def _reset_peak_rss() -> int:
+    """Reset Linux's peak-RSS counter to the current RSS; return that RSS in bytes."""
+    gc.collect()
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)  # glibc keeps freed heap pages mapped unless asked
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        with open("/proc/self/statm") as handle:
+            resident_pages = int(handle.read().split()[1])
+    except OSError as error:
+        raise RuntimeError(
+            f"peak CPU memory needs Linux's /proc/self/clear_refs and statm ({error})"
+        ) from error
+    return resident_pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def train_peak_memory(backend, settings: Settings, op: str, rank: int) -> dict:
+    """Peak bytes one training step of `op` at `rank` needs (see the module docstring)."""
+    workload = backend.workload(op, rank)
+    workload.train()
+    if settings.device == "cpu":
+        baseline = _reset_peak_rss()
+        workload.train()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+        method = "ru_maxrss after reset via /proc/self/clear_refs, minus RSS at reset"
+    else:
+        backend.reset_peak_memory()
+        baseline = backend.memory_in_use()
+        workload.train()
+        peak = backend.peak_memory()
+        method = "framework allocator: peak bytes allocated minus bytes allocated before"
+    return {
+        "op": op,
+        "rank": rank,
+        "mode": "train",
+        "peak_bytes": max(peak - baseline, 0),
+        "baseline_bytes": baseline,
+        "method": method,
+    }

@@ -1,0 +1,249 @@
+"""From raw measurements to ratios, the issue's targets, and markdown.
+
+Everything here works on the JSON-ready result dict that `lrlc_bench.__main__` assembles,
+so a saved result can be re-reported without re-measuring.
+"""
+
+from __future__ import annotations
+
+from .settings import OP_LABELS, OPS
+
+MODE_LABELS = {"forward": "forward", "train": "fwd+bwd"}
+
+
+def add_ratios(times: list[dict]) -> None:
+    """Set each record's `ratio_to_conv`: its median over the plain convolution's median in
+    the same mode, measured in the same process in the same rank block."""
+    conv = {(r["rank"], r["mode"]): r["median_s"] for r in times if r["op"] == "conv"}
+    for record in times:
+        record["ratio_to_conv"] = record["median_s"] / conv[record["rank"], record["mode"]]
+
+
+def _medians(results: dict) -> dict:
+    """{(backend, op, rank, mode): median seconds} over every backend that ran."""
+    return {
+        (name, r["op"], r["rank"], r["mode"]): r["median_s"]
+        for name, backend in results["backends"].items()
+        if backend["status"] == "ok"
+        for r in backend["times"]
+    }
+
+
+def _memory(results: dict) -> dict:
+    """{(backend, op, rank): peak bytes of one training step}."""
+    return {
+        (name, m["op"], m["rank"]): m["peak_bytes"]
+        for name, backend in results["backends"].items()
+        if backend["status"] == "ok"
+        for m in backend.get("memory", [])
+        if m.get("status") == "ok"
+    }
+
+
+def _ratio_checks(values: dict, numerator, denominator, limit: float) -> list[dict]:
+    """One check per (backend, rank) where both figures exist: numerator / denominator."""
+    checks = []
+    for key, top in values.items():
+        name, op, rank = key[:3]
+        if (op, *key[3:]) != numerator:
+            continue
+        bottom = values.get((name, denominator[0], rank, *denominator[1:]))
+        if bottom:
+            value = top / bottom
+            checks.append(
+                {
+                    "backend": name,
+                    "rank": rank,
+                    "value": value,
+                    "limit": limit,
+                    "met": value <= limit,
+                }
+            )
+    return checks
+
+
+def _spread_checks(medians: dict, limit: float) -> list[dict]:
+    """Each backend's time over the fastest backend's, for every LRLC configuration
+    (op, rank, mode) that at least two backends measured."""
+    configurations: dict[tuple, dict[str, float]] = {}
+    for (name, op, rank, mode), seconds in medians.items():
+        if op in ("lrlc", "lrlc_input_dependent", "lc"):
+            configurations.setdefault((op, rank, mode), {})[name] = seconds
+    checks = []
+    for (op, rank, mode), by_backend in configurations.items():
+        if len(by_backend) < 2:
+            continue
+        fastest = min(by_backend.values())
+        for name, seconds in by_backend.items():
+            value = seconds / fastest
+            checks.append(
+                {
+                    "backend": name,
+                    "rank": rank,
+                    "op": op,
+                    "mode": mode,
+                    "value": value,
+                    "limit": limit,
+                    "met": value <= limit,
+                }
+            )
+    return checks
+
+
+def _verdict(target_id: str, text: str, checks: list[dict]) -> dict:
+    target = {"id": target_id, "target": text, "checks": checks}
+    if not checks:
+        return {**target, "status": "not measured"}
+    worst = max(checks, key=lambda c: c["value"] / c["limit"])
+    misses = [c for c in checks if not c["met"]]
+    return {
+        **target,
+        "status": "missed" if misses else "met",
+        "misses": len(misses),
+        "worst": worst,
+        "over_limit": worst["value"] / worst["limit"] - 1,
+    }
+
+
+def evaluate_targets(results: dict) -> list[dict]:
+    """The issue's targets, each 'met', 'missed' (with the worst case), 'not measured' or
+    'not implemented yet'. A target is met only when every one of its checks is."""
+    medians, memory = _medians(results), _memory(results)
+    return [
+        _verdict(
+            "1",
+            "fixed LRLC fwd+bwd ≤ 1.15 × conv K·C_out fwd+bwd, every K",
+            _ratio_checks(medians, ("lrlc", "train"), ("conv_k", "train"), 1.15),
+        ),
+        {
+            "id": "2",
+            "target": "a second strategy whose cost does not grow with K, chosen by a cost "
+            "rule; at K = 16 its fwd+bwd ≥ 3 × faster than conv K·C_out",
+            "status": "not implemented yet",
+            "checks": [],
+        },
+        _verdict(
+            "3",
+            "converted LC forward ≤ 2 × conv C_out forward",
+            _ratio_checks(medians, ("lc", "forward"), ("conv", "forward"), 2.0),
+        ),
+        _verdict(
+            "4",
+            "input-dep. LRLC fwd+bwd ≤ 1.3 × fixed LRLC fwd+bwd, same K",
+            _ratio_checks(medians, ("lrlc_input_dependent", "train"), ("lrlc", "train"), 1.3),
+        ),
+        _verdict(
+            "5a",
+            "each backend within 1.5 × of the fastest on every LRLC configuration",
+            _spread_checks(medians, 1.5),
+        ),
+        _verdict(
+            "5b",
+            "peak memory of a fixed LRLC training step ≤ 1.2 × the conv K·C_out step's",
+            _ratio_checks(memory, ("lrlc",), ("conv_k",), 1.2),
+        ),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.1f} ms" if seconds < 10 else f"{seconds:.1f} s"
+
+
+def _mib(nbytes: int) -> str:
+    return f"{nbytes / 2**20:.0f} MiB"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _describe(check: dict) -> str:
+    where = f"{check['backend']} K={check['rank']}"
+    if "op" in check:
+        where += f" {OP_LABELS[check['op']]} {MODE_LABELS[check['mode']]}"
+    return f"{check['value']:.2f} ({where})"
+
+
+def targets_markdown(targets: list[dict]) -> list[str]:
+    rows = []
+    for t in targets:
+        if t["status"] == "missed":
+            verdict = (
+                f"**missed** in {t['misses']} of {len(t['checks'])} cases, worst "
+                f"{_describe(t['worst'])}: {t['over_limit']:.0%} over the limit"
+            )
+        elif t["status"] == "met":
+            verdict = (
+                f"met in all {len(t['checks'])} cases "
+                f"(closest {_describe(t['worst'])}, limit {t['worst']['limit']})"
+            )
+        else:
+            verdict = t["status"]
+        rows.append([t["id"], t["target"], verdict])
+    return _table(["#", "target", "verdict"], rows)
+
+
+def markdown(results: dict) -> str:
+    """The timing table, the memory table and the targets, as one markdown text."""
+    s = results["settings"]
+    lines = [
+        f"Device {s['device']}, batch {s['batch']}, {s['input_size'][0]}×{s['input_size'][1]} "
+        f"input, {s['in_channels']} → {s['out_channels']} channels, {s['kernel_size']}×"
+        f"{s['kernel_size']} kernel, padding '{s['padding']}', float32. Median of ≥ "
+        f"{s['min_runs']} runs (more until {s['budget_s']} s) after {s['warmup']} warm-up; "
+        "in brackets, the ratio to the plain convolution measured in the same process.",
+        "",
+    ]
+    rows = []
+    ok = {n: b for n, b in results["backends"].items() if b["status"] == "ok"}
+    cells = {(name, r["op"], r["rank"], r["mode"]): r for name, b in ok.items() for r in b["times"]}
+    for rank in s["ranks"]:
+        for mode in MODE_LABELS:
+            for name in ok:
+                row = [name, str(rank), MODE_LABELS[mode]]
+                for op in OPS:
+                    record = cells.get((name, op, rank, mode))
+                    if record is None:
+                        row.append("—")
+                    elif op == "conv":
+                        row.append(_ms(record["median_s"]))
+                    else:
+                        row.append(f"{_ms(record['median_s'])} ({record['ratio_to_conv']:.2f}×)")
+                rows.append(row)
+    lines += _table(["backend", "K", "pass", *(OP_LABELS[op] for op in OPS)], rows)
+    memory_rows = []
+    for rank in s["ranks"]:
+        for name, backend in ok.items():
+            peaks = {m["op"]: m for m in backend.get("memory", []) if m["rank"] == rank}
+            if not peaks:
+                continue
+            conv_k, lrlc = peaks.get("conv_k"), peaks.get("lrlc")
+            row = [name, str(rank)]
+            for m in (conv_k, lrlc):
+                row.append(_mib(m["peak_bytes"]) if m and m["status"] == "ok" else "—")
+            both = conv_k and lrlc and conv_k["status"] == lrlc["status"] == "ok"
+            if both and conv_k["peak_bytes"] > 0:
+                row.append(f"{lrlc['peak_bytes'] / conv_k['peak_bytes']:.2f}")
+            else:
+                row.append("—")
+            memory_rows.append(row)
+    if memory_rows:
+        lines += [
+            "",
+            "Peak memory of one training step (fwd+bwd) above the memory held before it:",
+            "",
+            *_table(
+                ["backend", "K", "conv K·C_out", "fixed LRLC", "LRLC / conv K·C_out"],
+                memory_rows,
+            ),
+        ]
+    for name, backend in results["backends"].items():
+        if backend["status"] != "ok":
+            lines += ["", f"{name}: {backend['status']} ({backend['error']})"]
+    lines += ["", "Targets (issue 7):", "", *targets_markdown(results["targets"])]
+    return "\n".join(lines) + "\n"

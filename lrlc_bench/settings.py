@@ -1,0 +1,95 @@
+"""What one benchmark run measures: the layer's shape, the ranks, the timing budget.
+
+`Settings` travels from the command line to every worker process as JSON, so a worker
+measures exactly what the parent asked for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from lrlc_numpy import LRLCConfig
+
+# The layers timed, in table order. "conv" and "conv_k" are the framework's own
+# convolution with C_out and K*C_out outputs (the latter is Algorithm 1's floor: LRLC runs
+# exactly that convolution, then combines); "lc" is the locally connected layer converted
+# from the fixed LRLC layer, timed for inference only.
+OPS = ("conv", "conv_k", "lrlc", "lrlc_input_dependent", "lc")
+OP_LABELS = {
+    "conv": "conv C_out",
+    "conv_k": "conv K·C_out",
+    "lrlc": "fixed LRLC",
+    "lrlc_input_dependent": "input-dep. LRLC",
+    "lc": "converted LC",
+}
+# "forward" is inference (no graph kept for autodiff); "train" is one forward and backward
+# pass: the gradient of sum(y * dy), for a fixed random dy, with respect to the input and
+# every parameter (no optimiser update).
+MODES = ("forward", "train")
+OP_MODES = {op: ("forward",) if op == "lc" else MODES for op in OPS}
+
+DEVICES = ("cpu", "gpu")
+DEFAULT_BATCH = {"cpu": 64, "gpu": 512}
+ALL_RANKS = (1, 2, 4, 8, 16, 32)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One benchmark configuration. The defaults are the paper's layer (Section 4.1 ablations):
+    32x32 input, 64 -> 64 channels, 3x3 kernel, 'same' padding (TensorFlow's rule, which for
+    a 3x3 kernel at stride 1 is one zero pixel on every side in every framework)."""
+
+    device: str = "cpu"
+    batch: int = 64
+    ranks: tuple[int, ...] = ALL_RANKS
+    input_size: tuple[int, int] = (32, 32)
+    in_channels: int = 64
+    out_channels: int = 64
+    kernel_size: int = 3
+    padding: str = "same"
+    budget_s: float = 2.0  # stop adding timed runs once their total passes this...
+    min_runs: int = 3  # ...but never time fewer runs than this
+    warmup: int = 1  # untimed runs first (the first one compiles under jit / tf.function)
+    tf_jit_compile: bool = False  # tf.function(jit_compile=...) for the TensorFlow backend
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.device not in DEVICES:
+            raise ValueError(f"device {self.device!r} is not one of {DEVICES}")
+        for name in ("batch", "in_channels", "out_channels", "kernel_size", "min_runs"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not self.ranks or any(not isinstance(k, int) or k < 1 for k in self.ranks):
+            raise ValueError(f"ranks must be positive ints, got {self.ranks!r}")
+        if self.budget_s < 0 or self.warmup < 0:
+            raise ValueError(
+                f"budget_s and warmup must be >= 0, got {self.budget_s!r}, {self.warmup!r}"
+            )
+        # The geometry is validated once, by the spec's own config class.
+        self.lrlc_config(self.ranks[0])
+
+    def lrlc_config(self, rank: int, *, input_dependent: bool = False) -> LRLCConfig:
+        """The LRLC layer benchmarked at `rank`: the paper's default 'rowcol' combining with
+        softmax, or 'full' combining predicted from the input (which eq. 6 requires)."""
+        return LRLCConfig(
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,
+            rank,
+            self.input_size,
+            padding=self.padding,
+            combining="full" if input_dependent else "rowcol",
+            input_dependent=input_dependent,
+        )
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Settings:
+        data = dict(data)
+        data["ranks"] = tuple(data["ranks"])
+        data["input_size"] = tuple(data["input_size"])
+        return cls(**data)
