@@ -118,7 +118,7 @@ class LowRankLocallyConnected2d(nn.Module):
         drawn from torch's global generator, so `torch.manual_seed` makes layers reproducible.
         """
         if seed is None:
-            seed = int(torch.randint(0, 2**62, ()).item())
+            seed = int(torch.randint(0, 2**62, (), device="cpu"))
         self.load_neutral_params(lrlc_numpy.init_params(self.config, seed=seed))
 
     def extra_repr(self) -> str:

@@ -44,8 +44,12 @@ def _numpy(tensor: torch.Tensor) -> np.ndarray:
     return tensor.numpy().copy()
 
 
-def _tensor(array, dtype, device) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(array)).to(device=device, dtype=dtype)
+def _tensor(name, value, dtype, device) -> torch.Tensor:
+    """`value` (NumPy or a tensor) as a tensor; integers are refused, never silently cast."""
+    tensor = value.detach() if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+    if not tensor.is_floating_point():
+        raise TypeError(f"{name} must have a floating dtype, got {tensor.dtype}")
+    return tensor.to(device=device, dtype=dtype)
 
 
 def to_neutral(tensors: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
@@ -63,7 +67,7 @@ def from_neutral(params: Mapping, *, dtype=None, device=None) -> dict[str, torch
     """
     out = {}
     for name, value in params.items():
-        tensor = _tensor(value, dtype, device)
+        tensor = _tensor(f"params[{name!r}]", value, dtype, device)
         out[name] = tensor.permute(_BASIS_TO_TORCH).contiguous() if name == "basis" else tensor
     return out
 
@@ -77,7 +81,7 @@ def lc_to_neutral(weight: torch.Tensor, bias: torch.Tensor) -> tuple[np.ndarray,
 
 def lc_from_neutral(kernel, bias, *, dtype=None, device=None):
     """Neutral locally connected (kernel, bias) as torch-layout (weight, bias) tensors."""
-    kernel = _tensor(kernel, dtype, device)
+    kernel = _tensor("kernel", kernel, dtype, device)
     lead = tuple(range(kernel.dim() - 4))
     weight = kernel.permute(*lead, *(len(lead) + a for a in (3, 2, 0, 1))).contiguous()
-    return weight, _tensor(bias, dtype, device).permute(2, 0, 1).contiguous()
+    return weight, _tensor("bias", bias, dtype, device).permute(2, 0, 1).contiguous()
