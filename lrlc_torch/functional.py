@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from lrlc_numpy import LRLCConfig, check_input_shape, resize_matrix
 from lrlc_numpy.reference import L2_FLOOR
 
+from .neutral import check_torch_params
+
 __all__ = [
     "basis_conv2d",
     "check_input",
@@ -141,6 +143,7 @@ def g_forward(x: torch.Tensor, params, config: LRLCConfig) -> torch.Tensor:
 def combining_weights(params, config: LRLCConfig, x: torch.Tensor | None = None) -> torch.Tensor:
     """Normalised weights w (eq. 4): (K, H_out, W_out), or (B, K, H_out, W_out) predicted
     from `x` for an input-dependent layer (eq. 6)."""
+    check_torch_params(params, config)
     if x is not None:  # a fixed layer does not read x, but a wrong one is still an error
         check_input(x, config)
     if config.input_dependent:
@@ -227,6 +230,9 @@ def locally_connected(
     single batched matrix multiplication.
     """
     check_input(x, config)
+    for name, value in (("weight", weight), ("bias", bias)):
+        if value is not None and not value.is_floating_point():
+            raise TypeError(f"locally connected {name} must be floating point, got {value.dtype}")
     out_h, out_w = config.output_size
     shared = (out_h, out_w, config.out_channels, config.in_channels, *config.kernel_size)
     if tuple(weight.shape) not in (shared, (x.shape[0], *shared)):

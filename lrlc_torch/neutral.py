@@ -15,9 +15,10 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from lrlc_numpy import LRLCConfig, param_shapes
+from lrlc_numpy import LRLCConfig, check_params, param_shapes
 
 __all__ = [
+    "check_torch_params",
     "from_neutral",
     "lc_from_neutral",
     "lc_to_neutral",
@@ -34,6 +35,24 @@ def torch_param_shapes(config: LRLCConfig) -> dict[str, tuple[int, ...]]:
     shapes = param_shapes(config)
     shapes["basis"] = tuple(shapes["basis"][axis] for axis in _BASIS_TO_TORCH)
     return shapes
+
+
+def check_torch_params(params: Mapping[str, torch.Tensor], config: LRLCConfig) -> None:
+    """Raise unless `params` holds exactly `config`'s tensors, in lrlc_torch's layouts and
+    of floating dtype (the reference's `check_params`, seen through the basis layout)."""
+    if isinstance(params, Mapping) and isinstance(params.get("basis"), torch.Tensor):
+        basis, want = params["basis"], torch_param_shapes(config)["basis"]
+        if tuple(basis.shape) != want:
+            raise ValueError(
+                f"params['basis'] has shape {tuple(basis.shape)}; expected {want} "
+                "(K, C_out, C_in, kh, kw)"
+            )
+        params = {**params, "basis": basis.permute(_BASIS_TO_NEUTRAL)}
+    check_params(params, config)
+    for name, value in params.items():
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            got = value.dtype if isinstance(value, torch.Tensor) else type(value).__name__
+            raise TypeError(f"params[{name!r}] must be a floating tensor, got {got}")
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:

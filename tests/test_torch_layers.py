@@ -336,3 +336,21 @@ def test_cuda_matches_cpu(config):
     want = layer(x)
     got = layer.to("cuda")(x.cuda())
     assert conformance.relative_error(nhwc(got.cpu()), nhwc(want)) <= tol(config)
+
+
+def test_functional_checks_params_and_lc_dtypes():
+    layer, x, _ = loaded(FIXED)
+    params = dict(layer.named_parameters())
+    with pytest.raises(ValueError, match=r"missing tensors \['row_bias'\]"):
+        LF.forward(x, {k: v for k, v in params.items() if k != "row_bias"}, FIXED)
+    with pytest.raises(ValueError, match=r"'basis'\] has shape \(1, 3, 2, 3, 3\); expected \(3,"):
+        LF.forward(x, {**params, "basis": params["basis"][:1]}, FIXED)
+    with pytest.raises(TypeError, match="'channel_bias'.*torch.int64"):
+        LF.forward(x, {**params, "channel_bias": torch.zeros(3, dtype=torch.int64)}, FIXED)
+    with pytest.raises(TypeError, match="mapping"):
+        LF.forward(x, list(params.values()), FIXED)
+    weight, bias = layer.locally_connected_kernel()
+    with pytest.raises(TypeError, match="weight must be floating point, got torch.int32"):
+        LF.locally_connected(x, weight.int(), bias, FIXED)
+    with pytest.raises(TypeError, match="floating dtype"):
+        layer.load_neutral_params({**L.init_params(FIXED), "channel_bias": np.zeros(3, int)})
