@@ -1,0 +1,185 @@
+"""The benchmark harness (`python -m lrlc_bench`): what it records and how it derives ratios
+and target verdicts. Shapes are tiny and nothing here asserts a timing."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+
+import pytest
+
+from lrlc_bench import Settings, evaluate_targets, markdown
+from lrlc_bench.__main__ import MEMORY_OPS
+from lrlc_bench.measure import median_time
+from lrlc_bench.settings import OP_MODES, OPS
+
+RANKS = (1, 2)
+BACKENDS = ("torch", "jax")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One real CLI run on two backends at two ranks: (results, markdown file, stdout)."""
+    for module in BACKENDS:
+        pytest.importorskip(module)
+    out = tmp_path_factory.mktemp("bench")
+    command = [
+        sys.executable,
+        "-m",
+        "lrlc_bench",
+        "--backends",
+        *BACKENDS,
+        "--ranks",
+        *map(str, RANKS),
+        "--input-size",
+        "6",
+        "7",
+        "--channels",
+        "2",
+        "3",
+        "--batch",
+        "2",
+        "--budget",
+        "0",
+        "--json",
+        str(out / "bench.json"),
+        "--markdown",
+        str(out / "bench.md"),
+    ]
+    process = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert process.returncode == 0, process.stderr
+    results = json.loads((out / "bench.json").read_text())
+    return results, (out / "bench.md").read_text(), process.stdout
+
+
+def test_every_measurement_is_recorded(run):
+    results, _, _ = run
+    assert results["settings"]["ranks"] == list(RANKS)
+    assert results["machine"]["cpu_count"] >= 1
+    # The converted LC layer costs the same at every rank, so it is timed at the first only.
+    expected = {
+        (op, rank, mode)
+        for rank in RANKS
+        for op in OPS
+        if op != "lc" or rank == RANKS[0]
+        for mode in OP_MODES[op]
+    }
+    for name in BACKENDS:
+        backend = results["backends"][name]
+        assert backend["status"] == "ok", backend
+        assert backend["environment"]["versions"] and backend["environment"]["threads"]
+        times = backend["times"]
+        assert {(r["op"], r["rank"], r["mode"]) for r in times} == expected
+        assert len(times) == len(expected)
+        for record in times:
+            assert record["runs"] == len(record["times_s"]) >= 3
+            assert record["median_s"] == statistics.median(record["times_s"])
+        memory = {(m["op"], m["rank"]): m for m in backend["memory"]}
+        assert set(memory) == {(op, rank) for op in MEMORY_OPS for rank in RANKS}
+        for m in memory.values():
+            assert m["status"] == "ok" and m["peak_bytes"] >= 0 and m["method"]
+
+
+def test_ratios_are_to_the_plain_conv_of_the_same_run(run):
+    results, _, _ = run
+    for name in BACKENDS:
+        times = results["backends"][name]["times"]
+        conv = {(r["rank"], r["mode"]): r for r in times if r["op"] == "conv"}
+        for record in times:
+            base = conv[record["rank"], record["mode"]]
+            assert record["ratio_to_conv"] == pytest.approx(
+                record["median_s"] / base["median_s"], rel=1e-12
+            )
+
+
+def test_target_verdicts_follow_the_measurements(run):
+    results, _, _ = run
+    targets = {t["id"]: t for t in results["targets"]}
+    assert list(targets) == ["1", "2", "3", "4", "5a", "5b"]
+    assert targets["2"]["status"] == "not implemented yet"
+    medians = {
+        (name, r["op"], r["rank"], r["mode"]): r["median_s"]
+        for name in BACKENDS
+        for r in results["backends"][name]["times"]
+    }
+    recomputed = {
+        "1": [medians[n, "lrlc", k, "train"] / medians[n, "conv_k", k, "train"] for n, k in _nk()],
+        "3": [medians[n, "lc", 1, "forward"] / medians[n, "conv", 1, "forward"] for n in BACKENDS],
+        "4": [
+            medians[n, "lrlc_input_dependent", k, "train"] / medians[n, "lrlc", k, "train"]
+            for n, k in _nk()
+        ],
+    }
+    limits = {"1": 1.15, "3": 2.0, "4": 1.3}
+    for target_id, values in recomputed.items():
+        target = targets[target_id]
+        assert sorted(c["value"] for c in target["checks"]) == pytest.approx(sorted(values))
+        met = all(v <= limits[target_id] for v in values)
+        assert target["status"] == ("met" if met else "missed")
+    # Target 5a compares the two backends on every LRLC configuration both measured.
+    assert len(targets["5a"]["checks"]) == len(BACKENDS) * (2 * 2 * len(RANKS) + 1)
+
+
+def _nk():
+    return [(name, rank) for name in BACKENDS for rank in RANKS]
+
+
+def test_markdown_is_printed_and_has_a_row_per_measurement(run):
+    results, text, stdout = run
+    assert text in stdout
+    assert text == markdown(results)
+    starts = tuple(f"| {name} |" for name in BACKENDS)
+    table_rows = [line for line in text.splitlines() if line.startswith(starts)]
+    timing_rows = [row for row in table_rows if "forward" in row or "fwd+bwd" in row]
+    assert len(timing_rows) == len(BACKENDS) * len(RANKS) * 2
+    assert "not implemented yet" in text
+
+
+def _synthetic(lrlc_over_conv_k: dict[int, float]) -> dict:
+    """A one-backend result whose fixed-LRLC / conv K·C_out training ratios are given."""
+    times = []
+    for rank, ratio in lrlc_over_conv_k.items():
+        for op, seconds in (("conv", 1.0), ("conv_k", 2.0), ("lrlc", 2.0 * ratio)):
+            times.append({"op": op, "rank": rank, "mode": "train", "median_s": seconds})
+    return {"backends": {"torch": {"status": "ok", "times": times, "memory": []}}}
+
+
+def test_a_target_is_met_only_when_every_case_is():
+    targets = {t["id"]: t for t in evaluate_targets(_synthetic({1: 1.10, 2: 1.05}))}
+    assert targets["1"]["status"] == "met"
+    assert targets["1"]["worst"]["rank"] == 1
+    targets = {t["id"]: t for t in evaluate_targets(_synthetic({1: 1.10, 2: 1.38}))}
+    assert targets["1"]["status"] == "missed" and targets["1"]["misses"] == 1
+    assert targets["1"]["over_limit"] == pytest.approx(1.38 / 1.15 - 1)
+    # Nothing measured is never reported as met.
+    assert targets["3"]["status"] == targets["5a"]["status"] == "not measured"
+    assert targets["2"]["status"] == "not implemented yet"
+
+
+def test_median_time_honours_warmup_and_minimum_runs():
+    calls = []
+    settings = Settings(ranks=(1,), budget_s=0.0, min_runs=4, warmup=2)
+    stats = median_time(lambda: calls.append(None), settings)
+    assert len(calls) == 6 and stats["runs"] == 4 == len(stats["times_s"])
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"device": "tpu"}, {"ranks": ()}, {"ranks": (0,)}, {"batch": 0}, {"padding": "wrap"}],
+)
+def test_bad_settings_are_rejected(changes):
+    with pytest.raises(ValueError):
+        Settings(**changes)
+
+
+def test_an_absent_device_is_reported_unavailable():
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present, so the GPU backend is available")
+    from lrlc_bench.worker import run as run_worker
+
+    settings = Settings(device="gpu", batch=2, ranks=(1,), input_size=(4, 4))
+    result = run_worker({"task": "time", "backend": "torch", "settings": settings.to_dict()})
+    assert result["status"] == "unavailable" and "CUDA" in result["error"]
