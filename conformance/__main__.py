@@ -26,12 +26,25 @@ def main(argv=None) -> int:
         "--dtype", nargs="+", default=None, help="default: all the backend supports"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="adapter option, e.g. strategy=lc (repeatable; passed to every backend given)",
+    )
     parser.add_argument("--json", default=None, help="also write the report as JSON here")
     args = parser.parse_args(argv)
 
+    options = {}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--option expects KEY=VALUE, got {item!r}")
+        options[key] = value
     reports = []
     for name in args.backend:
-        adapter = backends.load(name)
+        adapter = backends.load(name, **options)
         print(
             f"{name}: devices found {list(adapter.devices)}, dtypes {list(adapter.dtypes)}",
             flush=True,

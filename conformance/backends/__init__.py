@@ -19,9 +19,13 @@ import importlib
 NAMES = ("numpy", "torch", "jax", "tf")
 
 
-def load(name: str):
-    """The adapter for backend `name` (one of NAMES); imports that framework only."""
+def load(name: str, **options):
+    """The adapter for backend `name` (one of NAMES); imports that framework only.
+
+    `options` go to the adapter's constructor (for example `strategy="lc"` where a backend
+    has several evaluation strategies); an adapter rejects options it does not know.
+    """
     if name not in NAMES:
         raise ValueError(f"unknown backend {name!r}; expected one of {NAMES}")
     module = importlib.import_module(f"conformance.backends.{name}")
-    return module.Backend()
+    return module.Backend(**options)
