@@ -102,25 +102,25 @@ def _valid_convolution(xpad, kernel, config: LRLCConfig):
 
 
 def basis_responses(x, basis, config: LRLCConfig):
-    """Algorithm 1's convolution step: z[b, i, j, k, o] = (I * F^(k))[b, i, j, o] for every k.
+    """Algorithm 1's convolution step: z[b, i, j, o, k] = (I * F^(k))[b, i, j, o] for every k.
 
-    The K basis filter banks run as ONE convolution with K * C_out output channels.
+    The K basis filter banks run as ONE convolution with K * C_out output channels, ordered
+    with k innermost (channel o * K + k) so that the combination reduces a contiguous axis.
     """
     rank, kh, kw, c_in, c_out = basis.shape
-    # (K, kh, kw, C_in, C_out) -> HWIO with output channel k * C_out + o.
-    kernel = tf.reshape(tf.transpose(basis, (1, 2, 3, 0, 4)), (kh, kw, c_in, rank * c_out))
+    kernel = tf.reshape(tf.transpose(basis, (1, 2, 3, 4, 0)), (kh, kw, c_in, c_out * rank))
     z = _valid_convolution(pad_input(x, config), kernel, config)
     out_h, out_w = config.output_size
-    return tf.reshape(z, (-1, out_h, out_w, rank, c_out))
+    return tf.reshape(z, (-1, out_h, out_w, c_out, rank))
 
 
 def combine(responses, weights, bias=None):
-    """Algorithm 1's combination step: y[b, i, j, o] = sum_k w[i, j, k] z[b, i, j, k, o] + B.
+    """Algorithm 1's combination step: y[b, i, j, o] = sum_k w[i, j, k] z[b, i, j, o, k] + B.
 
     One einsum does the weighting and the sum over k. `weights` is (H_out, W_out, K), or
     (B, H_out, W_out, K) for an input-dependent layer; `bias` is (H_out, W_out, C_out) or None.
     """
-    equation = "bijko,bijk->bijo" if weights.shape.rank == 4 else "bijko,ijk->bijo"
+    equation = "bijok,bijk->bijo" if weights.shape.rank == 4 else "bijok,ijk->bijo"
     y = tf.einsum(equation, responses, weights)
     return y if bias is None else y + bias
 
