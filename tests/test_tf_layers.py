@@ -352,7 +352,12 @@ def test_mixed_precision(config, policy, dtype):
 # Training
 
 
-def test_model_fit_reduces_the_loss():
+@pytest.mark.parametrize(
+    ("policy", "jit_compile"),
+    [("float32", False), ("mixed_float16", True)],
+    ids=["plain", "mixed-xla"],
+)
+def test_model_fit_reduces_the_loss(policy, jit_compile):
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(32, 8, 8, 2)).astype("float32")
@@ -362,17 +367,25 @@ def test_model_fit_reduces_the_loss():
     model = keras.Sequential(
         [
             keras.Input((8, 8, 2)),
-            LRLC2D(8, 3, 4, input_size=(8, 8), padding="same"),
-            keras.layers.ReLU(),
+            LRLC2D(8, 3, 4, input_size=(8, 8), padding="same", dtype=policy),
+            keras.layers.ReLU(dtype=policy),
             LRLC2D(
-                3, 3, 2, input_size=(8, 8), padding="same", combining="full", input_dependent=True
+                3,
+                3,
+                2,
+                input_size=(8, 8),
+                padding="same",
+                combining="full",
+                input_dependent=True,
+                dtype=policy,
             ),
         ]
     )
-    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse", jit_compile=jit_compile)
     history = model.fit(x, y, batch_size=8, epochs=6, verbose=0).history["loss"]
     assert all(np.isfinite(history))
     assert history[-1] < history[0]
+    assert all(v.dtype == "float32" for v in model.weights)
 
 
 # ---------------------------------------------------------------------------------------------
