@@ -1,9 +1,11 @@
 """LRLC layers as pure TensorFlow functions of tensors (spec/SPEC.md).
 
 Canonical layouts throughout: data NHWC, the basis (K, kh, kw, C_in, C_out), parameters a
-mapping from neutral names to tensors already in the working dtype of `x`. The Keras layers
-in `lrlc_tf.layers` are thin wrappers around these functions; the functions are public so
-that code outside Keras (custom loops, tf.function, XLA) can use a plain params dict.
+mapping from neutral names to arrays, tensors or variables. `forward`, `combining_weights`,
+`to_locally_connected` and `locally_connected` check their arguments (spec section 14) and
+compute in the dtype of `x`. The Keras layers in `lrlc_tf.layers` are thin wrappers around
+them; they are public so that code outside Keras (custom loops, tf.function, XLA) can use a
+plain params dict.
 
 The layer is evaluated by Algorithm 1 in two separate steps, `basis_responses` (one
 convolution) and `combine` (one einsum), so that another evaluation strategy can reuse
@@ -19,7 +21,7 @@ from lrlc_numpy import LRLCConfig
 from lrlc_numpy.reference import L2_FLOOR
 
 # ---------------------------------------------------------------------------------------------
-# Checks (spec section 14): shapes are static, so these cost nothing once traced
+# Checks (spec section 14): on static shapes, so inside tf.function they run once per trace
 
 
 def check_input(x, config: LRLCConfig, *, name: str = "x", layout: str = "NHWC"):
