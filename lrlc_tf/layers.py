@@ -370,9 +370,13 @@ class LowRankLocallyConnected2D(_WindowedLayer):
 
     @classmethod
     def load_params(cls, path, **kwargs) -> LowRankLocallyConnected2D:
-        """A built layer holding the neutral checkpoint at `path` (validated on read);
-        `kwargs` are Keras/layout arguments such as `dtype`, `data_format` or `name`."""
+        """A built layer holding the neutral checkpoint at `path` (validated on read).
+
+        `kwargs` are Keras/layout arguments such as `dtype`, `data_format` or `name`; without
+        `dtype` the variables keep the stored dtype (spec section 13), so a save and a load
+        round-trip bit-exactly."""
         params, config = lrlc_numpy.load_params(path)
+        kwargs.setdefault("dtype", np.result_type(*params.values()).name)
         layer = cls.from_lrlc_config(config, **kwargs)
         layer.build(layer._input_shape())
         layer.set_params(params)

@@ -265,8 +265,8 @@ def test_checkpoint_round_trip(tmp_path, config):
     assert read_config == config
     for name, value in params.items():
         np.testing.assert_array_equal(read[name], value)
-    restored = LRLC2D.load_params(path, dtype="float64", data_format="channels_first")
-    assert restored.data_format == "channels_first"
+    restored = LRLC2D.load_params(path, data_format="channels_first")
+    assert restored.data_format == "channels_first" and restored.dtype == "float64"
     np.testing.assert_array_equal(restored(nchw(x)), nchw(layer(x).numpy()))
 
 
@@ -276,8 +276,11 @@ def test_checkpoint_from_a_float32_layer(tmp_path):
     layer.save_params(path)
     read, _ = L.load_params(path)
     assert all(value.dtype == np.float32 for value in read.values())
-    restored = LRLC2D.load_params(path)  # Keras's default float32
+    restored = LRLC2D.load_params(path)  # the stored dtype
+    assert all(v.dtype == "float32" for v in restored.weights)
     np.testing.assert_array_equal(restored(x), layer(x))
+    restored64 = LRLC2D.load_params(path, dtype="float64")
+    assert all(value.dtype == np.float64 for value in restored64.get_params().values())
 
 
 def test_bad_checkpoints_are_rejected(tmp_path):

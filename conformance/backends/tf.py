@@ -104,5 +104,5 @@ class Backend:
         self._layer(config, params, "float64").save_params(path)
 
     def load_checkpoint(self, path):
-        layer = lrlc_tf.LRLC2D.load_params(path, dtype="float64")
+        layer = lrlc_tf.LRLC2D.load_params(path)
         return layer.get_params(), layer.lrlc_config
