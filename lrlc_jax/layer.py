@@ -201,9 +201,12 @@ def combine(per_member, weights, bias) -> jax.Array:
     """Algorithm 1, step 2: y = sum_k w_k z_k + B (eqs. 2 and 5) in one contraction.
 
     `weights` is (H_out, W_out, K) for a fixed layer or (B, H_out, W_out, K) per example.
+    Fixed weights are broadcast over the batch first: with (b, i, j) leading on both sides
+    the contraction is a plain batched product, several times faster on CPU than one that
+    must transpose to bring the shared (i, j) axes first.
     """
-    spec = "bijko,ijk->bijo" if weights.ndim == 3 else "bijko,bijk->bijo"
-    return jnp.einsum(spec, per_member, weights) + bias
+    weights = jnp.broadcast_to(weights, (per_member.shape[0], *weights.shape[-3:]))
+    return jnp.einsum("bijko,bijk->bijo", per_member, weights) + bias
 
 
 def apply(params, x, config: LRLCConfig) -> jax.Array:

@@ -2,9 +2,9 @@
 
 Importing it enables `jax_enable_x64` so that float64 is real float64. Every call runs under
 `jax.default_matmul_precision("highest")`, so float32 is not silently computed in TF32 or
-bfloat16 passes on GPUs and TPUs. Compilation dominates the run on CPU, so the forward pass
-and its vector-Jacobian product are one jitted function, compiled once per
-(config, dtype, shapes) by jit's own cache.
+bfloat16 passes on GPUs and TPUs. Compilation dominates the run on CPU, so every check's
+output for one input comes from one jitted function, compiled once per (config, dtype,
+shapes) by jit's own cache.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import lrlc_jax
+import lrlc_numpy
 
 jax.config.update("jax_enable_x64", True)
 
@@ -34,14 +35,34 @@ def _platforms() -> tuple[str, ...]:
 
 
 @functools.partial(jax.jit, static_argnames="config")
-def _forward_and_vjp(params, x, dy, config):
+def _evaluate(params, x, dy, lc_kernel, lc_bias, config):
+    """Everything the checks ask of one input, as one compiled function per config and dtype:
+    compiling, not running, dominates on CPU. Each check passes zeros for what it lacks."""
     y, pullback = jax.vjp(lambda p, xs: lrlc_jax.apply(p, xs, config), params, x)
     dparams, dx = pullback(dy)
-    return y, dx, dparams
+    out = {"y": y, "dx": dx, "dparams": dparams}
+    out["lc_y"] = lrlc_jax.locally_connected(x, lc_kernel, lc_bias, config)
+    if config.input_dependent:  # a fixed layer's conversion takes no input: see below
+        out["kernel"], out["bias"] = lrlc_jax.to_locally_connected(params, config, x)
+    return out
 
 
 _to_locally_connected = jax.jit(lrlc_jax.to_locally_connected, static_argnames="config")
-_locally_connected = jax.jit(lrlc_jax.locally_connected, static_argnames="config")
+
+
+def _zeros_like_inputs(config, batch):
+    """Zero stand-ins (params, dy, lc_kernel, lc_bias) for what a check does not supply."""
+    out_h, out_w = config.output_size
+    kh, kw = config.kernel_size
+    kernel = (out_h, out_w, kh, kw, config.in_channels, config.out_channels)
+    if config.input_dependent:
+        kernel = (batch, *kernel)
+    return (
+        {name: np.zeros(shape) for name, shape in lrlc_numpy.param_shapes(config).items()},
+        np.zeros((batch, out_h, out_w, config.out_channels)),
+        np.zeros(kernel),
+        np.zeros((out_h, out_w, config.out_channels)),
+    )
 
 
 class Backend:
@@ -60,30 +81,33 @@ class Backend:
         target = jax.devices(device)[0]
         return jax.tree.map(lambda a: jax.device_put(np.asarray(a, _DTYPES[dtype]), target), tree)
 
-    def _run(self, config, params, x, dy, dtype, device):
-        params, x, dy = self._put((params, x, dy), dtype, device)
+    def _evaluate(self, config, x, dtype, device, **given):
+        params, dy, lc_kernel, lc_bias = _zeros_like_inputs(config, x.shape[0])
+        inputs = dict(params=params, x=x, dy=dy, lc_kernel=lc_kernel, lc_bias=lc_bias)
+        inputs.update(given)
         with jax.default_matmul_precision("highest"):
-            return _forward_and_vjp(params, x, dy, config=config)
+            return _evaluate(**self._put(inputs, dtype, device), config=config)
 
     def forward(self, config, params, x, *, dtype="float64", device="cpu"):
-        dy = np.zeros((x.shape[0], *config.output_size, config.out_channels))
-        y, _, _ = self._run(config, params, x, dy, dtype, device)
-        return np.asarray(y)
+        return np.asarray(self._evaluate(config, x, dtype, device, params=params)["y"])
 
     def vjp(self, config, params, x, dy, *, dtype="float64", device="cpu"):
-        _, dx, dparams = self._run(config, params, x, dy, dtype, device)
-        return np.asarray(dx), {name: np.asarray(value) for name, value in dparams.items()}
+        out = self._evaluate(config, x, dtype, device, params=params, dy=dy)
+        return np.asarray(out["dx"]), {k: np.asarray(v) for k, v in out["dparams"].items()}
 
     def to_locally_connected(self, config, params, x=None, *, dtype="float64", device="cpu"):
-        params, x = self._put((params, x), dtype, device)
-        with jax.default_matmul_precision("highest"):
-            kernel, bias = _to_locally_connected(params, config=config, x=x)
+        if config.input_dependent and x is not None:
+            out = self._evaluate(config, x, dtype, device, params=params)
+            kernel, bias = out["kernel"], out["bias"]
+        else:
+            params, x = self._put((params, x), dtype, device)
+            with jax.default_matmul_precision("highest"):
+                kernel, bias = _to_locally_connected(params, config=config, x=x)
         return np.asarray(kernel), np.asarray(bias)
 
     def lc_forward(self, kernel, bias, x, config, *, dtype="float64", device="cpu"):
-        x, kernel, bias = self._put((x, kernel, bias), dtype, device)
-        with jax.default_matmul_precision("highest"):
-            return np.asarray(_locally_connected(x, kernel, bias, config=config))
+        out = self._evaluate(config, x, dtype, device, lc_kernel=kernel, lc_bias=bias)
+        return np.asarray(out["lc_y"])
 
     def save_checkpoint(self, path, config, params):
         lrlc_jax.save_params(path, {name: jnp.asarray(v) for name, v in params.items()}, config)
