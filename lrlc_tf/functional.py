@@ -199,10 +199,14 @@ def resize_bilinear(a, size):
 
 
 def _dense(a, params, name):
-    """a @ kernel + bias over the last axis, for the g.<name> layer."""
-    # tf.matmul, not an einsum with '...': TF 2.21's oneDNN einsum with an ellipsis returns
-    # wrong values in float16 and bfloat16 on CPU.
-    return tf.matmul(a, params[f"g.{name}.kernel"]) + params[f"g.{name}.bias"]
+    """a @ kernel + bias over the last axis, for the g.<name> layer.
+
+    tf.tensordot flattens the leading axes into one matrix product, whose kernel gradient is
+    one product too (a broadcast tf.matmul's is a product per position, summed afterwards:
+    slower, and summed in the 16-bit type). An einsum with '...' is avoided: TF 2.21's
+    oneDNN einsum with an ellipsis returns wrong values in float16 and bfloat16 on CPU.
+    """
+    return tf.tensordot(a, params[f"g.{name}.kernel"], axes=1) + params[f"g.{name}.bias"]
 
 
 def g_logits(x, params, config: LRLCConfig):

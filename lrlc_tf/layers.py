@@ -78,11 +78,12 @@ class _WindowedLayer(keras.layers.Layer):
             shape, self._config, name=f"{self.name} input", layout=self._layout
         )
 
-    def _input_shape(self, batch=None):
+    def _input_shape(self):
+        """The input shape this layer takes, batch unknown, in its data_format."""
         h, w = self._config.input_size
         if self.data_format == "channels_last":
-            return (batch, h, w, self._config.in_channels)
-        return (batch, self._config.in_channels, h, w)
+            return (None, h, w, self._config.in_channels)
+        return (None, self._config.in_channels, h, w)
 
     def build(self, input_shape):
         shape = tuple(input_shape)
