@@ -6,20 +6,21 @@ import nox
 
 nox.options.sessions = ["tests", "conformance", "lint"]
 nox.options.reuse_existing_virtualenvs = True
+# Sessions use the interpreter nox runs on (no pinned version), so `python -m pip install nox`
+# followed by `nox -s ...` works with whatever Python >= 3.10 the machine has.
 
-PYTHON = "3.11"
 BACKENDS = ("numpy", "torch", "jax", "tf")
 EXTRAS = {"numpy": ".", "torch": ".[torch]", "jax": ".[jax]", "tf": ".[tf]"}
 
 
-@nox.session(python=PYTHON)
+@nox.session
 def tests(session):
     """The project's whole test suite, every backend installed."""
     session.install("-e", ".[all,test]")
     session.run("pytest", "-q", *session.posargs, env={"LRLC_REQUIRE_ALL_BACKENDS": "1"})
 
 
-@nox.session(python=PYTHON)
+@nox.session
 @nox.parametrize("backend", BACKENDS)
 def conformance(session, backend):
     """The conformance report for one backend; its venv installs only that backend.
@@ -40,8 +41,17 @@ def conformance(session, backend):
     )
 
 
-@nox.session(python=PYTHON)
+@nox.session
 def lint(session):
     session.install("ruff")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def bench(session):
+    """The CPU benchmark of issue 7 (minutes, so not a default session): prints the tables and
+    the targets verdict, writes reports/bench-cpu.{md,json}. Arguments after `--` go to
+    `python -m lrlc_bench` (e.g. `-- --full`, or `-- --device gpu` on a GPU machine)."""
+    session.install("-e", ".[all]")
+    session.run("python", "-m", "lrlc_bench", "--output-dir", "reports", *session.posargs)
