@@ -55,3 +55,14 @@ def bench(session):
     `python -m lrlc_bench` (e.g. `-- --full`, or `-- --device gpu` on a GPU machine)."""
     session.install("-e", ".[all]")
     session.run("python", "-m", "lrlc_bench", "--output-dir", "reports", *session.posargs)
+
+
+@nox.session
+def reproduce(session):
+    """The paper's experiments, quick version on the embedded digits (minutes on a laptop CPU).
+
+    Writes runs/<timestamp>/ with the table, figures and every model's config and seed.
+    Pass options to `python -m lrlc_experiments run`, e.g. `-- --preset paper` on a GPU.
+    """
+    session.install("-e", ".[experiments]")
+    session.run("python", "-m", "lrlc_experiments", "run", *session.posargs)

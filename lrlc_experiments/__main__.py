@@ -9,6 +9,8 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+
 from .data import DATASETS, DataConfig
 from .experiment import (
     PRESETS,
@@ -19,7 +21,7 @@ from .experiment import (
     train_one,
 )
 from .models import VARIANTS
-from .training import select_device, set_cpu_threads
+from .training import select_device
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -86,7 +88,11 @@ def _parser() -> argparse.ArgumentParser:
 def _add_runtime(parser):
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     parser.add_argument(
-        "--threads", type=int, help="CPU threads for torch (default: every core available)"
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads for torch (default 1: the networks are small, more threads rarely pay "
+        "for their overhead, and the CPU may be shared)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -140,7 +146,9 @@ def main(argv=None) -> int:
             print(f"{name:24} {variant.label}" + ("  [ranked]" if variant.ranked else ""))
         return 0
     device = select_device(args.device)
-    threads = set_cpu_threads(args.threads) if device.type == "cpu" else None
+    if args.threads < 1:
+        raise SystemExit(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
     if args.command == "rerun":
         data, model, training, seed = load_model_spec(args.model_dir)
         metrics, _ = train_one(
@@ -152,7 +160,7 @@ def main(argv=None) -> int:
         return 0
     config = experiment_from_args(args)
     run_dir = args.out or Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    where = f"{device}" + (f", {threads} threads" if threads else "")
+    where = f"{device}, {args.threads} CPU threads"
     print(f"lrlc_experiments: run directory {run_dir} ({where})", file=sys.stderr)
     run_experiment(
         config,

@@ -113,6 +113,22 @@ class ModelConfig:
             return variant.kind
         return "conv"
 
+    def architecture(self) -> tuple:
+        """What the network computes, whatever the variant's name: 'conv + spatial bias' at a
+        layer is the LRLC layer of rank 1 there, so the two name the same network."""
+        layers = []
+        for position in range(1, self.depth + 1):
+            kind = self.layer_kind(position)
+            if kind == "spatial-bias":
+                layers.append(("lrlc", 1))
+            elif kind in ("lrlc", "lrlc-input-dependent", "wide-conv"):
+                layers.append((kind, self.rank))
+            else:
+                layers.append((kind, None))
+        fields = dataclasses.asdict(self)
+        del fields["variant"], fields["rank"]
+        return (VARIANTS[self.variant].coordconv, tuple(layers), tuple(sorted(fields.items())))
+
     def with_variant(self, variant: str, rank: int | None) -> ModelConfig:
         return dataclasses.replace(self, variant=variant, rank=rank)
 

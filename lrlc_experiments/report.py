@@ -235,6 +235,16 @@ def plot_accuracy_vs_rank(results: dict, path: Path) -> Path | None:
             ax.errorbar(ranks, means, yerr=errors, marker="o", capsize=3, label=r["label"])
             ax.plot([r["rank"]], [r["test_mean"]], "ks", markersize=8)
         ax.set_title(dataset)
+        ax.set_xticks(
+            sorted(
+                {
+                    s["rank"]
+                    for r in rows
+                    if r["dataset"] == dataset and r["rank"]
+                    for s in r["by_rank"]
+                }
+            )
+        )
         ax.set_xlabel("spatial rank K")
         ax.set_ylabel("test accuracy (%)")
         ax.legend(fontsize=7)
@@ -247,43 +257,36 @@ def plot_accuracy_vs_rank(results: dict, path: Path) -> Path | None:
 
 @torch.no_grad()
 def plot_combining_weights(models: dict, path: Path, examples: int = 4) -> Path | None:
-    """Figure Supp. 7: the rank-2 combining weight w[k=0] of the last layer over test images.
+    """Figure Supp. 7: the rank-2 combining weight w[k=0] of the last layer, beside test images.
 
-    `models` maps (dataset label, variant) to (network, dataset). A fixed layer shows the
-    same map on every image; an input-dependent one predicts a map per image. The map of
-    output position (i, j) is drawn over the centre of its receptive field.
+    `models` maps (dataset label, variant) to (network, dataset). A fixed layer has one map
+    for every image; an input-dependent one predicts a map per image.
     """
     if not models:
         return None
     plt = _pyplot()
     fig, axes = plt.subplots(
-        len(models), examples, figsize=(2.4 * examples, 2.5 * len(models)), squeeze=False
+        len(models), 2 * examples, figsize=(1.6 * 2 * examples, 1.9 * len(models)), squeeze=False
     )
     for row, ((dataset_label, variant), (network, dataset)) in zip(axes, models.items()):
         network.eval()
-        config = network.config
+        depth = network.config.depth
         images = torch.from_numpy(dataset.test.images[:examples])
-        layer = network.layers[config.depth - 1]
-        layer_input = network.layer_input(images, config.depth)
+        layer = network.layers[depth - 1]
         input_dependent = layer.config.input_dependent
-        weights = layer.combining_weights(layer_input if input_dependent else None)
+        weights = layer.combining_weights(
+            network.layer_input(images, depth) if input_dependent else None
+        )
         weights = weights[:, 0] if input_dependent else weights[0].expand(len(images), -1, -1)
-        # Output (i, j) of the last valid layer is centred on input pixel (i + o, j + o).
-        offset = config.depth * (config.kernel_size - 1) // 2
-        out_h, out_w = weights.shape[1:]
-        extent = (offset - 0.5, offset + out_w - 0.5, offset + out_h - 0.5, offset - 0.5)
-        for ax, image, weight in zip(row, images, weights):
-            ax.imshow(image.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray")
-            shown = ax.imshow(
-                weight.numpy(), cmap="coolwarm", vmin=0, vmax=1, alpha=0.55, extent=extent
-            )
-            ax.set_xlim(-0.5, image.shape[2] - 0.5)
-            ax.set_ylim(image.shape[1] - 0.5, -0.5)
+        for i, (image, weight) in enumerate(zip(images, weights)):
+            row[2 * i].imshow(image.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray")
+            shown = row[2 * i + 1].imshow(weight.numpy(), cmap="viridis", vmin=0, vmax=1)
+        for ax in row:
             ax.set_xticks([])
             ax.set_yticks([])
-        row[0].set_ylabel(f"{dataset_label}\n{VARIANTS[variant].label}", fontsize=7)
+        row[0].set_ylabel(f"{dataset_label}\n{VARIANTS[variant].label}", fontsize=6)
     fig.colorbar(shown, ax=axes.ravel().tolist(), shrink=0.8, label="weight of basis member 1")
-    fig.suptitle("Rank-2 combining weights of the last layer")
+    fig.suptitle("Rank-2 combining weights of the last layer (each image, then its map)")
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 
 import numpy as np
 import torch
@@ -57,14 +56,6 @@ def select_device(device: str = "auto") -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but no CUDA device is available")
     return torch.device(device)
-
-
-def set_cpu_threads(threads: int | None) -> int:
-    """Use `threads` intra-op threads (default: every core this process may run on)."""
-    if threads is None:
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-    torch.set_num_threads(max(1, threads))
-    return torch.get_num_threads()
 
 
 def _batches(n: int, batch_size: int, generator: torch.Generator | None):

@@ -171,3 +171,22 @@ def test_model_config_and_input_errors():
     model = build_model(ModelConfig("conv", 1, (8, 8), 10, width=4))
     with pytest.raises(ValueError, match=r"shape \(2, 1, 9, 8\); expected \(batch, 1, 8, 8\)"):
         model(torch.zeros(2, 1, 9, 8))
+
+
+def test_architecture_identifies_spatial_bias_with_lrlc_of_rank_one():
+    def arch(variant, rank=None):
+        return ModelConfig(variant, 1, (10, 10), 10, rank=rank).architecture()
+
+    assert arch("spatial-bias-3") == arch("lrlc-3", 1)
+    assert arch("spatial-bias-all") == arch("lrlc-all", 1)
+    distinct = [
+        arch("conv"),
+        arch("coordconv"),
+        arch("spatial-bias-3"),
+        arch("spatial-bias-2"),
+        arch("lrlc-3", 2),
+        arch("lrlc-input-dependent-3", 1),
+        arch("wide-conv-3", 1),
+        arch("lc-3"),
+    ]
+    assert len(set(distinct)) == len(distinct)

@@ -255,6 +255,12 @@ def test_cli_run_writes_a_rerunnable_run_directory(tmp_path, capsys):
             val = {k: np.mean([r["val_accuracy"] for r in mine if r["rank"] == k]) for k in (1, 2)}
             assert row["rank"] == min(k for k in val if val[k] == max(val.values()))
         assert "| " + row["label"] + " |" in printed
+    # Convolution + spatial bias is LRLC of rank 1: the same networks, trained once.
+    by_key = {(r["dataset"], r["variant"], r["rank"], r["seed"]): r for r in results["records"]}
+    for seed in (0, 1):
+        shared = by_key["digits", "spatial-bias-3", None, seed], by_key["digits", "lrlc-3", 1, seed]
+        for key in ("train_accuracy", "val_accuracy", "test_accuracy", "final_loss"):
+            assert shared[0][key] == shared[1][key]
     # Re-running one model from its directory reproduces its recorded accuracies.
     record = results["records"][-1]
     assert main(["rerun", str(out / record["directory"]), "--threads", "1", "--no-progress"]) == 0
