@@ -2,9 +2,10 @@
 
     python -m lrlc_bench                       # CPU, batch 64, K in {1, 2, 4, 8, 16, 32}
     python -m lrlc_bench --device gpu          # batch 512
-    python -m lrlc_bench --backends torch --ranks 4 16 --json out.json --markdown out.md
+    python -m lrlc_bench --backends torch --ranks 4 16 --output-dir reports
 
-Prints the markdown table and the targets verdict; `--json` keeps every raw measurement.
+Prints the markdown tables and the targets verdict; `--output-dir DIR` also writes them to
+DIR/bench-<device>.md and every raw measurement to DIR/bench-<device>.json.
 """
 
 from __future__ import annotations
@@ -48,8 +49,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--tf-jit-compile", action="store_true", help="tf.function(jit_compile=True) (XLA)"
     )
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
-    parser.add_argument("--json", type=Path, help="write every measurement here")
-    parser.add_argument("--markdown", type=Path, help="write the tables here")
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        help="write bench-<device>.json (every measurement) and bench-<device>.md (the tables)",
+    )
     return parser.parse_args(argv)
 
 
@@ -168,12 +172,11 @@ def main(argv=None) -> int:
     results = measure(settings, args.backends, memory=not args.no_memory)
     text = markdown(results)
     print(text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=1))
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(text)
+    if args.output_dir:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        stem = args.output_dir / f"bench-{settings.device}"
+        stem.with_suffix(".json").write_text(json.dumps(results, indent=1))
+        stem.with_suffix(".md").write_text(text)
     return 0 if any(b["status"] == "ok" for b in results["backends"].values()) else 1
 
 

@@ -24,8 +24,8 @@ OP_LABELS = {
     "lc": "converted LC",
 }
 # "forward" is inference (no graph kept for autodiff); "train" is one forward and backward
-# pass: the gradient of sum(y * dy), for a fixed random dy, with respect to the input and
-# every parameter (no optimiser update).
+# pass: the output y and the gradient of sum(y * dy), for a fixed random dy, with respect to
+# the input and every parameter (no optimiser update).
 MODES = ("forward", "train")
 OP_MODES = {op: ("forward",) if op == "lc" else MODES for op in OPS}
 

@@ -43,15 +43,13 @@ def run(tmp_path_factory):
         "2",
         "--budget",
         "0",
-        "--json",
-        str(out / "bench.json"),
-        "--markdown",
-        str(out / "bench.md"),
+        "--output-dir",
+        str(out),
     ]
     process = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert process.returncode == 0, process.stderr
-    results = json.loads((out / "bench.json").read_text())
-    return results, (out / "bench.md").read_text(), process.stdout
+    results = json.loads((out / "bench-cpu.json").read_text())
+    return results, (out / "bench-cpu.md").read_text(), process.stdout
 
 
 def test_every_measurement_is_recorded(run):

@@ -14,6 +14,11 @@ import importlib
 
 NAMES = ("torch", "jax", "tf")
 
+# Set in a peak-memory process before its framework loads. TensorFlow's oneDNN build keeps
+# freed CPU buffers in its own pool, so a step reusing them would not raise the RSS peak;
+# with the system allocator every buffer the step needs is counted.
+MEMORY_ENVIRONMENT = {"tf": {"TF_ONEDNN_USE_SYSTEM_ALLOCATOR": "1"}}
+
 
 def load(name: str, settings):
     """The `Backend` of framework `name` (one of NAMES); imports that framework only."""

@@ -82,8 +82,14 @@ class Backend:
             return Workload(forward, None)
         width = s.out_channels * (rank if op == "conv_k" else 1)
         dy = self._random((s.batch, *s.lrlc_config(rank).output_size, width))
-        # The gradient with respect to the parameters and the input, as in a hidden layer.
-        train_fn = jax.jit(lambda p, x, dy: jax.vjp(apply, p, x)[1](dy))
+
+        @jax.jit
+        def train_fn(p, x, dy):
+            # The output as well as the gradients (parameters and input, as in a hidden
+            # layer): a training step needs y for its loss, and without it XLA would drop
+            # the forward convolution whose result no gradient of a plain conv uses.
+            y, pullback = jax.vjp(apply, p, x)
+            return y, pullback(dy)
 
         def train():
             return jax.block_until_ready(train_fn(params, x, dy))

@@ -85,7 +85,9 @@ class Backend:
             with tf.GradientTape() as tape:
                 tape.watch(x)
                 y = layer(x)
-            return tape.gradient(y, [x, *layer.trainable_variables], output_gradients=dy)
+            # y is returned with the gradients: a training step needs it for its loss, and
+            # Grappler would otherwise prune a plain conv's forward pass (no gradient uses it).
+            return y, tape.gradient(y, [x, *layer.trainable_variables], output_gradients=dy)
 
         def forward():
             with tf.device(self.device):
