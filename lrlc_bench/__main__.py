@@ -1,6 +1,7 @@
 """`python -m lrlc_bench`: time every backend, each in its own process, then report.
 
-    python -m lrlc_bench                       # CPU, batch 64, K in {1, 2, 4, 8, 16, 32}
+    python -m lrlc_bench                       # CPU, batch 64, K in {1, 4, 16}
+    python -m lrlc_bench --full                # K in {1, 2, 4, 8, 16, 32}
     python -m lrlc_bench --device gpu          # batch 512
     python -m lrlc_bench --backends torch --ranks 4 16 --output-dir reports
 
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from . import backends
 from .report import add_ratios, evaluate_targets, markdown
-from .settings import ALL_RANKS, DEFAULT_BATCH, DEVICES, Settings
+from .settings import ALL_RANKS, DEFAULT_BATCH, DEFAULT_RANKS, DEVICES, Settings
 
 # The training steps whose peak memory target 5 compares, at every rank.
 MEMORY_OPS = ("conv_k", "lrlc")
@@ -36,7 +37,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--backends", nargs="+", choices=backends.NAMES, default=backends.NAMES)
     parser.add_argument("--device", choices=DEVICES, default="cpu")
     parser.add_argument("--batch", type=int, help="default: 64 on CPU, 512 on GPU")
-    parser.add_argument("--ranks", type=int, nargs="+", default=ALL_RANKS)
+    ranks = parser.add_mutually_exclusive_group()
+    ranks.add_argument(
+        "--ranks", type=int, nargs="+", default=DEFAULT_RANKS, help="default: %(default)s"
+    )
+    ranks.add_argument(
+        "--full", action="store_const", dest="ranks", const=ALL_RANKS, help=f"ranks {ALL_RANKS}"
+    )
     parser.add_argument("--input-size", type=int, nargs=2, default=(32, 32), metavar=("H", "W"))
     parser.add_argument("--channels", type=int, nargs=2, default=(64, 64), metavar=("IN", "OUT"))
     parser.add_argument("--kernel-size", type=int, default=3)
