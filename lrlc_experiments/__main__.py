@@ -160,7 +160,7 @@ def main(argv=None) -> int:
         return 0
     config = experiment_from_args(args)
     run_dir = args.out or Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    where = f"{device}, {args.threads} CPU threads"
+    where = f"device {device}, CPU threads {args.threads}"
     print(f"lrlc_experiments: run directory {run_dir} ({where})", file=sys.stderr)
     run_experiment(
         config,

@@ -37,6 +37,17 @@ class Study:
             )
 
 
+def variant_ranks(config: ExperimentConfig, variant: str) -> tuple[int | None, ...]:
+    """The ranks a variant is trained at: (None,) when it takes none. Input-dependent layers
+    skip rank 1, where the normalised weight is identically 1 and g has nothing to predict."""
+    v = VARIANTS[variant]
+    if not v.ranked:
+        return (None,)
+    if v.kind == "lrlc-input-dependent":
+        return tuple(r for r in config.ranks if r >= 2)
+    return config.ranks
+
+
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     """Defaults are the paper's protocol (Section 4), on the embedded digits.
@@ -69,6 +80,13 @@ class ExperimentConfig:
             raise ValueError("ExperimentConfig.seeds is empty")
         if not self.ranks or min(self.ranks) < 1:
             raise ValueError(f"ExperimentConfig.ranks must be ranks >= 1, got {self.ranks}")
+        for study in self.studies:
+            for variant in study.variants:
+                if not variant_ranks(self, variant):
+                    raise ValueError(
+                        f"variant {variant!r} needs a rank >= 2 in ExperimentConfig.ranks, "
+                        f"got {self.ranks}"
+                    )
         labels = [s.data.label for s in self.studies]
         if len(set(labels)) != len(labels):
             raise ValueError(f"two studies share a dataset label: {labels}")
@@ -133,11 +151,12 @@ def model_config(config: ExperimentConfig, dataset: Dataset, variant: str, rank)
 
 def model_jobs(config: ExperimentConfig, study: Study) -> list[tuple[str, int | None, int]]:
     """(variant, rank, seed) for every model a study trains."""
-    jobs = []
-    for variant in study.variants:
-        ranks = config.ranks if VARIANTS[variant].ranked else (None,)
-        jobs += [(variant, rank, seed) for rank in ranks for seed in config.seeds]
-    return jobs
+    return [
+        (variant, rank, seed)
+        for variant in study.variants
+        for rank in variant_ranks(config, variant)
+        for seed in config.seeds
+    ]
 
 
 def model_dir(run_dir: Path, data: DataConfig, variant: str, rank, seed: int) -> Path:

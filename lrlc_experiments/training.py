@@ -120,7 +120,7 @@ def train(
         if not np.isfinite(losses[-1]):
             raise FloatingPointError(f"training diverged: epoch {len(losses)} loss {losses[-1]}")
         if progress is not None:
-            progress.set_postfix(loss=f"{losses[-1]:.3f}")
+            progress.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
             progress.update(1)
     return {
         "train_accuracy": accuracy(model, dataset.train, device),

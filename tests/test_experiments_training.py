@@ -140,6 +140,18 @@ def test_rank_ties_go_to_the_smaller_rank_and_unranked_variants_have_none():
     assert experiment.select_rank(_records({None: 90.0}, {None: 1.0})) is None
 
 
+def test_input_dependent_variants_skip_rank_one():
+    study = experiment.Study(data.DataConfig(), ("lrlc-3", "lrlc-input-dependent-3"))
+    config = experiment.ExperimentConfig(studies=(study,), ranks=(1, 3), seeds=(0,))
+    assert experiment.model_jobs(config, study) == [
+        ("lrlc-3", 1, 0),
+        ("lrlc-3", 3, 0),
+        ("lrlc-input-dependent-3", 3, 0),
+    ]
+    with pytest.raises(ValueError, match="'lrlc-input-dependent-3' needs a rank >= 2"):
+        experiment.ExperimentConfig(studies=(study,), ranks=(1,), seeds=(0,))
+
+
 def test_claims_compare_against_the_standard_error_of_the_difference():
     rows = [
         {
@@ -252,7 +264,9 @@ def test_cli_run_writes_a_rerunnable_run_directory(tmp_path, capsys):
             if (r["dataset"], r["variant"]) == (row["dataset"], row["variant"])
         ]
         if row["rank"] is not None:
-            val = {k: np.mean([r["val_accuracy"] for r in mine if r["rank"] == k]) for k in (1, 2)}
+            ranks = {r["rank"] for r in mine}
+            assert ranks == ({2} if row["variant"] == "lrlc-input-dependent-3" else {1, 2})
+            val = {k: np.mean([r["val_accuracy"] for r in mine if r["rank"] == k]) for k in ranks}
             assert row["rank"] == min(k for k in val if val[k] == max(val.values()))
         assert "| " + row["label"] + " |" in printed
     # Convolution + spatial bias is LRLC of rank 1: the same networks, trained once.
