@@ -18,7 +18,7 @@ import numpy as np
 from jax import lax
 
 import lrlc_numpy
-from lrlc_numpy import LRLCConfig, check_params, param_shapes
+from lrlc_numpy import LRLCConfig, check_input_shape, check_params, param_shapes
 from lrlc_numpy.reference import L2_FLOOR
 
 _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
@@ -32,25 +32,18 @@ def _check_config(config) -> None:
         raise TypeError(f"config must be an lrlc_numpy.LRLCConfig, got {type(config).__name__}")
 
 
+def _as_floating(array, name: str) -> jax.Array:
+    """`array` as a JAX array, which must have a floating dtype (never silently cast)."""
+    array = jnp.asarray(array)
+    if not jnp.issubdtype(array.dtype, jnp.floating):
+        raise TypeError(f"{name} must have a floating dtype, got {array.dtype}")
+    return array
+
+
 def check_input(x, config: LRLCConfig, *, name: str = "x") -> jax.Array:
     """`x` as a JAX array after checking rank, dtype, channels and grid against `config`."""
-    x = jnp.asarray(x)
-    if x.ndim != 4:
-        raise ValueError(
-            f"{name} must have rank 4 (batch, height, width, channels), got shape {x.shape}"
-        )
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"{name} must have a floating dtype, got {x.dtype}")
-    if x.shape[3] != config.in_channels:
-        raise ValueError(
-            f"{name} has {x.shape[3]} channels (shape {x.shape}); "
-            f"expected in_channels={config.in_channels}"
-        )
-    if tuple(x.shape[1:3]) != config.input_size:
-        raise ValueError(
-            f"{name} has spatial size {tuple(x.shape[1:3])} (shape {x.shape}); "
-            f"the layer was built for input_size={config.input_size}"
-        )
+    x = _as_floating(x, name)
+    check_input_shape(x.shape, config, name=name)
     return x
 
 
@@ -58,16 +51,22 @@ def _prepare(params, config: LRLCConfig, x=None):
     """Checked (params, x): params as JAX arrays in x's dtype (or their common dtype)."""
     _check_config(config)
     check_params(params, config)
-    arrays = {}
-    for name, value in params.items():
-        value = jnp.asarray(value)
-        if not jnp.issubdtype(value.dtype, jnp.floating):
-            raise TypeError(f"params[{name!r}] must have a floating dtype, got {value.dtype}")
-        arrays[name] = value
+    arrays = {name: _as_floating(value, f"params[{name!r}]") for name, value in params.items()}
     if x is not None:
         x = check_input(x, config)
     dtype = x.dtype if x is not None else jnp.result_type(*arrays.values())
     return {name: value.astype(dtype) for name, value in arrays.items()}, x
+
+
+def _widened(tree):
+    """`tree`'s arrays in at least float32.
+
+    Everything but the large K * C_out convolution runs in this precision, so a 16-bit layer
+    accumulates and keeps its small intermediates (the network g, the weights, the
+    combination) in float32 and rounds only what it returns; the l2 floor 1e-12 would
+    underflow in float16.
+    """
+    return jax.tree.map(lambda a: a.astype(jnp.promote_types(a.dtype, jnp.float32)), tree)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,7 +97,8 @@ def _normalize(logits, mode: str) -> jax.Array:
 
 
 def _weights(params, config: LRLCConfig, x) -> jax.Array:
-    """Normalised weights: (H_out, W_out, K), or (B, H_out, W_out, K) predicted from x."""
+    """Normalised weights: (H_out, W_out, K), or (B, H_out, W_out, K) predicted from x.
+    Takes and returns working precision (`_widened`)."""
     logits = (
         _g_logits(x, params, config) if config.input_dependent else _fixed_logits(params, config)
     )
@@ -108,10 +108,22 @@ def _weights(params, config: LRLCConfig, x) -> jax.Array:
 def combining_weights(params, config: LRLCConfig, x=None) -> jax.Array:
     """Normalised combining weights w (eq. 4): (H_out, W_out, K), or (B, H_out, W_out, K)
     for an input-dependent layer, whose weights are predicted from `x` (eq. 6)."""
-    if config.input_dependent and x is None:
-        raise ValueError("combining_weights: an input-dependent layer needs the input x")
-    params, x = _prepare(params, config, x if config.input_dependent else None)
-    return _weights(params, config, x)
+    params, x = _prepare_without_layer(params, config, x, "combining_weights")
+    wide, wide_x = _widened((params, x))
+    return _weights(wide, config, wide_x).astype(params["basis"].dtype)
+
+
+def _prepare_without_layer(params, config: LRLCConfig, x, caller: str):
+    """`_prepare` for functions that use x only to predict weights: an input-dependent
+    layer needs it; a fixed layer ignores it (after checking it) and keeps the params' dtype."""
+    _check_config(config)
+    if config.input_dependent:
+        if x is None:
+            raise ValueError(f"{caller}: an input-dependent layer needs the input x")
+        return _prepare(params, config, x)
+    if x is not None:  # not needed, but a wrong input is still an error
+        check_input(x, config)
+    return _prepare(params, config)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,13 +225,15 @@ def apply(params, x, config: LRLCConfig) -> jax.Array:
     """y[b, i, j, o] = sum_k w[i, j, k] (x * F^(k))[b, i, j, o] + B[i, j, o] (Alg. 1, eqs. 2-6).
 
     `params` maps the neutral names to arrays; `x` is NHWC of size `config.input_size`;
-    returns (B, H_out, W_out, C_out) in x's dtype. Pure, so it composes with `jax.jit`
-    (`config` static), `jax.grad` and `jax.vmap`.
+    returns (B, H_out, W_out, C_out) in x's dtype (16-bit inputs: see `_widened`). Pure, so it
+    composes with `jax.jit` (`config` static), `jax.grad` and `jax.vmap`.
     """
     params, x = _prepare(params, config, x)
     per_member = basis_outputs(x, params["basis"], config)
-    weights = _weights(params, config, x)
-    return combine(per_member, weights, _bias(params, config, x.dtype))
+    wide, wide_x = _widened((params, x))
+    weights = _weights(wide, config, wide_x)
+    y = combine(_widened(per_member), weights, _bias(wide, config, weights.dtype))
+    return y.astype(x.dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,12 +246,12 @@ def to_locally_connected(params, config: LRLCConfig, x=None):
     kernel is (H_out, W_out, kh, kw, C_in, C_out), or (B, H_out, W_out, ...) per example for
     an input-dependent layer (then `x` is required); bias is (H_out, W_out, C_out).
     """
-    if config.input_dependent and x is None:
-        raise ValueError("to_locally_connected: an input-dependent layer needs the input x")
-    params, x = _prepare(params, config, x if config.input_dependent else None)
-    weights = _weights(params, config, x)
-    kernel = jnp.einsum("...ijk,kuvco->...ijuvco", weights, params["basis"])
-    return kernel, _bias(params, config, weights.dtype)
+    params, x = _prepare_without_layer(params, config, x, "to_locally_connected")
+    wide, wide_x = _widened((params, x))
+    weights = _weights(wide, config, wide_x)
+    kernel = jnp.einsum("...ijk,kuvco->...ijuvco", weights, wide["basis"])
+    dtype = params["basis"].dtype
+    return kernel.astype(dtype), _bias(wide, config, weights.dtype).astype(dtype)
 
 
 def _unshared_conv(x, kernel, config: LRLCConfig) -> jax.Array:
@@ -264,7 +278,8 @@ def locally_connected(x, kernel, bias, config: LRLCConfig) -> jax.Array:
     out_h, out_w = config.output_size
     kh, kw = config.kernel_size
     shared = (out_h, out_w, kh, kw, config.in_channels, config.out_channels)
-    kernel, bias = jnp.asarray(kernel), jnp.asarray(bias)
+    kernel = _as_floating(kernel, "locally connected kernel")
+    bias = _as_floating(bias, "locally connected bias")
     if kernel.shape not in (shared, (x.shape[0], *shared)):
         raise ValueError(
             f"locally connected kernel has shape {kernel.shape}; expected {shared} "
