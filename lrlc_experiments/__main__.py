@@ -141,13 +141,22 @@ def experiment_from_args(args) -> ExperimentConfig:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    try:
+        return _main(args)
+    except (FileNotFoundError, ValueError) as err:
+        # Missing or malformed dataset files and bad options: the message names the culprit.
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _main(args) -> int:
     if args.command == "variants":
         for name, variant in VARIANTS.items():
             print(f"{name:24} {variant.label}" + ("  [ranked]" if variant.ranked else ""))
         return 0
     device = select_device(args.device)
     if args.threads < 1:
-        raise SystemExit(f"--threads must be >= 1, got {args.threads}")
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
     if args.command == "rerun":
         data, model, training, seed = load_model_spec(args.model_dir)

@@ -254,6 +254,8 @@ def run_experiment(
 
     from . import report
 
+    # Every dataset is read first, so a missing or malformed file stops the run before training.
+    datasets = [load_dataset(study.data) for study in config.studies]
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
@@ -262,8 +264,7 @@ def run_experiment(
     rank2_models = {}
     total = sum(len(model_jobs(config, study)) for study in config.studies)
     with tqdm(total=total, desc="models", unit="model", disable=not progress) as overall:
-        for study in config.studies:
-            dataset = load_dataset(study.data)
+        for study, dataset in zip(config.studies, datasets):
             # A network two variants share (conv + spatial bias = LRLC of rank 1) trains once.
             trained = {}
             for variant, rank, seed in model_jobs(config, study):

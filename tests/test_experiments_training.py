@@ -283,3 +283,13 @@ def test_cli_run_writes_a_rerunnable_run_directory(tmp_path, capsys):
     for line in lines:
         got, recorded = re.fullmatch(r"\w+: ([\d.]+) \(recorded: ([\d.]+)\)", line).groups()
         assert got == recorded
+
+
+def test_cli_names_a_missing_dataset_file_before_training(tmp_path, capsys):
+    from lrlc_experiments.__main__ import main
+
+    out = tmp_path / "run"
+    argv = ["run", "--dataset", "mnist", "--data-dir", str(tmp_path), "--out", str(out)]
+    assert main(argv) == 2
+    assert "train-images-idx3-ubyte" in capsys.readouterr().err
+    assert not out.exists()
