@@ -12,6 +12,9 @@ float32 accuracy.
 
 from __future__ import annotations
 
+import functools
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -325,12 +328,19 @@ def init(key, config: LRLCConfig, dtype=jnp.float32) -> dict[str, jax.Array]:
     _check_config(config)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"init: dtype must be a floating type, got {dtype!r}")
+    return _init(key, config, jnp.dtype(dtype))
+
+
+@functools.partial(jax.jit, static_argnames=("config", "dtype"))
+def _init(key, config: LRLCConfig, dtype) -> dict[str, jax.Array]:
+    # One uniform draw for all tensors, scaled per tensor: each separate draw would add its
+    # own copy of the random-bit generator to the program and slow its compilation.
     shapes = param_shapes(config)
-    params = {}
-    for subkey, (name, shape) in zip(jax.random.split(key, len(shapes)), shapes.items()):
-        limit = _init_limit(name, shape)
-        if limit is None:
-            params[name] = jnp.zeros(shape, dtype)
-        else:
-            params[name] = jax.random.uniform(subkey, shape, dtype, -limit, limit)
+    limits = {name: _init_limit(name, shape) for name, shape in shapes.items()}
+    drawn = [name for name, limit in limits.items() if limit is not None]
+    sizes = [math.prod(shapes[name]) for name in drawn]
+    unit = jax.random.uniform(key, (sum(sizes),), dtype, -1.0, 1.0)
+    params = {name: jnp.zeros(shape, dtype) for name, shape in shapes.items()}
+    for name, part in zip(drawn, jnp.split(unit, np.cumsum(sizes)[:-1])):
+        params[name] = (limits[name] * part).reshape(shapes[name])
     return params
