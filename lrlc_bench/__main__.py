@@ -57,6 +57,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
     parser.add_argument(
+        "--report",
+        type=Path,
+        metavar="JSON",
+        help="measure nothing: print the tables and targets of a saved bench-<device>.json",
+    )
+    parser.add_argument(
         "--output-dir",
         type=Path,
         help="write bench-<device>.json (every measurement) and bench-<device>.md (the tables)",
@@ -172,6 +178,11 @@ def measure(settings: Settings, names, *, memory: bool = True) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.report:
+        results = json.loads(args.report.read_text())
+        results["targets"] = evaluate_targets(results)
+        print(markdown(results))
+        return 0
     try:
         settings = settings_from(args)
     except ValueError as error:

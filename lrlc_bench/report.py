@@ -188,6 +188,26 @@ def targets_markdown(targets: list[dict]) -> list[str]:
     return _table(["#", "target", "verdict"], rows)
 
 
+def _context(results: dict) -> list[str]:
+    """Machine, versions, thread settings and load: what a reader needs to weigh the numbers."""
+    m = results["machine"]
+    lines = [f"- Machine: {m['cpu_model']}, {m['cpu_count']} CPUs; Python {m['python']}."]
+    for name, backend in results["backends"].items():
+        if backend["status"] != "ok":
+            lines.append(f"- {name}: {backend['status']} ({backend['error']})")
+            continue
+        env = backend["environment"]
+        versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
+        threads = ", ".join(f"{k}={v!r}" for k, v in env["threads"].items())
+        extra = f", jit_compile={env['jit_compile']}" if "jit_compile" in env else ""
+        load = backend["load_average"]
+        lines.append(
+            f"- {name}: {versions}; threads {threads}{extra}; 1-min load average "
+            f"{load['before'][0]:.1f} → {load['after'][0]:.1f} while timing."
+        )
+    return lines
+
+
 def markdown(results: dict) -> str:
     """The timing table, the memory table and the targets, as one markdown text."""
     s = results["settings"]
@@ -242,8 +262,6 @@ def markdown(results: dict) -> str:
                 memory_rows,
             ),
         ]
-    for name, backend in results["backends"].items():
-        if backend["status"] != "ok":
-            lines += ["", f"{name}: {backend['status']} ({backend['error']})"]
+    lines += ["", *_context(results)]
     lines += ["", "Targets (issue 7):", "", *targets_markdown(results["targets"])]
     return "\n".join(lines) + "\n"
