@@ -35,7 +35,7 @@ def _platforms() -> tuple[str, ...]:
 
 
 @functools.partial(jax.jit, static_argnames="config")
-def _evaluate(params, x, dy, lc_kernel, lc_bias, config):
+def _checked_outputs(params, x, dy, lc_kernel, lc_bias, config):
     """Everything the checks ask of one input, as one compiled function per config and dtype:
     compiling, not running, dominates on CPU. Each check passes zeros for what it lacks."""
     y, pullback = jax.vjp(lambda p, xs: lrlc_jax.apply(p, xs, config), params, x)
@@ -81,23 +81,23 @@ class Backend:
         target = jax.devices(device)[0]
         return jax.tree.map(lambda a: jax.device_put(np.asarray(a, _DTYPES[dtype]), target), tree)
 
-    def _evaluate(self, config, x, dtype, device, **given):
+    def _run(self, config, x, dtype, device, **given):
         params, dy, lc_kernel, lc_bias = _zeros_like_inputs(config, x.shape[0])
         inputs = dict(params=params, x=x, dy=dy, lc_kernel=lc_kernel, lc_bias=lc_bias)
         inputs.update(given)
         with jax.default_matmul_precision("highest"):
-            return _evaluate(**self._put(inputs, dtype, device), config=config)
+            return _checked_outputs(**self._put(inputs, dtype, device), config=config)
 
     def forward(self, config, params, x, *, dtype="float64", device="cpu"):
-        return np.asarray(self._evaluate(config, x, dtype, device, params=params)["y"])
+        return np.asarray(self._run(config, x, dtype, device, params=params)["y"])
 
     def vjp(self, config, params, x, dy, *, dtype="float64", device="cpu"):
-        out = self._evaluate(config, x, dtype, device, params=params, dy=dy)
+        out = self._run(config, x, dtype, device, params=params, dy=dy)
         return np.asarray(out["dx"]), {k: np.asarray(v) for k, v in out["dparams"].items()}
 
     def to_locally_connected(self, config, params, x=None, *, dtype="float64", device="cpu"):
         if config.input_dependent and x is not None:
-            out = self._evaluate(config, x, dtype, device, params=params)
+            out = self._run(config, x, dtype, device, params=params)
             kernel, bias = out["kernel"], out["bias"]
         else:
             params, x = self._put((params, x), dtype, device)
@@ -106,7 +106,7 @@ class Backend:
         return np.asarray(kernel), np.asarray(bias)
 
     def lc_forward(self, kernel, bias, x, config, *, dtype="float64", device="cpu"):
-        out = self._evaluate(config, x, dtype, device, lc_kernel=kernel, lc_bias=bias)
+        out = self._run(config, x, dtype, device, lc_kernel=kernel, lc_bias=bias)
         return np.asarray(out["lc_y"])
 
     def save_checkpoint(self, path, config, params):
