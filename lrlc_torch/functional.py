@@ -19,11 +19,15 @@ import torch.nn.functional as F
 from lrlc_numpy import LRLCConfig, check_input_shape, resize_matrix
 from lrlc_numpy.reference import L2_FLOOR
 
+from . import positionwise
 from .neutral import check_torch_params
 
 __all__ = [
+    "STRATEGIES",
+    "algorithm1",
     "basis_conv2d",
     "check_input",
+    "choose_strategy",
     "combine",
     "combining_weights",
     "fixed_logits",
@@ -31,6 +35,7 @@ __all__ = [
     "g_forward",
     "layer_bias",
     "locally_connected",
+    "lowrank_locally_connected",
     "normalize_weights",
     "pad_input",
     "resize_bilinear",
@@ -57,27 +62,214 @@ def pad_input(x: torch.Tensor, config: LRLCConfig) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# Algorithm 1, in two steps: one convolution for the whole basis, then the weighted sum.
+# Algorithm 1: one convolution for the whole basis, then the weighted sum over K.
+#
+# The convolution runs channels-last (NHWC in memory): on CPU that is oneDNN's native layout
+# (faster than NCHW here), and it puts the K * C_out values of one position next to each
+# other, so the combination is one batched product over positions that reads the
+# (B, K * C_out, H_out, W_out) intermediate once and allocates nothing of its size.
+
+
+def _conv_geometry(x: torch.Tensor, config: LRLCConfig):
+    """(x, padding) for F.conv2d: the conv pads symmetric padding itself (no padded copy);
+    asymmetric padding ('same' at some strides) is applied to x first."""
+    (top, bottom), (left, right) = config.padding_pairs
+    if top == bottom and left == right:
+        return x, (top, left)
+    return pad_input(x, config), (0, 0)
+
+
+def _channels_last(a: torch.Tensor) -> torch.Tensor:
+    """`a` (N, C, H, W) stored channels-last (NHWC in memory); permutes, so vmap can batch it."""
+    return a.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+
+
+def _stacked_kernel(basis: torch.Tensor) -> torch.Tensor:
+    """The basis as one conv weight with K * C_out outputs (K outer; spec section 4.3)."""
+    return _channels_last(basis.flatten(0, 1))
 
 
 def basis_conv2d(x: torch.Tensor, basis: torch.Tensor, config: LRLCConfig) -> torch.Tensor:
     """Every member's output z[b, k, o, i, j] = (I * F^(k))[b, o, i, j] (Algorithm 1, line 4).
 
-    One convolution with K * C_out output channels, the basis reshaped to a single weight.
+    One convolution with K * C_out output channels; the result is channels-last in memory.
     """
-    rank, out_channels = basis.shape[:2]
-    weight = basis.reshape(rank * out_channels, *basis.shape[2:])
-    z = F.conv2d(pad_input(x, config), weight, stride=config.stride, dilation=config.dilation)
-    return z.unflatten(1, (rank, out_channels))
+    x, padding = _conv_geometry(x, config)
+    z = F.conv2d(
+        x, _stacked_kernel(basis), stride=config.stride, padding=padding, dilation=config.dilation
+    )
+    return z.unflatten(1, basis.shape[:2])
+
+
+def _positions_first(per_member: torch.Tensor) -> torch.Tensor:
+    """z[b, k, o, i, j] as z[b, i, j, k, o]: a view when z is channels-last."""
+    return per_member.permute(0, 3, 4, 1, 2)
 
 
 def combine(per_member: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """y[b, o, i, j] = sum_k w[(b,) k, i, j] z[b, k, o, i, j] (Algorithm 1, line 6; eq. 2).
 
-    A broadcast multiply and one sum over K; fixed weights (K, H_out, W_out) are shared by
-    the batch, input-dependent ones carry it (B, K, H_out, W_out).
+    Fixed weights (K, H_out, W_out) are shared by the batch, input-dependent ones carry it
+    (B, K, H_out, W_out). At each (b, i, j) this is a (1, K) x (K, C_out) product.
     """
-    return (per_member * weights.unsqueeze(-3)).sum(dim=-4)
+    rows = weights.movedim(-3, -1).unsqueeze(-2)  # (..., H_out, W_out, 1, K)
+    y = torch.matmul(rows, _positions_first(per_member)).squeeze(-2)  # (B, H_out, W_out, C_out)
+    return y.permute(0, 3, 1, 2)
+
+
+def _saved_tensors_expire() -> bool:
+    """Whether the running backward pass is the last use of this node's saved tensors: not
+    when it keeps the graph (retain_graph), records itself (create_graph, torch.func), or
+    is traced for torch.compile (AOTAutograd plans buffer reuse itself)."""
+    if torch.compiler.is_compiling() or torch.is_grad_enabled():
+        return False
+    return not torch._C._autograd._get_current_graph_task_keep_graph()
+
+
+class _Algorithm1(torch.autograd.Function):
+    """Algorithm 1 as one autograd node: y = combine(basis_conv(x), w).
+
+    The backward (spec section 12.2-12.3) needs z for dw and then dz = w dy, as large as z,
+    for the convolution's backward. z is dead once dw is read, so dz is written into z's
+    buffer unless the graph is kept: then the step holds one tensor of K * C_out channels,
+    like the K * C_out convolution's own training step.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, weights, basis, stride, padding, dilation):
+        x = _channels_last(x)  # converted once, kept for the backward
+        per_member = F.conv2d(
+            x, _stacked_kernel(basis), stride=stride, padding=padding, dilation=dilation
+        ).unflatten(1, basis.shape[:2])
+        return combine(per_member, weights), per_member, x
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, weights, basis, *geometry = inputs
+        _, per_member, x = output
+        ctx.mark_non_differentiable(per_member, x)
+        ctx.set_materialize_grads(False)  # else autograd zero-fills gradients for z and x
+        ctx.save_for_backward(x, weights, basis, per_member)
+        ctx.geometry = geometry
+
+    @staticmethod
+    def backward(ctx, dy, *_):
+        x, weights, basis, per_member = ctx.saved_tensors
+        if dy is None:
+            return None, None, None, None, None, None
+        need_x, need_weights, need_basis = ctx.needs_input_grad[:3]
+        # Compute in the forward's dtype (lower than the inputs' under autocast).
+        dtype = per_member.dtype
+        z = _positions_first(per_member)  # (B, H_out, W_out, K, C_out)
+        dy = dy.to(dtype).permute(0, 2, 3, 1)  # (B, H_out, W_out, C_out)
+        dweights = None
+        if need_weights:  # dw[b, i, j, k] = sum_o z[b, i, j, k, o] dy[b, i, j, o]
+            dw = torch.matmul(z, dy.unsqueeze(-1)).squeeze(-1)
+            if weights.dim() == 3:  # fixed weights: summed over the batch
+                dw = dw.sum(0)
+            dweights = dw.movedim(-1, -3)
+        dx = dbasis = None
+        if need_x or need_basis:
+            rows = weights.to(dtype).movedim(-3, -1).unsqueeze(-1)  # (..., H_out, W_out, K, 1)
+            reuse = z.is_contiguous() and _saved_tensors_expire()
+            dz = torch.mul(rows, dy.unsqueeze(-2), out=z if reuse else None)
+            dz = dz.flatten(-2).permute(0, 3, 1, 2)  # (B, K * C_out, H_out, W_out)
+            stride, padding, dilation = ctx.geometry
+            dx, dkernel, _ = torch.ops.aten.convolution_backward(
+                dz, x.to(dtype), _stacked_kernel(basis.to(dtype)), None, stride, padding,
+                dilation, False, (0, 0), 1, (need_x, need_basis, False),
+            )  # fmt: skip
+            dbasis = None if dkernel is None else dkernel.unflatten(0, basis.shape[:2])
+        return dx, dweights, dbasis, None, None, None
+
+
+def algorithm1(x: torch.Tensor, weights: torch.Tensor, basis: torch.Tensor, config: LRLCConfig):
+    """sum_k w[(b,) k, i, j] (I * F^(k))[b, o, i, j] without biases, by Algorithm 1
+    (`combine(basis_conv2d(x, basis, config), weights)` with a lean backward)."""
+    x, padding = _conv_geometry(x, config)
+    y, *_ = _Algorithm1.apply(x, weights, basis, config.stride, padding, config.dilation)
+    return y
+
+
+# ---------------------------------------------------------------------------------------------
+# The locally connected form as a training-time strategy (see `positionwise`)
+
+
+def _autocast_inputs(*tensors):
+    """The tensors in autocast's dtype when autocast is on for their device: the batched
+    products run with explicit outputs, which autocast does not cast by itself."""
+    device = tensors[0].device.type
+    if not torch.is_autocast_enabled(device):
+        return tensors
+    dtype = torch.get_autocast_dtype(device)
+    return tuple(t.to(dtype) for t in tensors)
+
+
+class _LowRankLocallyConnected(torch.autograd.Function):
+    """sum_k w[k, p] basis[k] formed per position, applied to that position's patches."""
+
+    @staticmethod
+    def forward(x, weights, basis, config):
+        return positionwise.forward(x, positionwise.BasisKernels(weights, basis), config)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weights, basis, config = inputs
+        ctx.save_for_backward(x, weights, basis)
+        ctx.config = config
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dy):
+        x, weights, basis = ctx.saved_tensors
+        need_x, need_weights, need_basis = ctx.needs_input_grad[:3]
+        kernels = positionwise.BasisKernels(
+            weights, basis, need_weights=need_weights, need_basis=need_basis
+        )
+        dx = positionwise.backward(
+            x, dy, kernels, ctx.config, need_x=need_x, need_kernels=need_weights or need_basis
+        )
+        return dx, kernels.weights_grad(weights.shape), kernels.basis_grad(), None
+
+
+def lowrank_locally_connected(x, weights, basis, config: LRLCConfig) -> torch.Tensor:
+    """The same values as `algorithm1` for fixed weights (K, H_out, W_out), computed in the
+    locally connected form: each position's filter bank sum_k w[k, i, j] basis[k] (eq. 2) is
+    formed, then all positions are one batched product with their patches. Its cost does not
+    grow with K beyond forming the banks (see `positionwise`)."""
+    if weights.dim() != 3:
+        raise ValueError(
+            f"the locally connected strategy takes fixed weights (K, H_out, W_out), got shape "
+            f"{tuple(weights.shape)}; input-dependent layers use Algorithm 1 (strategy='conv')"
+        )
+    x, weights, basis = _autocast_inputs(x, weights, basis)
+    return _LowRankLocallyConnected.apply(x, weights, basis, config)
+
+
+STRATEGIES = ("auto", "conv", "lc")
+
+
+def choose_strategy(config: LRLCConfig, batch: int, strategy: str = "auto") -> str:
+    """'conv' (Algorithm 1) or 'lc' (the locally connected form) for a batch of `batch`
+    inputs: `strategy` itself unless it is 'auto', which applies the cost rule below.
+
+    TODO cost rule.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
+    if strategy == "lc" and config.input_dependent:
+        raise ValueError(
+            "strategy='lc' needs fixed combining weights; an input-dependent layer has one "
+            "filter bank per example and position, so it runs Algorithm 1 (strategy='conv' "
+            "or 'auto')"
+        )
+    if strategy != "auto":
+        return strategy
+    if config.input_dependent:
+        return "conv"
+    return "lc" if config.rank >= 4 else "conv"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,15 +378,22 @@ def layer_bias(params, config: LRLCConfig) -> torch.Tensor | None:
 # The layer (Algorithm 1; eqs. 2-6; spec section 4)
 
 
-def forward(x: torch.Tensor, params, config: LRLCConfig) -> torch.Tensor:
-    """y[b, o, i, j] = sum_k w[i, j, k] (I * F^(k))[b, o, i, j] + B[o, i, j] (Alg. 1, eqs. 2-5).
+def forward(x: torch.Tensor, params, config: LRLCConfig, *, strategy: str = "auto"):
+    """y[b, o, i, j] = sum_k w[i, j, k] (I * F^(k))[b, o, i, j] + B[o, i, j] (eqs. 2-5).
 
-    `x` is NCHW of size `config.input_size`; returns (B, C_out, H_out, W_out).
+    `x` is NCHW of size `config.input_size`; returns (B, C_out, H_out, W_out). `strategy`
+    picks the evaluation: 'conv' (Algorithm 1), 'lc' (the locally connected form, fixed
+    layers only) or 'auto' (`choose_strategy`'s cost rule).
     """
     weights = combining_weights(params, config, x)  # checks x first
-    y = combine(basis_conv2d(x, params["basis"], config), weights)
+    if choose_strategy(config, x.shape[0], strategy) == "lc":
+        y = lowrank_locally_connected(x, weights, params["basis"], config)
+    else:
+        y = algorithm1(x, weights, params["basis"], config)
     bias = layer_bias(params, config)
-    return y if bias is None else y + bias
+    # NCHW out, like the input; the combination leaves y channels-last. With the bias first,
+    # the sum takes the bias's (NCHW) layout: one pass instead of a copy and an add.
+    return y.contiguous() if bias is None else bias + y
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,8 +425,8 @@ def locally_connected(
     + bias[o, i, j].
 
     `weight` is (H_out, W_out, C_out, C_in, kh, kw), or (B, H_out, W_out, ...) with one
-    kernel per example. Patches come from one `F.unfold`; the per-position products are a
-    single batched matrix multiplication.
+    kernel per example. A shared weight is applied by `positionwise` (one batched product
+    over positions, with its own backward).
     """
     check_input(x, config)
     for name, value in (("weight", weight), ("bias", bias)):
@@ -245,13 +444,37 @@ def locally_connected(
         raise ValueError(
             f"locally connected bias has shape {tuple(bias.shape)}; expected {bias_shape}"
         )
-    patches = F.unfold(
-        pad_input(x, config), config.kernel_size, dilation=config.dilation, stride=config.stride
-    )  # (B, C_in kh kw, H_out W_out), flattened in the order (c, u, v) like the weight
-    flat = weight.flatten(-3).flatten(-4, -3)  # (..., H_out W_out, C_out, C_in kh kw)
     if weight.dim() == len(shared):
-        y = torch.einsum("bcl,loc->bol", patches, flat)
-    else:
-        y = torch.einsum("bcl,bloc->bol", patches, flat)
-    y = y.unflatten(-1, (out_h, out_w))
-    return y if bias is None else y + bias
+        x, weight = _autocast_inputs(x, weight)
+        y = _LocallyConnected.apply(x, weight, config)
+    else:  # one bank per example and position: a batched vector product per (b, p)
+        padded = positionwise.batch_last(x, config)
+        patches = positionwise.patches(padded, config, 0, out_h)  # (P, C_in kh kw, B)
+        y = torch.einsum("pcb,bpoc->bop", patches, weight.flatten(-3).flatten(1, 2))
+        y = y.unflatten(-1, (out_h, out_w))
+    return y if bias is None else bias + y
+
+
+class _LocallyConnected(torch.autograd.Function):
+    """A locally connected layer with one weight for the batch, by `positionwise`."""
+
+    @staticmethod
+    def forward(x, weight, config):
+        return positionwise.forward(x, positionwise.WeightKernels(weight), config)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, config = inputs
+        ctx.save_for_backward(x, weight)
+        ctx.config = config
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dy):
+        x, weight = ctx.saved_tensors
+        need_x, need_weight = ctx.needs_input_grad[:2]
+        kernels = positionwise.WeightKernels(weight)
+        dx = positionwise.backward(
+            x, dy, kernels, ctx.config, need_x=need_x, need_kernels=need_weight
+        )
+        return dx, kernels.weight_grad() if need_weight else None, None

@@ -65,6 +65,7 @@ class LowRankLocallyConnected2d(nn.Module):
         spatial_bias: bool = True,
         channel_bias: bool = True,
         input_dependent: bool = False,
+        strategy: str = "auto",
         device=None,
         dtype=None,
     ):
@@ -84,6 +85,8 @@ class LowRankLocallyConnected2d(nn.Module):
             channel_bias=channel_bias,
             input_dependent=input_dependent,
         )
+        functional.choose_strategy(self.config, 1, strategy)  # rejects unknown or unfit ones
+        self.strategy = strategy
         shapes = torch_param_shapes(self.config)
         factory = {"device": device, "dtype": dtype}
         # g's layers in the order the network applies them.
@@ -103,12 +106,12 @@ class LowRankLocallyConnected2d(nn.Module):
         self.reset_parameters()
 
     @classmethod
-    def from_config(cls, config: LRLCConfig, *, device=None, dtype=None):
+    def from_config(cls, config: LRLCConfig, *, strategy: str = "auto", device=None, dtype=None):
         """A freshly initialised layer for `config`."""
         if not isinstance(config, LRLCConfig):
             raise TypeError(f"from_config expects an LRLCConfig, got {type(config).__name__}")
         fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
-        return cls(**fields, device=device, dtype=dtype)
+        return cls(**fields, strategy=strategy, device=device, dtype=dtype)
 
     def reset_parameters(self, seed: int | None = None) -> None:
         """Draw the spec's initial values (section 10): He-uniform basis (fan-in kh kw C_in),
@@ -134,6 +137,8 @@ class LowRankLocallyConnected2d(nn.Module):
             text += ", channel_bias=False"
         if c.input_dependent:
             text += ", input_dependent=True"
+        if self.strategy != "auto":
+            text += f", strategy={self.strategy!r}"
         return text
 
     def _params(self) -> dict[str, torch.Tensor]:
@@ -141,7 +146,7 @@ class LowRankLocallyConnected2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, H, W) -> (B, C_out, H_out, W_out), with (H, W) == `input_size`."""
-        return functional.forward(x, self._params(), self.config)
+        return functional.forward(x, self._params(), self.config, strategy=self.strategy)
 
     def combining_weights(self, x: torch.Tensor | None = None) -> torch.Tensor:
         """Normalised weights (K, H_out, W_out), or (B, K, H_out, W_out) predicted from `x`."""
@@ -206,12 +211,12 @@ class LowRankLocallyConnected2d(nn.Module):
         lrlc_numpy.save_params(path, self.neutral_params(), self.config)
 
     @classmethod
-    def load_neutral(cls, path, *, device=None, dtype=None):
+    def load_neutral(cls, path, *, strategy: str = "auto", device=None, dtype=None):
         """A layer read from a neutral checkpoint; `dtype=None` keeps the file's dtype."""
         params, config = lrlc_numpy.load_params(path)
         if dtype is None:
             dtype = torch.from_numpy(np.asarray(params["basis"])).dtype
-        layer = cls.from_config(config, device=device, dtype=dtype)
+        layer = cls.from_config(config, strategy=strategy, device=device, dtype=dtype)
         layer.load_neutral_params(params)
         return layer
 

@@ -24,9 +24,18 @@ def _nhwc(y_nchw: torch.Tensor) -> np.ndarray:
 
 
 class Backend:
-    name = "torch"
+    """`strategy` is `LRLC2d`'s evaluation strategy ('auto', 'conv' or 'lc'). 'lc' applies to
+    fixed layers only; the catalogue's input-dependent cases then run Algorithm 1, which is
+    what 'auto' picks for them (the layer refuses strategy='lc' with input_dependent=True)."""
 
-    def __init__(self):
+    def __init__(self, strategy: str = "auto"):
+        if strategy not in lrlc_torch.functional.STRATEGIES:
+            raise ValueError(
+                f"torch adapter: unknown strategy {strategy!r}; expected one of "
+                f"{lrlc_torch.functional.STRATEGIES}"
+            )
+        self.strategy = strategy
+        self.name = "torch" if strategy == "auto" else f"torch[strategy={strategy}]"
         has_cuda = torch.cuda.is_available()
         self.devices = ("cpu", "gpu") if has_cuda else ("cpu",)
         self.dtypes = ("float64", "float32", "bfloat16") if has_cuda else ("float64", "float32")
@@ -39,7 +48,8 @@ class Backend:
         return _DTYPES[dtype], torch.device("cuda" if device == "gpu" else "cpu")
 
     def _layer(self, config, params, dtype, device):
-        layer = lrlc_torch.LRLC2d.from_config(config, device=device, dtype=dtype)
+        strategy = "auto" if config.input_dependent else self.strategy
+        layer = lrlc_torch.LRLC2d.from_config(config, strategy=strategy, device=device, dtype=dtype)
         layer.load_neutral_params(params)
         return layer
 

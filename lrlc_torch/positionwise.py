@@ -1,0 +1,226 @@
+"""Locally connected products as one batched matrix product over output positions (spec
+section 11): the kernel of `LocallyConnected2d` and of `LRLC2d(strategy='lc')`.
+
+At output position p = (i, j) a locally connected layer computes y[:, :, p] from that
+position's patches (B, C_in kh kw) and filter bank (C_out, C_in kh kw). All positions
+together are one `torch.bmm`, with the arithmetic of a single convolution with C_out
+outputs; the banks come from a `KernelSource`:
+
+- `WeightKernels`: a locally connected layer's weight, read as it is;
+- `BasisKernels`: banks formed from an LRLC basis, kernel_p = sum_k w[k, p] basis[k]
+  (eq. 2), a (P, K) x (K, C_out C_in kh kw) matrix product. With P = H_out W_out that costs
+  2 P K C_out C_in kh kw flops, a factor B / K less than a convolution with C_out outputs,
+  so the whole evaluation grows far slower with K than Algorithm 1's K C_out convolution.
+
+Layouts are chosen so that nothing large is permuted: the padded input is kept as
+(C_in, H_pad, W_pad, B), batch innermost (one 2-D transpose of x); the patches of a block
+of output rows are copied from a strided view of it into a buffer (n, C_in, kh, kw, B),
+whose rows follow torch's (c, u, v) weight order; products land in (P, B, C_out), which is
+y (B, C_out, P) as a transposed matrix. Positions are processed a block of rows at a time,
+so the patches, the formed banks and their gradients exist for one block only: the working
+memory stays near `BLOCK_BYTES` per buffer whatever the layer's size.
+
+The backward (spec section 12.3, with the bank in place of the basis) is hand-written:
+d(patches) = bank^T dy per position, folded back onto the input; d(bank) = dy patches^T per
+position, which `BasisKernels` contracts to d(basis) and d(w) block by block, so neither
+the banks nor their gradients are ever held for all positions at once.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lrlc_numpy import LRLCConfig
+
+__all__ = ["BLOCK_BYTES", "BasisKernels", "WeightKernels", "backward", "forward", "patches"]
+
+# Target size of one block's patch buffer: small enough to stay in cache-friendly sizes and
+# below glibc's 32 MiB mmap threshold (reused heap memory, no page faults per block), large
+# enough that each batched product has many positions.
+BLOCK_BYTES = 16 * 2**20
+
+
+def _bank_width(config: LRLCConfig) -> int:
+    kh, kw = config.kernel_size
+    return config.in_channels * kh * kw
+
+
+def _row_blocks(config: LRLCConfig, batch: int, itemsize: int):
+    """(first row, end row) of each block of output rows."""
+    out_h, out_w = config.output_size
+    row_bytes = out_w * _bank_width(config) * max(batch, config.out_channels) * itemsize
+    rows = max(1, min(out_h, BLOCK_BYTES // row_bytes))
+    return [(start, min(start + rows, out_h)) for start in range(0, out_h, rows)]
+
+
+def _padded_shape(x: torch.Tensor, config: LRLCConfig):
+    (top, bottom), (left, right) = config.padding_pairs
+    batch, channels, height, width = x.shape
+    return (channels, top + height + bottom, left + width + right, batch)
+
+
+def _interior(padded: torch.Tensor, x: torch.Tensor, config: LRLCConfig) -> torch.Tensor:
+    """The part of a (C_in, H_pad, W_pad, B) tensor that is x's grid, not padding."""
+    (top, _), (left, _) = config.padding_pairs
+    return padded[:, top : top + x.shape[2], left : left + x.shape[3]]
+
+
+def batch_last(x: torch.Tensor, config: LRLCConfig) -> torch.Tensor:
+    """x (B, C_in, H, W) zero-padded by `config.padding_pairs`, as (C_in, H_pad, W_pad, B)."""
+    padded = x.new_zeros(_padded_shape(x, config))
+    _interior(padded, x, config).copy_(x.permute(1, 2, 3, 0))
+    return padded
+
+
+def _window_view(padded: torch.Tensor, config: LRLCConfig, start: int, stop: int):
+    """The patches of output rows [start, stop) as a strided view of `padded`:
+    (stop - start, W_out, C_in, kh, kw, B)."""
+    (sh, sw), (dh, dw) = config.stride, config.dilation
+    c_stride, h_stride, w_stride, b_stride = padded.stride()
+    shape = (stop - start, config.output_size[1], config.in_channels, *config.kernel_size)
+    strides = (sh * h_stride, sw * w_stride, c_stride, dh * h_stride, dw * w_stride)
+    return padded.as_strided(
+        (*shape, padded.shape[3]),
+        (*strides, b_stride),
+        padded.storage_offset() + start * sh * h_stride,
+    )
+
+
+def patches(padded: torch.Tensor, config: LRLCConfig, start: int, stop: int, out=None):
+    """The patches of output rows [start, stop) as (n, C_in kh kw, B), n = their positions,
+    rows in (c, u, v) order; copied into `out` (a buffer at least that large) when given."""
+    window = _window_view(padded, config, start, stop)
+    count = window.shape[0] * window.shape[1]
+    if out is None:
+        return window.reshape(count, -1, padded.shape[3])
+    out = out[:count]
+    out.view(window.shape).copy_(window)
+    return out
+
+
+def _fold(dpadded: torch.Tensor, dpatches: torch.Tensor, config: LRLCConfig, start: int, stop: int):
+    """Scatter-add the patch gradients of rows [start, stop) onto `dpadded` (the adjoint of
+    `patches`): one strided add per kernel offset, since windows overlap."""
+    (sh, sw), (dh, dw) = config.stride, config.dilation
+    rows, out_w = stop - start, config.output_size[1]
+    kh, kw = config.kernel_size
+    grid = dpatches.view(rows, out_w, config.in_channels, kh, kw, dpatches.shape[-1])
+    for u in range(kh):
+        top = start * sh + u * dh
+        for v in range(kw):
+            target = dpadded[:, top : top + (rows - 1) * sh + 1 : sh, v * dw :: sw][:, :, :out_w]
+            target.add_(grid[:, :, :, u, v].permute(2, 0, 1, 3))
+
+
+class WeightKernels:
+    """Banks read from a locally connected weight (H_out, W_out, C_out, C_in, kh, kw); their
+    gradient is written straight into a gradient of the weight's shape."""
+
+    def __init__(self, weight: torch.Tensor):
+        self.shape = weight.shape
+        out_channels, in_channels, kh, kw = weight.shape[2:]
+        self.weight = weight.reshape(-1, out_channels, in_channels * kh * kw)
+        self.grad = None
+
+    def banks(self, start: int, stop: int) -> torch.Tensor:
+        return self.weight[start:stop]
+
+    def grad_buffer(self, start: int, stop: int) -> torch.Tensor:
+        if self.grad is None:
+            self.grad = self.weight.new_empty(self.weight.shape)
+        return self.grad[start:stop]
+
+    def accumulate(self, start: int, stop: int, dbanks: torch.Tensor) -> None:
+        """Nothing to do: `grad_buffer` was the gradient itself."""
+
+    def weight_grad(self) -> torch.Tensor:
+        return self.grad.view(self.shape)
+
+
+class BasisKernels:
+    """Banks formed from an LRLC basis (K, C_out, C_in, kh, kw) and fixed combining weights
+    (K, H_out, W_out): bank_p = sum_k w[k, p] basis[k] (eq. 2), formed block by block into a
+    reused buffer. `accumulate` contracts each block's bank gradients to d(basis) (summed
+    over positions) and d(w) (per position)."""
+
+    def __init__(self, weights, basis, *, need_weights=False, need_basis=False):
+        self.basis_shape = basis.shape
+        self.weights = weights.flatten(1).t().contiguous()  # (P, K)
+        self.basis = basis.flatten(1)  # (K, C_out C_in kh kw)
+        self.bank_shape = (basis.shape[1], self.basis.shape[1] // basis.shape[1])
+        self.buffer = self.grad = None
+        self.dweights = self.weights.new_empty(self.weights.shape) if need_weights else None
+        self.dbasis = self.basis.new_zeros(self.basis.shape) if need_basis else None
+
+    def _scratch(self, name: str, count: int, blocks_of: int) -> torch.Tensor:
+        if getattr(self, name) is None:
+            setattr(self, name, self.basis.new_empty(blocks_of, self.basis.shape[1]))
+        return getattr(self, name)[:count]
+
+    def banks(self, start: int, stop: int) -> torch.Tensor:
+        out = self._scratch("buffer", stop - start, stop - start)
+        torch.mm(self.weights[start:stop], self.basis, out=out)
+        return out.view(-1, *self.bank_shape)
+
+    def grad_buffer(self, start: int, stop: int) -> torch.Tensor:
+        return self._scratch("grad", stop - start, stop - start).view(-1, *self.bank_shape)
+
+    def accumulate(self, start: int, stop: int, dbanks: torch.Tensor) -> None:
+        dbanks = dbanks.flatten(1)
+        if self.dweights is not None:  # dw[p, k] = <dbank_p, basis[k]>
+            torch.mm(dbanks, self.basis.t(), out=self.dweights[start:stop])
+        if self.dbasis is not None:  # dbasis[k] = sum_p w[p, k] dbank_p
+            self.dbasis.addmm_(self.weights[start:stop].t(), dbanks)
+
+    def weights_grad(self, out_shape) -> torch.Tensor | None:
+        return None if self.dweights is None else self.dweights.t().reshape(out_shape)
+
+    def basis_grad(self) -> torch.Tensor | None:
+        return None if self.dbasis is None else self.dbasis.view(self.basis_shape)
+
+
+def forward(x: torch.Tensor, kernels, config: LRLCConfig) -> torch.Tensor:
+    """y[b, o, p] = sum_{c, u, v} bank_p[o, (c, u, v)] patch_p[(c, u, v), b], no bias;
+    returns (B, C_out, H_out, W_out)."""
+    batch = x.shape[0]
+    out_h, out_w = config.output_size
+    padded = batch_last(x, config)
+    y = x.new_empty(out_h * out_w, batch, config.out_channels)
+    buffer = None
+    for start, stop in _row_blocks(config, batch, x.element_size()):
+        first, end = start * out_w, stop * out_w
+        if buffer is None:
+            buffer = x.new_empty(end - first, _bank_width(config), batch)
+        block = patches(padded, config, start, stop, buffer)
+        banks = kernels.banks(first, end)
+        torch.bmm(block.transpose(1, 2), banks.transpose(1, 2), out=y[first:end])
+    return y.view(out_h * out_w, -1).t().reshape(batch, config.out_channels, out_h, out_w)
+
+
+def backward(x, dy, kernels, config: LRLCConfig, *, need_x: bool, need_kernels: bool):
+    """The gradient for x (None unless `need_x`); with `need_kernels`, hands each block's
+    bank gradients d(bank_p) = dy_p patch_p^T to `kernels.accumulate`."""
+    batch = x.shape[0]
+    out_w = config.output_size[1]
+    # dy (B, C_out, P) as (P, B, C_out): one 2-D transpose.
+    dy_rows = dy.reshape(batch * config.out_channels, -1).t().contiguous()
+    dy_rows = dy_rows.view(-1, batch, config.out_channels)
+    padded = batch_last(x, config) if need_kernels else None
+    dpadded = x.new_zeros(_padded_shape(x, config)) if need_x else None
+    buffer = None
+    for start, stop in _row_blocks(config, batch, x.element_size()):
+        first, end = start * out_w, stop * out_w
+        dy_block = dy_rows[first:end].transpose(1, 2)  # (n, C_out, B)
+        if buffer is None:
+            buffer = x.new_empty(end - first, _bank_width(config), batch)
+        if need_x:
+            banks = kernels.banks(first, end)
+            dpatches = torch.bmm(banks.transpose(1, 2), dy_block, out=buffer[: end - first])
+            _fold(dpadded, dpatches, config, start, stop)
+        if need_kernels:
+            block = patches(padded, config, start, stop, buffer)
+            dbanks = torch.bmm(dy_block, block.transpose(1, 2), out=kernels.grad_buffer(first, end))
+            kernels.accumulate(first, end, dbanks)
+    if not need_x:
+        return None
+    return _interior(dpadded, x, config).permute(3, 0, 1, 2).contiguous()
