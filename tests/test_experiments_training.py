@@ -12,7 +12,7 @@ import torch
 
 from lrlc_experiments import data, experiment, report
 from lrlc_experiments.models import ModelConfig, build_model
-from lrlc_experiments.training import TrainingConfig, learning_rate, train
+from lrlc_experiments.training import TrainingConfig, learning_rate, select_device, train
 
 pytest.importorskip("lrlc_torch")
 
@@ -94,6 +94,25 @@ def test_train_uses_the_schedule_and_is_reproducible():
     assert first == again
     for key in ("train_accuracy", "val_accuracy", "test_accuracy"):
         assert 0 <= first[key] <= 100
+
+
+def test_device_selection():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert select_device("auto").type == expected
+    assert select_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="'cuda' requested but no CUDA device"):
+            select_device("cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_training_runs_on_the_gpu():
+    model = build_model(ModelConfig("lrlc-input-dependent-3", 1, (8, 8), 3, rank=2, width=4))
+    config = TrainingConfig(epochs=2, batch_size=16, warmup_epochs=1)
+    metrics = train(model, _random_dataset(), config, seed=0, device=torch.device("cuda"))
+    assert all(p.is_cuda for p in model.parameters())
+    assert 0 <= metrics["test_accuracy"] <= 100 and np.isfinite(metrics["final_loss"])
 
 
 # ---------------------------------------------------------------------------------------------
