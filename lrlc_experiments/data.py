@@ -52,11 +52,6 @@ class Dataset:
         """(C, H, W) of every image."""
         return tuple(self.train.images.shape[1:])
 
-    def split(self, name: str) -> Split:
-        if name not in ("train", "val", "test"):
-            raise ValueError(f"unknown split {name!r}; expected 'train', 'val' or 'test'")
-        return getattr(self, name)
-
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:

@@ -14,6 +14,8 @@ import math
 import torch
 from torch import nn
 
+import lrlc_torch
+
 # Layer kinds a variant can put at a position. 'spatial-bias' is an LRLC layer of rank 1,
 # i.e. a convolution plus row and column biases (paper eq. 5).
 LAYER_KINDS = ("conv", "spatial-bias", "lrlc", "lrlc-input-dependent", "lc", "wide-conv")
@@ -33,6 +35,10 @@ class Variant:
     positions: tuple[int, ...] | str = ()
     ranked: bool = False
     coordconv: bool = False
+
+    def __post_init__(self):
+        if self.kind not in LAYER_KINDS:
+            raise ValueError(f"unknown layer kind {self.kind!r}; expected one of {LAYER_KINDS}")
 
 
 _ORDINAL = {1: "1st", 2: "2nd", 3: "3rd"}
@@ -129,9 +135,6 @@ class ModelConfig:
         del fields["variant"], fields["rank"]
         return (VARIANTS[self.variant].coordconv, tuple(layers), tuple(sorted(fields.items())))
 
-    def with_variant(self, variant: str, rank: int | None) -> ModelConfig:
-        return dataclasses.replace(self, variant=variant, rank=rank)
-
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
         out["input_size"] = list(self.input_size)
@@ -167,8 +170,6 @@ def _make_layer(kind, in_channels, out_channels, config: ModelConfig, position: 
         layer = nn.Conv2d(in_channels, out_channels, k)
         _he_uniform_conv(layer)
         return layer
-    import lrlc_torch
-
     if kind == "lc":
         return lrlc_torch.LocallyConnected2d(in_channels, out_channels, k, input_size=size)
     rank = 1 if kind == "spatial-bias" else config.rank

@@ -6,6 +6,8 @@ contract's parameter table), not read off the code under test.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -133,7 +135,7 @@ def test_spatial_bias_variant_starts_as_the_convolution_plus_zero_bias():
     the bias starts at zero, so outputs agree once the kernels agree."""
     config = ModelConfig("spatial-bias-3", 1, (9, 9), 4, width=6)
     lrlc = build_model(config, seed=0)
-    conv = build_model(config.with_variant("conv", None), seed=0)
+    conv = build_model(dataclasses.replace(config, variant="conv"), seed=0)
     conv.load_state_dict(
         {k: v for k, v in lrlc.state_dict().items() if not k.startswith("layers.2")}, strict=False
     )
