@@ -60,8 +60,9 @@ def time_backend(backend, settings: Settings) -> list[dict]:
     position whatever K was), so it is timed once, converted from the first rank's layer.
     """
     records = []
+    ops = [op for op in OPS if op != "lrlc_lc" or "lc" in backend.strategies]
     for rank in settings.ranks:
-        for op in OPS:
+        for op in ops:
             if op == "lc" and rank != settings.ranks[0]:
                 continue
             workload = backend.workload(op, rank)

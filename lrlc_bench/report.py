@@ -6,7 +6,7 @@ so a saved result can be re-reported without re-measuring.
 
 from __future__ import annotations
 
-from .settings import OP_LABELS, OPS
+from .settings import MEMORY_OPS, OP_LABELS, OPS
 
 MODE_LABELS = {"forward": "forward", "train": "fwd+bwd"}
 
@@ -67,7 +67,7 @@ def _spread_checks(medians: dict, limit: float) -> list[dict]:
     (op, rank, mode) that at least two backends measured."""
     configurations: dict[tuple, dict[str, float]] = {}
     for (name, op, rank, mode), seconds in medians.items():
-        if op in ("lrlc", "lrlc_input_dependent", "lc"):
+        if op in ("lrlc", "lrlc_lc", "lrlc_input_dependent", "lc"):
             configurations.setdefault((op, rank, mode), {})[name] = seconds
     checks = []
     for (op, rank, mode), by_backend in configurations.items():
@@ -90,19 +90,53 @@ def _spread_checks(medians: dict, limit: float) -> list[dict]:
     return checks
 
 
-def _verdict(target_id: str, text: str, checks: list[dict]) -> dict:
-    target = {"id": target_id, "target": text, "checks": checks}
-    if not checks:
-        return {**target, "status": "not measured"}
-    worst = max(checks, key=lambda c: c["value"] / c["limit"])
+def _chosen_strategy_checks(results: dict, medians: dict, rank: int, limit: float):
+    """Target 2: the fixed layer under the strategy the backend picks automatically, over the
+    K·C_out convolution, at `rank`. Returns (checks, backends without a second strategy)."""
+    checks, missing = [], []
+    for name, backend in results["backends"].items():
+        if backend["status"] != "ok":
+            continue
+        choice = backend.get("auto_strategy")
+        if not choice:
+            missing.append(name)
+            continue
+        if str(rank) not in choice:
+            continue
+        strategy = choice[str(rank)]
+        op = "lrlc_lc" if strategy == "lc" else "lrlc"
+        chosen = medians.get((name, op, rank, "train"))
+        floor = medians.get((name, "conv_k", rank, "train"))
+        if chosen and floor:
+            value = chosen / floor
+            checks.append(
+                {
+                    "backend": name,
+                    "rank": rank,
+                    "strategy": strategy,
+                    "value": value,
+                    "limit": limit,
+                    "met": value <= limit,
+                }
+            )
+    return checks, missing
+
+
+def _verdict(target_id: str, text: str, checks: list[dict], missing=()) -> dict:
+    """'missed' if any check is; else 'not implemented yet' if a backend lacks what the
+    target needs (`missing`); else 'not measured' without checks; else 'met'."""
+    target = {"id": target_id, "target": text, "checks": checks, "missing": list(missing)}
     misses = [c for c in checks if not c["met"]]
-    return {
-        **target,
-        "status": "missed" if misses else "met",
-        "misses": len(misses),
-        "worst": worst,
-        "over_limit": worst["value"] / worst["limit"] - 1,
-    }
+    if checks:
+        worst = max(checks, key=lambda c: c["value"] / c["limit"])
+        target.update(
+            misses=len(misses), worst=worst, over_limit=worst["value"] / worst["limit"] - 1
+        )
+    if misses:
+        return {**target, "status": "missed"}
+    if missing:
+        return {**target, "status": "not implemented yet"}
+    return {**target, "status": "met" if checks else "not measured"}
 
 
 def evaluate_targets(results: dict) -> list[dict]:
@@ -112,16 +146,15 @@ def evaluate_targets(results: dict) -> list[dict]:
     return [
         _verdict(
             "1",
-            "fixed LRLC fwd+bwd ≤ 1.15 × conv K·C_out fwd+bwd, every K",
+            "fixed LRLC by Alg. 1: fwd+bwd ≤ 1.15 × conv K·C_out fwd+bwd, every K",
             _ratio_checks(medians, ("lrlc", "train"), ("conv_k", "train"), 1.15),
         ),
-        {
-            "id": "2",
-            "target": "a second strategy whose cost does not grow with K, chosen by a cost "
-            "rule; at K = 16 its fwd+bwd ≥ 3 × faster than conv K·C_out",
-            "status": "not implemented yet",
-            "checks": [],
-        },
+        _verdict(
+            "2",
+            "second strategy (LC form), chosen by a cost rule: at K = 16 the chosen "
+            "strategy's fwd+bwd ≤ 1/3 × conv K·C_out fwd+bwd",
+            *_chosen_strategy_checks(results, medians, 16, 1 / 3),
+        ),
         _verdict(
             "3",
             "converted LC forward ≤ 2 × conv C_out forward",
@@ -129,7 +162,7 @@ def evaluate_targets(results: dict) -> list[dict]:
         ),
         _verdict(
             "4",
-            "input-dep. LRLC fwd+bwd ≤ 1.3 × fixed LRLC fwd+bwd, same K",
+            "input-dep. LRLC fwd+bwd ≤ 1.3 × fixed LRLC by Alg. 1 fwd+bwd, same K",
             _ratio_checks(medians, ("lrlc_input_dependent", "train"), ("lrlc", "train"), 1.3),
         ),
         _verdict(
@@ -139,7 +172,7 @@ def evaluate_targets(results: dict) -> list[dict]:
         ),
         _verdict(
             "5b",
-            "peak memory of a fixed LRLC training step ≤ 1.2 × the conv K·C_out step's",
+            "peak memory of a fixed LRLC (Alg. 1) training step ≤ 1.2 × the conv K·C_out step's",
             _ratio_checks(memory, ("lrlc",), ("conv_k",), 1.2),
         ),
     ]
@@ -166,6 +199,8 @@ def _describe(check: dict) -> str:
     where = f"{check['backend']} K={check['rank']}"
     if "op" in check:
         where += f" {OP_LABELS[check['op']]} {MODE_LABELS[check['mode']]}"
+    if "strategy" in check:
+        where += f", strategy {check['strategy']!r}"
     return f"{check['value']:.2f} ({where})"
 
 
@@ -184,6 +219,12 @@ def targets_markdown(targets: list[dict]) -> list[str]:
             )
         else:
             verdict = t["status"]
+        if t["missing"]:
+            if t["status"] != "not implemented yet":
+                verdict += "; not implemented yet"
+            verdict += f" in {', '.join(t['missing'])}"
+            if t["status"] == "not implemented yet" and t["checks"]:
+                verdict += "; measured: " + ", ".join(map(_describe, t["checks"]))
         rows.append([t["id"], t["target"], verdict])
     return _table(["#", "target", "verdict"], rows)
 
@@ -224,7 +265,8 @@ def markdown(results: dict) -> str:
     cells = {(name, r["op"], r["rank"], r["mode"]): r for name, b in ok.items() for r in b["times"]}
     for rank in s["ranks"]:
         for mode in MODE_LABELS:
-            for name in ok:
+            for name, backend in ok.items():
+                auto = (backend.get("auto_strategy") or {}).get(str(rank), "—")
                 row = [name, str(rank), MODE_LABELS[mode]]
                 for op in OPS:
                     record = cells.get((name, op, rank, mode))
@@ -234,33 +276,33 @@ def markdown(results: dict) -> str:
                         row.append(_ms(record["median_s"]))
                     else:
                         row.append(f"{_ms(record['median_s'])} ({record['ratio_to_conv']:.2f}×)")
-                rows.append(row)
-    lines += _table(["backend", "K", "pass", *(OP_LABELS[op] for op in OPS)], rows)
+                rows.append([*row, auto])
+    header = ["backend", "K", "pass", *(OP_LABELS[op] for op in OPS), "auto picks"]
+    lines += _table(header, rows)
     memory_rows = []
     for rank in s["ranks"]:
         for name, backend in ok.items():
-            peaks = {m["op"]: m for m in backend.get("memory", []) if m["rank"] == rank}
+            peaks = {
+                m["op"]: m["peak_bytes"]
+                for m in backend.get("memory", [])
+                if m["rank"] == rank and m["status"] == "ok"
+            }
             if not peaks:
                 continue
-            conv_k, lrlc = peaks.get("conv_k"), peaks.get("lrlc")
             row = [name, str(rank)]
-            for m in (conv_k, lrlc):
-                row.append(_mib(m["peak_bytes"]) if m and m["status"] == "ok" else "—")
-            both = conv_k and lrlc and conv_k["status"] == lrlc["status"] == "ok"
-            if both and conv_k["peak_bytes"] > 0:
-                row.append(f"{lrlc['peak_bytes'] / conv_k['peak_bytes']:.2f}")
+            row += [_mib(peaks[op]) if op in peaks else "—" for op in MEMORY_OPS]
+            if peaks.get("conv_k") and "lrlc" in peaks:
+                row.append(f"{peaks['lrlc'] / peaks['conv_k']:.2f}")
             else:
                 row.append("—")
             memory_rows.append(row)
     if memory_rows:
+        header = ["backend", "K", *(OP_LABELS[op] for op in MEMORY_OPS), "Alg. 1 / conv K·C_out"]
         lines += [
             "",
             "Peak memory of one training step (fwd+bwd) above the memory held before it:",
             "",
-            *_table(
-                ["backend", "K", "conv K·C_out", "fixed LRLC", "LRLC / conv K·C_out"],
-                memory_rows,
-            ),
+            *_table(header, memory_rows),
         ]
     lines += ["", *_context(results)]
     lines += ["", "Targets (issue 7):", "", *targets_markdown(results["targets"])]

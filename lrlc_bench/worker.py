@@ -32,6 +32,11 @@ def run(request: dict) -> dict:
             "environment": backend.environment(),
             "load_average": {"before": load_before, "after": os.getloadavg()},
             "times": times,
+            # Which strategy the backend's 'auto' picks for the fixed layer at each rank
+            # (absent where Algorithm 1 is the only one).
+            "auto_strategy": {str(rank): backend.chosen_strategy(rank) for rank in settings.ranks}
+            if backend.strategies
+            else None,
         }
     if request["task"] == "memory":
         return {

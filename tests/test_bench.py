@@ -11,11 +11,10 @@ import sys
 import pytest
 
 from lrlc_bench import Settings, evaluate_targets, markdown
-from lrlc_bench.__main__ import MEMORY_OPS
 from lrlc_bench.measure import median_time
-from lrlc_bench.settings import OP_MODES, OPS
+from lrlc_bench.settings import MEMORY_OPS, OP_MODES, OPS
 
-RANKS = (1, 2)
+RANKS = (1, 16)  # 16 is the rank target 2 is judged at
 BACKENDS = ("torch", "jax")
 
 
@@ -56,18 +55,23 @@ def test_every_measurement_is_recorded(run):
     results, _, _ = run
     assert results["settings"]["ranks"] == list(RANKS)
     assert results["machine"]["cpu_count"] >= 1
-    # The converted LC layer costs the same at every rank, so it is timed at the first only.
-    expected = {
-        (op, rank, mode)
-        for rank in RANKS
-        for op in OPS
-        if op != "lc" or rank == RANKS[0]
-        for mode in OP_MODES[op]
-    }
     for name in BACKENDS:
         backend = results["backends"][name]
         assert backend["status"] == "ok", backend
         assert backend["environment"]["versions"] and backend["environment"]["threads"]
+        # The LC strategy is timed where the backend has one; the converted LC layer costs the
+        # same at every rank, so it is timed at the first only.
+        has_strategies = backend["auto_strategy"] is not None
+        ops = [op for op in OPS if op != "lrlc_lc" or has_strategies]
+        if has_strategies:
+            assert set(backend["auto_strategy"]) == {str(rank) for rank in RANKS}
+        expected = {
+            (op, rank, mode)
+            for rank in RANKS
+            for op in ops
+            if op != "lc" or rank == RANKS[0]
+            for mode in OP_MODES[op]
+        }
         times = backend["times"]
         assert {(r["op"], r["rank"], r["mode"]) for r in times} == expected
         assert len(times) == len(expected)
@@ -75,7 +79,8 @@ def test_every_measurement_is_recorded(run):
             assert record["runs"] == len(record["times_s"]) >= 3
             assert record["median_s"] == statistics.median(record["times_s"])
         memory = {(m["op"], m["rank"]): m for m in backend["memory"]}
-        assert set(memory) == {(op, rank) for op in MEMORY_OPS for rank in RANKS}
+        memory_ops = [op for op in MEMORY_OPS if op != "lrlc_lc" or has_strategies]
+        assert set(memory) == {(op, rank) for op in memory_ops for rank in RANKS}
         for m in memory.values():
             assert m["status"] == "ok" and m["peak_bytes"] >= 0 and m["method"]
 
@@ -96,7 +101,6 @@ def test_target_verdicts_follow_the_measurements(run):
     results, _, _ = run
     targets = {t["id"]: t for t in results["targets"]}
     assert list(targets) == ["1", "2", "3", "4", "5a", "5b"]
-    assert targets["2"]["status"] == "not implemented yet"
     medians = {
         (name, r["op"], r["rank"], r["mode"]): r["median_s"]
         for name in BACKENDS
@@ -116,7 +120,23 @@ def test_target_verdicts_follow_the_measurements(run):
         assert sorted(c["value"] for c in target["checks"]) == pytest.approx(sorted(values))
         met = all(v <= limits[target_id] for v in values)
         assert target["status"] == ("met" if met else "missed")
-    # Target 5a compares the two backends on every LRLC configuration both measured.
+    # Target 2: at K = 16, the strategy the backend's 'auto' picks over conv K·C_out; a
+    # backend without a second strategy keeps the target from being met.
+    with_strategies = [n for n in BACKENDS if results["backends"][n]["auto_strategy"]]
+    values = []
+    for name in with_strategies:
+        op = {"conv": "lrlc", "lc": "lrlc_lc"}[results["backends"][name]["auto_strategy"]["16"]]
+        values.append(medians[name, op, 16, "train"] / medians[name, "conv_k", 16, "train"])
+    target = targets["2"]
+    assert sorted(c["value"] for c in target["checks"]) == pytest.approx(sorted(values))
+    assert target["missing"] == [n for n in BACKENDS if n not in with_strategies]
+    if any(v > 1 / 3 for v in values):
+        assert target["status"] == "missed"
+    elif target["missing"]:
+        assert target["status"] == "not implemented yet"
+    else:
+        assert target["status"] == "met"
+    # Target 5a compares the backends on every LRLC configuration at least two measured.
     assert len(targets["5a"]["checks"]) == len(BACKENDS) * (2 * 2 * len(RANKS) + 1)
 
 
@@ -132,7 +152,8 @@ def test_markdown_is_printed_and_has_a_row_per_measurement(run):
     table_rows = [line for line in text.splitlines() if line.startswith(starts)]
     timing_rows = [row for row in table_rows if "forward" in row or "fwd+bwd" in row]
     assert len(timing_rows) == len(BACKENDS) * len(RANKS) * 2
-    assert "not implemented yet" in text
+    for target in results["targets"]:
+        assert f"| {target['id']} | {target['target']} |" in text
 
 
 def _synthetic(lrlc_over_conv_k: dict[int, float]) -> dict:
@@ -141,7 +162,8 @@ def _synthetic(lrlc_over_conv_k: dict[int, float]) -> dict:
     for rank, ratio in lrlc_over_conv_k.items():
         for op, seconds in (("conv", 1.0), ("conv_k", 2.0), ("lrlc", 2.0 * ratio)):
             times.append({"op": op, "rank": rank, "mode": "train", "median_s": seconds})
-    return {"backends": {"torch": {"status": "ok", "times": times, "memory": []}}}
+    backend = {"status": "ok", "times": times, "memory": [], "auto_strategy": None}
+    return {"backends": {"torch": backend}}
 
 
 def test_a_target_is_met_only_when_every_case_is():
@@ -154,6 +176,20 @@ def test_a_target_is_met_only_when_every_case_is():
     # Nothing measured is never reported as met.
     assert targets["3"]["status"] == targets["5a"]["status"] == "not measured"
     assert targets["2"]["status"] == "not implemented yet"
+
+
+def test_the_second_strategy_target_needs_every_backend():
+    results = _synthetic({16: 1.0})
+    results["backends"]["torch"]["auto_strategy"] = {"16": "lc"}
+    times = results["backends"]["torch"]["times"]
+    times.append({"op": "lrlc_lc", "rank": 16, "mode": "train", "median_s": 0.5})  # 4x faster
+    target = evaluate_targets(results)[1]
+    assert target["status"] == "met" and target["checks"][0]["value"] == pytest.approx(0.25)
+    results["backends"]["jax"] = {**_synthetic({16: 1.0})["backends"]["torch"]}
+    target = evaluate_targets(results)[1]
+    assert target["status"] == "not implemented yet" and target["missing"] == ["jax"]
+    times[-1]["median_s"] = 1.0  # now only 2x faster than conv K·C_out
+    assert evaluate_targets(results)[1]["status"] == "missed"
 
 
 def test_median_time_honours_warmup_and_minimum_runs():

@@ -2,6 +2,10 @@
 
     environment() -> dict          versions, thread settings, device description
     workload(op, rank) -> Workload the layer `op` (see `lrlc_bench.settings.OPS`) at `rank`
+    strategies                     the evaluation strategies a fixed layer can be told to
+                                   use, e.g. ('conv', 'lc'); () where Algorithm 1 is the
+                                   only one (then op 'lrlc_lc' is not timed)
+    chosen_strategy(rank) -> str   the one the backend's automatic choice picks
     reset_peak_memory(), memory_in_use(), peak_memory()   accelerator allocator counters
 
 A `Backend` raises RuntimeError when the requested device is absent. Only the lrlc

@@ -24,6 +24,7 @@ def _conv(params, x):
 
 class Backend:
     name = "jax"
+    strategies = ()  # lrlc_jax evaluates LRLC by Algorithm 1 only
 
     def __init__(self, settings):
         platform = "gpu" if settings.device == "gpu" else "cpu"

@@ -19,6 +19,7 @@ from ..measure import Workload  # noqa: E402
 
 class Backend:
     name = "tf"
+    strategies = ()  # lrlc_tf evaluates LRLC by Algorithm 1 only
 
     def __init__(self, settings):
         if settings.device == "gpu":

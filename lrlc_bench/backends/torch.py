@@ -13,6 +13,7 @@ from ..measure import Workload
 
 class Backend:
     name = "torch"
+    strategies = tuple(s for s in lrlc_torch.functional.STRATEGIES if s != "auto")
 
     def __init__(self, settings):
         if settings.device == "gpu" and not torch.cuda.is_available():
@@ -46,9 +47,16 @@ class Backend:
         if op in ("conv", "conv_k"):
             width = s.out_channels * (rank if op == "conv_k" else 1)
             return nn.Conv2d(s.in_channels, width, s.kernel_size, padding="same", **factory)
-        config = s.lrlc_config(rank, input_dependent=op == "lrlc_input_dependent")
-        layer = lrlc_torch.LRLC2d.from_config(config, **factory)
+        if op == "lrlc_input_dependent":
+            config = s.lrlc_config(rank, input_dependent=True)
+            return lrlc_torch.LRLC2d.from_config(config, **factory)
+        strategy = "lc" if op == "lrlc_lc" else "conv"
+        layer = lrlc_torch.LRLC2d.from_config(s.lrlc_config(rank), strategy=strategy, **factory)
         return layer.to_locally_connected() if op == "lc" else layer
+
+    def chosen_strategy(self, rank: int) -> str:
+        config = self.settings.lrlc_config(rank)
+        return lrlc_torch.functional.choose_strategy(config, self.settings.batch)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
