@@ -15,8 +15,8 @@ EXTRAS = {"numpy": ".", "torch": ".[torch]", "jax": ".[jax]", "tf": ".[tf]"}
 
 @nox.session
 def tests(session):
-    """The project's whole test suite, every backend installed."""
-    session.install("-e", ".[all,test]")
+    """The project's whole test suite: every backend and the experiments harness installed."""
+    session.install("-e", ".[all,test,experiments]")
     session.run("pytest", "-q", *session.posargs, env={"LRLC_REQUIRE_ALL_BACKENDS": "1"})
 
 
