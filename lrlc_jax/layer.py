@@ -61,6 +61,19 @@ def _prepare(params, config: LRLCConfig, x=None):
     return {name: value.astype(dtype) for name, value in arrays.items()}, x
 
 
+def _prepare_without_layer(params, config: LRLCConfig, x, caller: str):
+    """`_prepare` for functions that use x only to predict weights: an input-dependent
+    layer needs it; a fixed layer ignores it (after checking it) and keeps the params' dtype."""
+    _check_config(config)
+    if config.input_dependent:
+        if x is None:
+            raise ValueError(f"{caller}: an input-dependent layer needs the input x")
+        return _prepare(params, config, x)
+    if x is not None:  # not needed, but a wrong input is still an error
+        check_input(x, config)
+    return _prepare(params, config)
+
+
 def _widened(tree):
     """`tree`'s arrays in at least float32.
 
@@ -114,19 +127,6 @@ def combining_weights(params, config: LRLCConfig, x=None) -> jax.Array:
     params, x = _prepare_without_layer(params, config, x, "combining_weights")
     wide, wide_x = _widened((params, x))
     return _weights(wide, config, wide_x).astype(params["basis"].dtype)
-
-
-def _prepare_without_layer(params, config: LRLCConfig, x, caller: str):
-    """`_prepare` for functions that use x only to predict weights: an input-dependent
-    layer needs it; a fixed layer ignores it (after checking it) and keeps the params' dtype."""
-    _check_config(config)
-    if config.input_dependent:
-        if x is None:
-            raise ValueError(f"{caller}: an input-dependent layer needs the input x")
-        return _prepare(params, config, x)
-    if x is not None:  # not needed, but a wrong input is still an error
-        check_input(x, config)
-    return _prepare(params, config)
 
 
 # ---------------------------------------------------------------------------------------------
