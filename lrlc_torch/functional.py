@@ -452,7 +452,8 @@ def locally_connected(
         patches = positionwise.patches(padded, config, 0, out_h)  # (P, C_in kh kw, B)
         y = torch.einsum("pcb,bpoc->bop", patches, weight.flatten(-3).flatten(1, 2))
         y = y.unflatten(-1, (out_h, out_w))
-    return y if bias is None else bias + y
+    # NCHW out; with the bias first, the sum takes the bias's layout (see `forward`).
+    return y.contiguous() if bias is None else bias + y
 
 
 class _LocallyConnected(torch.autograd.Function):

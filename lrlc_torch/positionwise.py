@@ -56,19 +56,26 @@ def _row_blocks(config: LRLCConfig, batch: int, itemsize: int):
 def _padded_shape(x: torch.Tensor, config: LRLCConfig):
     (top, bottom), (left, right) = config.padding_pairs
     batch, channels, height, width = x.shape
-    return (channels, top + height + bottom, left + width + right, batch)
+    return (top + height + bottom, left + width + right, channels, batch)
 
 
 def _interior(padded: torch.Tensor, x: torch.Tensor, config: LRLCConfig) -> torch.Tensor:
-    """The part of a (C_in, H_pad, W_pad, B) tensor that is x's grid, not padding."""
+    """The part of a (H_pad, W_pad, C_in, B) tensor that is x's grid, not padding."""
     (top, _), (left, _) = config.padding_pairs
-    return padded[:, top : top + x.shape[2], left : left + x.shape[3]]
+    return padded[top : top + x.shape[2], left : left + x.shape[3]]
+
+
+def _transpose_batch(a: torch.Tensor) -> torch.Tensor:
+    """(B, ...) -> (..., B) or back, as one contiguous 2-D transpose (torch copies those in
+    cache-sized tiles; a general 4-D permutation of the same tensor is several times slower)."""
+    return a.reshape(a.shape[0], -1).t().contiguous()
 
 
 def batch_last(x: torch.Tensor, config: LRLCConfig) -> torch.Tensor:
-    """x (B, C_in, H, W) zero-padded by `config.padding_pairs`, as (C_in, H_pad, W_pad, B)."""
+    """x (B, C_in, H, W) zero-padded by `config.padding_pairs`, as (H_pad, W_pad, C_in, B)."""
     padded = x.new_zeros(_padded_shape(x, config))
-    _interior(padded, x, config).copy_(x.permute(1, 2, 3, 0))
+    channels_first = _transpose_batch(x).view(*x.shape[1:], x.shape[0])  # (C_in, H, W, B)
+    _interior(padded, x, config).copy_(channels_first.permute(1, 2, 0, 3))
     return padded
 
 
@@ -76,7 +83,7 @@ def _window_view(padded: torch.Tensor, config: LRLCConfig, start: int, stop: int
     """The patches of output rows [start, stop) as a strided view of `padded`:
     (stop - start, W_out, C_in, kh, kw, B)."""
     (sh, sw), (dh, dw) = config.stride, config.dilation
-    c_stride, h_stride, w_stride, b_stride = padded.stride()
+    h_stride, w_stride, c_stride, b_stride = padded.stride()
     shape = (stop - start, config.output_size[1], config.in_channels, *config.kernel_size)
     strides = (sh * h_stride, sw * w_stride, c_stride, dh * h_stride, dw * w_stride)
     return padded.as_strided(
@@ -98,9 +105,10 @@ def patches(padded: torch.Tensor, config: LRLCConfig, start: int, stop: int, out
     return out
 
 
-def _fold(dpadded: torch.Tensor, dpatches: torch.Tensor, config: LRLCConfig, start: int, stop: int):
-    """Scatter-add the patch gradients of rows [start, stop) onto `dpadded` (the adjoint of
-    `patches`): one strided add per kernel offset, since windows overlap."""
+def _fold(dpadded, dpatches, config: LRLCConfig, start: int, stop: int) -> None:
+    """Scatter-add the patch gradients (n, C_in kh kw, B) of output rows [start, stop) onto
+    `dpadded` (the adjoint of `patches`): one strided add per kernel offset (u, v), since
+    windows overlap."""
     (sh, sw), (dh, dw) = config.stride, config.dilation
     rows, out_w = stop - start, config.output_size[1]
     kh, kw = config.kernel_size
@@ -108,8 +116,8 @@ def _fold(dpadded: torch.Tensor, dpatches: torch.Tensor, config: LRLCConfig, sta
     for u in range(kh):
         top = start * sh + u * dh
         for v in range(kw):
-            target = dpadded[:, top : top + (rows - 1) * sh + 1 : sh, v * dw :: sw][:, :, :out_w]
-            target.add_(grid[:, :, :, u, v].permute(2, 0, 1, 3))
+            target = dpadded[top : top + (rows - 1) * sh + 1 : sh, v * dw :: sw][:, :out_w]
+            target.add_(grid[:, :, :, u, v])
 
 
 class WeightKernels:
@@ -180,21 +188,25 @@ class BasisKernels:
 
 
 def forward(x: torch.Tensor, kernels, config: LRLCConfig) -> torch.Tensor:
-    """y[b, o, p] = sum_{c, u, v} bank_p[o, (c, u, v)] patch_p[(c, u, v), b], no bias;
-    returns (B, C_out, H_out, W_out)."""
+    """y[b, o, p] = sum_{c, u, v} bank_p[o, (c, u, v)] patch_p[(c, u, v), b], no bias.
+
+    Returns (B, C_out, H_out, W_out) as a transposed view of a (C_out, B, H_out, W_out)
+    tensor: adding the bias (or `.contiguous()`) makes it NCHW in one pass.
+    """
     batch = x.shape[0]
     out_h, out_w = config.output_size
     padded = batch_last(x, config)
-    y = x.new_empty(out_h * out_w, batch, config.out_channels)
+    y = x.new_empty(out_h * out_w, config.out_channels, batch)
     buffer = None
     for start, stop in _row_blocks(config, batch, x.element_size()):
         first, end = start * out_w, stop * out_w
         if buffer is None:
             buffer = x.new_empty(end - first, _bank_width(config), batch)
         block = patches(padded, config, start, stop, buffer)
-        banks = kernels.banks(first, end)
-        torch.bmm(block.transpose(1, 2), banks.transpose(1, 2), out=y[first:end])
-    return y.view(out_h * out_w, -1).t().reshape(batch, config.out_channels, out_h, out_w)
+        torch.bmm(kernels.banks(first, end), block, out=y[first:end])
+    # (P, C_out, B) -> (C_out, B, P): a 2-D transpose, which torch copies in cache-sized tiles.
+    y = y.view(out_h * out_w, -1).t().contiguous()
+    return y.view(config.out_channels, batch, out_h, out_w).transpose(0, 1)
 
 
 def backward(x, dy, kernels, config: LRLCConfig, *, need_x: bool, need_kernels: bool):
@@ -202,15 +214,15 @@ def backward(x, dy, kernels, config: LRLCConfig, *, need_x: bool, need_kernels: 
     bank gradients d(bank_p) = dy_p patch_p^T to `kernels.accumulate`."""
     batch = x.shape[0]
     out_w = config.output_size[1]
-    # dy (B, C_out, P) as (P, B, C_out): one 2-D transpose.
-    dy_rows = dy.reshape(batch * config.out_channels, -1).t().contiguous()
-    dy_rows = dy_rows.view(-1, batch, config.out_channels)
+    # dy (B, C_out, P) as (P, C_out, B): swap the leading axes, then a 2-D transpose.
+    dy_rows = dy.transpose(0, 1).reshape(config.out_channels * batch, -1).t().contiguous()
+    dy_rows = dy_rows.view(-1, config.out_channels, batch)
     padded = batch_last(x, config) if need_kernels else None
     dpadded = x.new_zeros(_padded_shape(x, config)) if need_x else None
     buffer = None
     for start, stop in _row_blocks(config, batch, x.element_size()):
         first, end = start * out_w, stop * out_w
-        dy_block = dy_rows[first:end].transpose(1, 2)  # (n, C_out, B)
+        dy_block = dy_rows[first:end]  # (n, C_out, B)
         if buffer is None:
             buffer = x.new_empty(end - first, _bank_width(config), batch)
         if need_x:
@@ -223,4 +235,5 @@ def backward(x, dy, kernels, config: LRLCConfig, *, need_x: bool, need_kernels: 
             kernels.accumulate(first, end, dbanks)
     if not need_x:
         return None
-    return _interior(dpadded, x, config).permute(3, 0, 1, 2).contiguous()
+    channels_first = _interior(dpadded, x, config).permute(2, 0, 1, 3)  # (C_in, H, W, B)
+    return _transpose_batch(channels_first.contiguous()).view(x.shape)
