@@ -39,11 +39,7 @@ def test_adapter_reports_what_this_install_offers(jax_backend):
     assert jax.numpy.zeros(1, "float64").dtype == np.float64
 
 
-# derandomize: the same examples on every run. Freshly random seeds occasionally draw rank-1
-# 'l2' layers with a logit near zero, whose logit gradient is exactly 0 and computed as a
-# cancellation of size eps * |dL/dw| / |logit| by the reference and the backend alike, which
-# the tolerance rule does not allow for (reported; e.g. seeds 89 and 92 in float64).
-@settings(max_examples=10, deadline=None, derandomize=True)
+@settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), dtype=st.sampled_from(["float64", "float32"]))
 def test_random_configs(jax_backend, seed, dtype):
     config = conformance.random_config(np.random.default_rng(seed))

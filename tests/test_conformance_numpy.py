@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 import conformance
 from conformance import backends
@@ -97,3 +98,20 @@ def test_adapter_with_the_contract_signatures_only():
     assert matrix["conversion"]["float64"]["cpu"]["passed"] == n_cases
     assert matrix["conversion"]["float32"]["cpu"] == {"passed": 0, "failed": 0, "skipped": n_cases}
     assert matrix["forward"]["float32"]["cpu"]["passed"] == n_cases
+
+
+def test_l2_gradient_tolerance_grows_with_ill_conditioning():
+    """Rank-1 'l2' with a logit near zero: w = sign(w~), whose gradient is a cancellation of
+    size eps |dL/dw| / |w~|; the rule scales gradient tolerances by 1 / min |w~|."""
+    from lrlc_numpy import LRLCConfig
+
+    config = LRLCConfig(2, 2, 3, 1, (5, 5), combining="full", normalize="l2")
+    x, params, _ = conformance.case_data(conformance.Case("l2", config), seed=0)
+    params["logits"] = np.full_like(params["logits"], 0.5)
+    assert conformance.gradient_conditioning(config, x, params) == 2.0
+    params["logits"][1, 2, 0] = -1e-3
+    assert conformance.gradient_conditioning(config, x, params) == pytest.approx(1e3)
+    params["logits"][1, 2, 0] = 3.0
+    assert conformance.gradient_conditioning(config, x, params) == 2.0  # min norm is still 0.5
+    softmax = LRLCConfig(2, 2, 3, 1, (5, 5), combining="full")
+    assert conformance.gradient_conditioning(softmax, x, params) == 1.0
