@@ -27,6 +27,8 @@ from . import backends
 from .report import add_ratios, evaluate_targets, markdown
 from .settings import ALL_RANKS, DEFAULT_BATCH, DEFAULT_RANKS, DEVICES, MEMORY_OPS, Settings
 
+DEFAULTS = Settings()
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -42,14 +44,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     ranks.add_argument(
         "--full", action="store_const", dest="ranks", const=ALL_RANKS, help=f"ranks {ALL_RANKS}"
     )
-    parser.add_argument("--input-size", type=int, nargs=2, default=(32, 32), metavar=("H", "W"))
-    parser.add_argument("--channels", type=int, nargs=2, default=(64, 64), metavar=("IN", "OUT"))
-    parser.add_argument("--kernel-size", type=int, default=3)
     parser.add_argument(
-        "--budget", type=float, default=2.0, help="seconds of timed runs per measurement"
+        "--input-size", type=int, nargs=2, default=DEFAULTS.input_size, metavar=("H", "W")
     )
-    parser.add_argument("--min-runs", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument(
+        "--channels",
+        type=int,
+        nargs=2,
+        default=(DEFAULTS.in_channels, DEFAULTS.out_channels),
+        metavar=("IN", "OUT"),
+    )
+    parser.add_argument("--kernel-size", type=int, default=DEFAULTS.kernel_size)
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=DEFAULTS.budget_s,
+        help="seconds of timed runs per measurement",
+    )
+    parser.add_argument("--min-runs", type=int, default=DEFAULTS.min_runs)
+    parser.add_argument("--warmup", type=int, default=DEFAULTS.warmup)
     parser.add_argument(
         "--tf-jit-compile", action="store_true", help="tf.function(jit_compile=True) (XLA)"
     )
