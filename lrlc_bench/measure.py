@@ -1,9 +1,10 @@
 """Timing and peak memory of one workload, inside a worker process.
 
-Timing: `warmup` untimed calls (the first compiles under jax.jit / tf.function), then timed
-calls until at least `min_runs` are done and their total exceeds `budget_s`; the figure is
-the median. Every callable blocks until its results exist (CUDA synchronised, JAX
-`block_until_ready`), so a wall-clock interval covers the whole computation.
+Timing: `warmup` untimed calls (the first compiles under jax.jit / tf.function), then at
+least `min_runs` timed calls, more until their total exceeds about `budget_s`; the figure is
+the median. The layers of one rank are timed in turns (see `interleaved_medians`). Every
+callable blocks until its results exist (CUDA synchronised, JAX `block_until_ready`), so a
+wall-clock interval covers the whole computation.
 
 Peak memory of a training step, each measured in a fresh process:
 - CPU: after one warm-up step (compilation and lazy allocations happen there), freed heap is
@@ -40,21 +41,39 @@ class Workload:
     train: Callable[[], object] | None
 
 
-def median_time(fn: Callable[[], object], settings: Settings) -> dict:
-    """Median wall-clock seconds of `fn()` under the settings' warm-up and run budget."""
-    for _ in range(settings.warmup):
-        fn()
-    times: list[float] = []
-    while len(times) < settings.min_runs or sum(times) < settings.budget_s:
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return {"median_s": statistics.median(times), "runs": len(times), "times_s": times}
+def interleaved_medians(functions: dict, settings: Settings) -> dict:
+    """Median wall-clock seconds of each of `functions` (key -> callable), timed in turns.
+
+    Each callable first runs `warmup` times untimed. Then come `min_runs` rounds; in each,
+    every callable in turn runs until it has spent budget_s / min_runs (at least once). On a
+    machine shared with other work, turns make the callables of one table row see the same
+    load, so their ratios stay meaningful while the absolute times drift.
+    """
+    for fn in functions.values():
+        for _ in range(settings.warmup):
+            fn()
+    times: dict = {key: [] for key in functions}
+    share = settings.budget_s / settings.min_runs
+    for _ in range(settings.min_runs):
+        for key, fn in functions.items():
+            spent = 0.0
+            while True:  # at least once per round
+                start = time.perf_counter()
+                fn()
+                times[key].append(time.perf_counter() - start)
+                spent += times[key][-1]
+                if spent >= share:
+                    break
+    return {
+        key: {"median_s": statistics.median(t), "runs": len(t), "times_s": t}
+        for key, t in times.items()
+    }
 
 
 def time_backend(backend, settings: Settings) -> list[dict]:
-    """Every op and mode at every rank. The ops of one rank run back to back, starting with
-    the plain convolution, so each ratio compares figures measured minutes apart at most.
+    """Every op and mode at every rank. The ops of one rank, plain convolution included,
+    are timed in turns (`interleaved_medians`), so each ratio compares figures taken under
+    the same conditions.
 
     The converted locally connected layer costs the same at every rank (one filter bank per
     position whatever K was), so it is timed once, converted from the first rank's layer.
@@ -62,15 +81,18 @@ def time_backend(backend, settings: Settings) -> list[dict]:
     records = []
     ops = [op for op in OPS if op != "lrlc_lc" or "lc" in backend.strategies]
     for rank in settings.ranks:
-        for op in ops:
-            if op == "lc" and rank != settings.ranks[0]:
-                continue
-            workload = backend.workload(op, rank)
-            for mode in OP_MODES[op]:
-                stats = median_time(getattr(workload, mode), settings)
-                records.append({"op": op, "rank": rank, "mode": mode, **stats})
-            del workload
-            gc.collect()  # free this layer's buffers before the next, larger one
+        workloads = {
+            op: backend.workload(op, rank) for op in ops if op != "lc" or rank == settings.ranks[0]
+        }
+        functions = {
+            (op, mode): getattr(workload, mode)
+            for op, workload in workloads.items()
+            for mode in OP_MODES[op]
+        }
+        for (op, mode), stats in interleaved_medians(functions, settings).items():
+            records.append({"op": op, "rank": rank, "mode": mode, **stats})
+        del workloads, functions
+        gc.collect()  # free this rank's buffers before the next, larger ones
     return records
 
 

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from lrlc_bench import Settings, evaluate_targets, markdown
-from lrlc_bench.measure import median_time
+from lrlc_bench.measure import interleaved_medians
 from lrlc_bench.settings import MEMORY_OPS, OP_MODES, OPS
 
 RANKS = (1, 16)  # 16 is the rank target 2 is judged at
@@ -192,11 +192,13 @@ def test_the_second_strategy_target_needs_every_backend():
     assert evaluate_targets(results)[1]["status"] == "missed"
 
 
-def test_median_time_honours_warmup_and_minimum_runs():
+def test_timing_takes_turns_after_warmup():
     calls = []
-    settings = Settings(ranks=(1,), budget_s=0.0, min_runs=4, warmup=2)
-    stats = median_time(lambda: calls.append(None), settings)
-    assert len(calls) == 6 and stats["runs"] == 4 == len(stats["times_s"])
+    settings = Settings(ranks=(1,), budget_s=0.0, min_runs=3, warmup=2)
+    functions = {name: (lambda name=name: calls.append(name)) for name in "ab"}
+    stats = interleaved_medians(functions, settings)
+    assert calls == ["a", "a", "b", "b"] + ["a", "b"] * 3
+    assert all(s["runs"] == 3 == len(s["times_s"]) for s in stats.values())
 
 
 @pytest.mark.parametrize(
