@@ -7,12 +7,18 @@ compute in the dtype of `x`. The Keras layers in `lrlc_tf.layers` are thin wrapp
 them; they are public so that code outside Keras (custom loops, tf.function, XLA) can use a
 plain params dict.
 
-The layer is evaluated by Algorithm 1 in two separate steps, `basis_responses` (one
-convolution) and `combine` (one einsum), so that another evaluation strategy can reuse
-the pieces it shares with this one.
+A fixed layer has two evaluation strategies (`STRATEGIES`, picked by `choose_strategy`):
+'conv', Algorithm 1 (`basis_responses`, one convolution with K C_out outputs, then
+`combine`, the weighted sum over K with a hand-written gradient), whose cost grows with K;
+and 'lc', the locally connected form (each position's filter bank formed from the basis,
+then `apply_banks`, one batched matrix product over positions), whose cost barely does.
+`locally_connected` uses the same `apply_banks`. Input-dependent layers have one bank per
+example and position, so they always run Algorithm 1.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import tensorflow as tf
 
@@ -88,17 +94,35 @@ def extract_patches(x, config: LRLCConfig):
 # Algorithm 1 (eqs. 2-5; spec section 4)
 
 
-def _valid_convolution(xpad, kernel, config: LRLCConfig):
-    """A 'VALID' convolution of padded input with `config`'s stride and dilation.
+def _native_padding(config: LRLCConfig):
+    """'VALID' or 'SAME' when TensorFlow's own padding is the spec's for this window, else None.
+
+    Letting the convolution pad saves a padded copy of the input and its gradient. TF's
+    'SAME' is the spec's 'same' rule at the convolution's own stride, so it applies wherever
+    the convolution runs at the layer's stride (not to a dilated, strided window, which is
+    convolved at stride 1 and then subsampled).
+    """
+    if all(pad == 0 for pair in config.padding_pairs for pad in pair):
+        return "VALID"
+    native_stride = config.dilation == (1, 1) or config.stride == (1, 1)
+    same = dataclasses.replace(config, padding="same").padding_pairs
+    return "SAME" if native_stride and config.padding_pairs == same else None
+
+
+def _convolution(x, kernel, config: LRLCConfig):
+    """The convolution of `x` with `kernel` under `config`'s padding, stride and dilation.
 
     TensorFlow's CPU kernels have no gradient for a dilated tf.nn.conv2d in float64 (nor in
     float32 without oneDNN), so a dilated window goes through tf.nn.convolution, which
     rewrites it as an undilated convolution with space_to_batch. That rewrite allows stride
     1 only, so a stride is then applied by subsampling the outputs.
     """
+    padding = _native_padding(config)
+    if padding is None:
+        x, padding = pad_input(x, config), "VALID"
     if config.dilation == (1, 1):
-        return tf.nn.conv2d(xpad, kernel, strides=config.stride, padding="VALID")
-    z = tf.nn.convolution(xpad, kernel, padding="VALID", dilations=config.dilation)
+        return tf.nn.conv2d(x, kernel, strides=config.stride, padding=padding)
+    z = tf.nn.convolution(x, kernel, padding=padding, dilations=config.dilation)
     sh, sw = config.stride
     return z[:, ::sh, ::sw, :]
 
@@ -111,31 +135,99 @@ def basis_responses(x, basis, config: LRLCConfig):
     """
     rank, kh, kw, c_in, c_out = basis.shape
     kernel = tf.reshape(tf.transpose(basis, (1, 2, 3, 4, 0)), (kh, kw, c_in, c_out * rank))
-    z = _valid_convolution(pad_input(x, config), kernel, config)
+    z = _convolution(x, kernel, config)
     out_h, out_w = config.output_size
     return tf.reshape(z, (-1, out_h, out_w, c_out, rank))
+
+
+@tf.custom_gradient
+def _weighted_sum(responses, weights):
+    """sum_k w[(b,) i, j, k] z[b, i, j, o, k] as a batched matrix-vector product per position.
+
+    The gradient is written out so that nothing of z's size is made but dz itself: dw is one
+    batched product with z, and dz = w dy is formed only after dw, so that z (dead once dw is
+    read) can be freed before dz is allocated; the step then peaks at one tensor of z's size,
+    like the K C_out convolution's own training step.
+    """
+
+    def grad(dy):
+        dweights = tf.linalg.matvec(responses, dy, transpose_a=True)  # (B, H_out, W_out, K)
+        if weights.shape.rank == 3:  # shared by the batch
+            dweights = tf.reduce_sum(dweights, axis=0)
+        with tf.control_dependencies([dweights]):
+            dresponses = weights[..., None, :] * dy[..., None]
+        return dresponses, dweights
+
+    return tf.linalg.matvec(responses, weights), grad
 
 
 def combine(responses, weights, bias=None):
     """Algorithm 1's combination step: y[b, i, j, o] = sum_k w[i, j, k] z[b, i, j, o, k] + B.
 
-    One einsum does the weighting and the sum over k. `weights` is (H_out, W_out, K), or
-    (B, H_out, W_out, K) for an input-dependent layer; `bias` is (H_out, W_out, C_out) or None.
+    `weights` is (H_out, W_out, K), or (B, H_out, W_out, K) for an input-dependent layer;
+    `bias` is (H_out, W_out, C_out) or None.
     """
-    equation = "bijok,bijk->bijo" if weights.shape.rank == 4 else "bijok,ijk->bijo"
-    y = tf.einsum(equation, responses, weights)
+    y = _weighted_sum(responses, weights)
     return y if bias is None else y + bias
 
 
-def forward(x, params, config: LRLCConfig):
-    """The LRLC layer, y = sum_k w (I * F^(k)) + B (Algorithm 1, eqs. 2-6); `x` is NHWC and
-    the parameters are cast to its dtype."""
+def forward(x, params, config: LRLCConfig, *, strategy: str = "auto"):
+    """The LRLC layer, y = sum_k w (I * F^(k)) + B (eqs. 2-6); `x` is NHWC and the parameters
+    are cast to its dtype. `strategy` is 'conv' (Algorithm 1), 'lc' (the locally connected
+    form, fixed layers only) or 'auto' (`choose_strategy`'s cost rule for this batch)."""
     x = check_input(x, config)
     params = check_params(params, config, x.dtype)
-    responses = basis_responses(x, params["basis"], config)
     weights = _combining_weights(params, config, x)
     has_bias = config.spatial_bias or config.channel_bias
-    return combine(responses, weights, bias_map(params, config, x.dtype) if has_bias else None)
+    bias = bias_map(params, config, x.dtype) if has_bias else None
+    if choose_strategy(config, x.shape[0], strategy) == "lc":
+        y = apply_banks(x, position_banks(weights, params["basis"]), config)
+        return y if bias is None else y + bias
+    return combine(basis_responses(x, params["basis"], config), weights, bias)
+
+
+# ---------------------------------------------------------------------------------------------
+# Choosing the strategy
+
+STRATEGIES = ("auto", "conv", "lc")
+
+# The cost rule's constants, in units of one example's C_out-output convolution (its
+# multiply-adds, P kh kw C_in C_out): Algorithm 1 costs about `rank` of them per example;
+# the locally connected form costs LC_PER_EXAMPLE per example (the per-position products,
+# slower per multiply-add than a convolution) plus LC_PER_RANK per rank for the whole
+# batch (forming the banks from the basis, and back). Measured on the paper's layer
+# (docs/performance.md, TensorFlow section); the rule is the comparison of the two costs.
+LC_PER_EXAMPLE = 2.0
+LC_PER_RANK = 4.0
+
+
+def choose_strategy(config: LRLCConfig, batch, strategy: str = "auto") -> str:
+    """'conv' (Algorithm 1) or 'lc' (the locally connected form) for a batch of `batch`
+    examples (None when unknown): `strategy` itself unless it is 'auto'.
+
+    'auto' runs Algorithm 1 for input-dependent layers (their banks differ per example) and
+    otherwise picks the cheaper by the rule: 'lc' when
+        batch * rank > LC_PER_EXAMPLE * batch + LC_PER_RANK * rank,
+    costs in convolutions of one example (see the constants). An unknown batch counts as
+    large, so the rule reads rank > LC_PER_EXAMPLE.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
+    if strategy == "lc" and config.input_dependent:
+        raise ValueError(
+            "strategy='lc' needs fixed combining weights; an input-dependent layer has one "
+            "filter bank per example and position, so it runs Algorithm 1 (strategy='conv' "
+            "or 'auto')"
+        )
+    if strategy != "auto":
+        return strategy
+    if config.input_dependent:
+        return "conv"
+    rank = config.rank
+    if batch is None:
+        return "lc" if rank > LC_PER_EXAMPLE else "conv"
+    lc_cost = LC_PER_EXAMPLE * batch + LC_PER_RANK * rank
+    return "lc" if batch * rank > lc_cost else "conv"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,12 +362,112 @@ def to_locally_connected(params, config: LRLCConfig, x=None):
     return kernel, bias_map(params, config, weights.dtype)
 
 
+def position_banks(weights, basis):
+    """Each output position's filter bank sum_k w[i, j, k] F^(k) (eq. 2), flattened for
+    `apply_banks`: (H_out W_out, kh kw C_in, C_out), as one matrix product. Its autodiff
+    gradient is the contraction of the banks' gradient straight to dw and dF."""
+    rank, kh, kw, c_in, c_out = basis.shape
+    flat = tf.matmul(tf.reshape(weights, (-1, rank)), tf.reshape(basis, (rank, -1)))
+    return tf.reshape(flat, (-1, kh * kw * c_in, c_out))
+
+
+def _position_major(a):
+    """(B, H, W, C) -> (H, W, B, C): positions outermost, so each position's rows are one
+    matrix of the batched products."""
+    return tf.transpose(a, (1, 2, 0, 3))
+
+
+def _batch_major(a):
+    return tf.transpose(a, (2, 0, 1, 3))
+
+
+def _tap_slices(config: LRLCConfig):
+    """For each kernel tap (u, v), tap-major, the rows and columns of the padded input it reads
+    at the output positions: (start, stop, step) pairs for a strided slice."""
+    (out_h, out_w), (kh, kw) = config.output_size, config.kernel_size
+    (sh, sw), (dh, dw) = config.stride, config.dilation
+    return [
+        ((u * dh, u * dh + (out_h - 1) * sh + 1, sh), (v * dw, v * dw + (out_w - 1) * sw + 1, sw))
+        for u in range(kh)
+        for v in range(kw)
+    ]
+
+
+def _position_patches(x, config: LRLCConfig):
+    """patches[i * W_out + j, b, (u, v, c)] = xpad[b, i s_h + u d_h, j s_w + v d_w, c] (eq. 1),
+    built from the position-major input so that no (B, P, ...) copy needs transposing."""
+    xpad = _position_major(pad_input(x, config))
+    taps = [xpad[slice(*rows), slice(*cols)] for rows, cols in _tap_slices(config)]
+    out_h, out_w = config.output_size
+    return tf.reshape(tf.concat(taps, axis=-1), (out_h * out_w, -1, taps[0].shape[-1] * len(taps)))
+
+
+def _spread(a, axis: int, window, size: int):
+    """The adjoint of the strided slice `window` = (start, stop, step) along `axis` of a
+    tensor of length `size`: `a` placed at start, start + step, ..., zeros elsewhere."""
+    start, _, step = window
+    n = a.shape[axis]
+    if step > 1:  # interleave step - 1 zeros after every element, then drop the trailing ones
+        a = tf.expand_dims(a, axis + 1)
+        a = tf.pad(
+            a, [[0, 0]] * (axis + 1) + [[0, step - 1]] + [[0, 0]] * (a.shape.rank - axis - 2)
+        )
+        shape = tf.concat([tf.shape(a)[:axis], [n * step], tf.shape(a)[axis + 2 :]], axis=0)
+        a = tf.reshape(a, shape)[(slice(None),) * axis + (slice(0, (n - 1) * step + 1),)]
+    after = size - start - (n - 1) * step - 1
+    return tf.pad(a, [[0, 0]] * axis + [[start, after]] + [[0, 0]] * (a.shape.rank - axis - 1))
+
+
+def _position_patches_adjoint(dpatches, config: LRLCConfig):
+    """dx for `_position_patches`: each tap's slice of dpatches added back where it was read,
+    then the padding cropped; returns NHWC."""
+    (out_h, out_w), (h, w) = config.output_size, config.input_size
+    (top, bottom), (left, right) = config.padding_pairs
+    c_in = config.in_channels
+    dpatches = tf.reshape(dpatches, (out_h, out_w, -1, dpatches.shape[-1]))
+    dxpad = None
+    for tap, (rows, cols) in enumerate(_tap_slices(config)):
+        part = dpatches[..., tap * c_in : (tap + 1) * c_in]
+        part = _spread(_spread(part, 0, rows, top + h + bottom), 1, cols, left + w + right)
+        dxpad = part if dxpad is None else dxpad + part
+    return _batch_major(dxpad[top : top + h, left : left + w])
+
+
+def apply_banks(x, banks, config: LRLCConfig):
+    """y[b, i, j, o] = sum_d patches[b, (i, j), d] banks[(i, j), d, o]: a locally connected
+    layer without bias, as ONE batched matrix product over the P = H_out W_out positions.
+
+    `banks` is (P, kh kw C_in, C_out), rows in the (u, v, c) order of a flattened HWIO
+    kernel. The gradient is written out: dbanks = patches^T dy and dpatches = dy banks^T,
+    one batched product each, and dx is the adjoint of the patch extraction, so neither the
+    patches nor the banks are transposed or copied along the way.
+    """
+    out_h, out_w = config.output_size
+
+    @tf.custom_gradient
+    def products(x, banks):
+        patches = _position_patches(x, config)  # (P, B, kh kw C_in)
+
+        def grad(dy):
+            dy = tf.reshape(_position_major(dy), (out_h * out_w, -1, dy.shape[-1]))
+            dbanks = tf.matmul(patches, dy, transpose_a=True)
+            dpatches = tf.matmul(dy, banks, transpose_b=True)
+            return _position_patches_adjoint(dpatches, config), dbanks
+
+        y = tf.matmul(patches, banks)  # (P, B, C_out)
+        return _batch_major(tf.reshape(y, (out_h, out_w, -1, y.shape[-1]))), grad
+
+    return products(x, banks)
+
+
 def locally_connected(x, kernel, bias, config: LRLCConfig):
     """y[b, i, j, o] = sum_{u, v, c} xpad[b, i s_h + u d_h, j s_w + v d_w, c] K[i, j, u, v, c, o]
-    + bias[i, j, o], by patch extraction and one einsum over positions.
+    + bias[i, j, o].
 
-    `kernel` is (H_out, W_out, kh, kw, C_in, C_out) or carries a leading batch axis equal to
-    the batch of `x` (one kernel per example); `bias` is (H_out, W_out, C_out) or None.
+    `kernel` is (H_out, W_out, kh, kw, C_in, C_out), applied by `apply_banks`, or carries a
+    leading batch axis equal to the batch of `x` (one kernel per example, as an
+    input-dependent layer converts), applied by one einsum over examples and positions;
+    `bias` is (H_out, W_out, C_out) or None.
     """
     x = check_input(x, config)
     kernel = as_floating(kernel, "locally connected kernel")
@@ -301,8 +493,11 @@ def locally_connected(x, kernel, bias, config: LRLCConfig):
                 f"expected {(out_h, out_w, config.out_channels)}"
             )
         bias = tf.cast(bias, x.dtype)
-    flat = (-1,) * per_example + (out_h, out_w, kh * kw * config.in_channels, config.out_channels)
-    equation = "bijp,bijpo->bijo" if per_example else "bijp,ijpo->bijo"
-    patches = extract_patches(x, config)
-    y = tf.einsum(equation, patches, tf.cast(tf.reshape(kernel, flat), x.dtype))
+    kernel = tf.cast(kernel, x.dtype)
+    depth = kh * kw * config.in_channels
+    if per_example:
+        flat = tf.reshape(kernel, (-1, out_h, out_w, depth, config.out_channels))
+        y = tf.einsum("bijp,bijpo->bijo", extract_patches(x, config), flat)
+    else:
+        y = apply_banks(x, tf.reshape(kernel, (out_h * out_w, depth, config.out_channels)), config)
     return y if bias is None else y + bias

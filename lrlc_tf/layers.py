@@ -246,6 +246,7 @@ class LowRankLocallyConnected2D(_WindowedLayer):
         channel_bias=True,
         input_dependent=False,
         data_format=None,
+        strategy="auto",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -264,6 +265,8 @@ class LowRankLocallyConnected2D(_WindowedLayer):
             input_dependent=input_dependent,
         )
         self._init_geometry(in_channels, data_format)
+        functional.choose_strategy(self._config, None, strategy)  # rejects unknown or unfit
+        self.strategy = strategy
 
     def _make_config(self, in_channels):
         return LRLCConfig(in_channels=in_channels, **self._options)
@@ -292,12 +295,18 @@ class LowRankLocallyConnected2D(_WindowedLayer):
         }
 
     def call(self, inputs):
-        y = functional.forward(self._to_nhwc(inputs), self._neutral, self._config)
+        x = self._to_nhwc(inputs)
+        y = functional.forward(x, self._neutral, self._config, strategy=self.strategy)
         return self._from_nhwc(y)
 
     def get_config(self):
         fields = {**self._config.to_dict(), "in_channels": self.in_channels}
-        return {**super().get_config(), **fields, "data_format": self.data_format}
+        return {
+            **super().get_config(),
+            **fields,
+            "data_format": self.data_format,
+            "strategy": self.strategy,
+        }
 
     # -----------------------------------------------------------------------------------------
     # Combining weights and the locally connected form (spec section 11)

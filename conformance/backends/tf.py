@@ -6,6 +6,11 @@ vjp (gradients read back by neutral name, the layer's variable names), and
 `LocallyConnected2D` (or `lrlc_tf.locally_connected` for per-example kernels) for
 `lc_forward`. Everything runs eagerly: each case has its own shapes, so tracing a
 tf.function per call would cost more than it saves.
+
+`Backend(strategy=...)` runs the layers with that evaluation strategy ('auto', 'conv' or
+'lc'; see `lrlc_tf.functional.choose_strategy`). 'lc' applies to fixed layers only: the
+catalogue's input-dependent cases then run Algorithm 1, which is what 'auto' picks for
+them (the layer refuses strategy='lc' with input_dependent=True).
 """
 
 from __future__ import annotations
@@ -21,9 +26,18 @@ def _numpy(tensor) -> np.ndarray:
 
 
 class Backend:
-    name = "tf"
-
-    def __init__(self):
+    def __init__(self, strategy: str = "auto", **unknown):
+        if unknown:
+            raise ValueError(
+                f"tf adapter: unknown option(s) {sorted(unknown)}; the only option is 'strategy'"
+            )
+        if strategy not in lrlc_tf.functional.STRATEGIES:
+            raise ValueError(
+                f"tf adapter: unknown strategy {strategy!r}; expected one of "
+                f"{lrlc_tf.functional.STRATEGIES}"
+            )
+        self.strategy = strategy
+        self.name = "tf" if strategy == "auto" else f"tf[strategy={strategy}]"
         has_gpu = bool(tf.config.list_physical_devices("GPU"))
         if has_gpu:
             # Spec section 15.4: float32 at full precision, not TensorFloat-32 on tensor cores.
@@ -39,7 +53,8 @@ class Backend:
         return tf.device("/GPU:0" if device == "gpu" else "/CPU:0")
 
     def _layer(self, config, params, dtype):
-        layer = lrlc_tf.LRLC2D.from_lrlc_config(config, dtype=dtype)
+        strategy = "auto" if config.input_dependent else self.strategy
+        layer = lrlc_tf.LRLC2D.from_lrlc_config(config, dtype=dtype, strategy=strategy)
         layer.build((None, *config.input_size, config.in_channels))
         layer.set_params(params)
         return layer
