@@ -224,18 +224,60 @@ def combine(per_member, weights, bias) -> jax.Array:
     return jnp.einsum("bijko,bijk->bijo", per_member, weights) + bias
 
 
-def apply(params, x, config: LRLCConfig) -> jax.Array:
-    """y[b, i, j, o] = sum_k w[i, j, k] (x * F^(k))[b, i, j, o] + B[i, j, o] (Alg. 1, eqs. 2-6).
+# ---------------------------------------------------------------------------------------------
+# Choosing an evaluation strategy
+
+STRATEGIES = ("auto", "conv", "lc")
+
+
+def lc_crossover(config: LRLCConfig, batch: int) -> float:
+    """The rank above which a training step costs less in the locally connected form.
+
+    TODO calibrate.
+    """
+    return 3.0
+
+
+def choose_strategy(config: LRLCConfig, batch: int, strategy: str = "auto") -> str:
+    """'conv' (Algorithm 1) or 'lc' (the locally connected form) for a batch of `batch`
+    inputs: `strategy` itself, or for 'auto' 'lc' when the layer is fixed and its rank
+    exceeds `lc_crossover(config, batch)`, else 'conv'. Input-dependent layers run
+    Algorithm 1 only: their filter banks differ per example, so there is nothing to share."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
+    if strategy == "lc" and config.input_dependent:
+        raise ValueError(
+            "strategy='lc' needs fixed combining weights; an input-dependent layer has one "
+            "filter bank per example and position, so it runs Algorithm 1 (strategy='conv' "
+            "or 'auto')"
+        )
+    if strategy != "auto":
+        return strategy
+    if config.input_dependent or config.rank <= lc_crossover(config, batch):
+        return "conv"
+    return "lc"
+
+
+def apply(params, x, config: LRLCConfig, *, strategy: str = "auto") -> jax.Array:
+    """y[b, i, j, o] = sum_k w[i, j, k] (x * F^(k))[b, i, j, o] + B[i, j, o] (eqs. 2-6).
 
     `params` maps the neutral names to arrays; `x` is NHWC of size `config.input_size`;
-    returns (B, H_out, W_out, C_out) in x's dtype (16-bit inputs: see `_widened`). Pure, so it
-    composes with `jax.jit` (`config` static), `jax.grad` and `jax.vmap`.
+    returns (B, H_out, W_out, C_out) in x's dtype (16-bit inputs: see `_widened`). `strategy`
+    picks the evaluation: 'conv' (Algorithm 1), 'lc' (the locally connected form, fixed
+    layers only) or 'auto' (`choose_strategy`'s cost rule); all give the same function. Pure,
+    so it composes with `jax.jit` (`config` and `strategy` static), `jax.grad` and `jax.vmap`.
     """
     params, x = _prepare(params, config, x)
-    per_member = basis_outputs(x, params["basis"], config)
+    strategy = choose_strategy(config, x.shape[0], strategy)
     wide, wide_x = _widened((params, x))
     weights = _weights(wide, config, wide_x)
-    y = combine(_widened(per_member), weights, _bias(wide, config, weights.dtype))
+    bias = _bias(wide, config, weights.dtype)
+    if strategy == "lc":
+        banks = _banks(weights, wide["basis"]).astype(x.dtype)
+        y = _widened(positionwise(x, banks, config)) + bias
+    else:
+        per_member = basis_outputs(x, params["basis"], config)
+        y = combine(_widened(per_member), weights, bias)
     return y.astype(x.dtype)
 
 
@@ -257,20 +299,48 @@ def to_locally_connected(params, config: LRLCConfig, x=None):
     return kernel.astype(dtype), _bias(wide, config, weights.dtype).astype(dtype)
 
 
-def _unshared_conv(x, kernel, config: LRLCConfig) -> jax.Array:
-    """`lax.conv_general_dilated_local` with a canonical (H_out, W_out, kh, kw, C_in, C_out)
-    kernel; JAX wants (H_out, W_out, C_in * kh * kw, C_out), input channels outermost."""
-    out_h, out_w, kh, kw, c_in, c_out = kernel.shape
-    local = jnp.transpose(kernel, (0, 1, 4, 2, 3, 5)).reshape(out_h, out_w, c_in * kh * kw, c_out)
-    return lax.conv_general_dilated_local(
-        x,
-        local,
-        window_strides=config.stride,
-        padding=config.padding_pairs,
-        filter_shape=config.kernel_size,
-        rhs_dilation=config.dilation,
-        dimension_numbers=_DIMENSION_NUMBERS,
-    )
+def patches(x, config: LRLCConfig) -> jax.Array:
+    """The input window of every output position, position-major: (H_out W_out, B, kh kw C_in)
+    with features in (u, v, c) order, the order of a flattened HWIO filter.
+
+    Built from kh kw strided slices of the padded input with its batch axis moved behind
+    the spatial ones, so the batched product over positions reads contiguous rows.
+    """
+    (top, bottom), (left, right) = config.padding_pairs
+    (sh, sw), (dh, dw) = config.stride, config.dilation
+    (out_h, out_w), (kh, kw) = config.output_size, config.kernel_size
+    padded = jnp.pad(jnp.transpose(x, (1, 2, 0, 3)), ((top, bottom), (left, right), (0, 0), (0, 0)))
+    windows = [
+        lax.slice(
+            padded,
+            (u * dh, v * dw, 0, 0),
+            (u * dh + (out_h - 1) * sh + 1, v * dw + (out_w - 1) * sw + 1, *padded.shape[2:]),
+            (sh, sw, 1, 1),
+        )
+        for u in range(kh)
+        for v in range(kw)
+    ]
+    stacked = jnp.stack(windows, axis=3)  # (H_out, W_out, B, kh kw, C_in)
+    return stacked.reshape(out_h * out_w, x.shape[0], -1)
+
+
+def positionwise(x, banks, config: LRLCConfig) -> jax.Array:
+    """y[b, p, o] = sum_f patch_p[b, f] bank_p[f, o]: all output positions p as one batched
+    matrix product, the arithmetic of one convolution with C_out outputs. `banks` is
+    (H_out W_out, kh kw C_in, C_out), or (B, H_out W_out, ...) per example. No bias;
+    returns (B, H_out, W_out, C_out)."""
+    out_h, out_w = config.output_size
+    spec = "pbf,pfo->bpo" if banks.ndim == 3 else "pbf,bpfo->bpo"
+    y = jnp.einsum(spec, patches(x, config), banks)
+    return y.reshape(x.shape[0], out_h, out_w, -1)
+
+
+def _banks(weights, basis) -> jax.Array:
+    """Filter banks bank_p = sum_k w[p, k] F^(k) (eq. 2) as (..., H_out W_out, kh kw C_in,
+    C_out) from weights (..., H_out, W_out, K) and the basis (K, kh, kw, C_in, C_out)."""
+    rank, kh, kw, c_in, c_out = basis.shape
+    flat = weights.reshape(*weights.shape[:-3], -1, rank)
+    return (flat @ basis.reshape(rank, -1)).reshape(*flat.shape[:-1], kh * kw * c_in, c_out)
 
 
 def locally_connected(x, kernel, bias, config: LRLCConfig) -> jax.Array:
@@ -293,12 +363,9 @@ def locally_connected(x, kernel, bias, config: LRLCConfig) -> jax.Array:
             f"locally connected bias has shape {bias.shape}; "
             f"expected {(out_h, out_w, config.out_channels)}"
         )
-    kernel, bias = kernel.astype(x.dtype), bias.astype(x.dtype)
-    if kernel.ndim == len(shared):
-        y = _unshared_conv(x, kernel, config)
-    else:  # JAX's unshared convolution takes one kernel; map it over the examples
-        y = jax.vmap(lambda xb, kb: _unshared_conv(xb[None], kb, config)[0])(x, kernel)
-    return y + bias
+    positions, bank = out_h * out_w, (kh * kw * config.in_channels, config.out_channels)
+    banks = kernel.astype(x.dtype).reshape(*kernel.shape[:-6], positions, *bank)
+    return positionwise(x, banks, config) + bias.astype(x.dtype)
 
 
 # ---------------------------------------------------------------------------------------------
