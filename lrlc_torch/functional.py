@@ -11,6 +11,7 @@ so that they broadcast against NCHW outputs without copies.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -34,6 +35,7 @@ __all__ = [
     "forward",
     "g_forward",
     "layer_bias",
+    "lc_crossover",
     "locally_connected",
     "lowrank_locally_connected",
     "normalize_weights",
@@ -89,16 +91,19 @@ def _stacked_kernel(basis: torch.Tensor) -> torch.Tensor:
     return _channels_last(basis.flatten(0, 1))
 
 
+def _basis_conv(x, basis, stride, padding, dilation) -> torch.Tensor:
+    """z (B, K, C_out, H_out, W_out), channels-last in memory (see `basis_conv2d`)."""
+    z = F.conv2d(x, _stacked_kernel(basis), stride=stride, padding=padding, dilation=dilation)
+    return z.unflatten(1, basis.shape[:2])
+
+
 def basis_conv2d(x: torch.Tensor, basis: torch.Tensor, config: LRLCConfig) -> torch.Tensor:
     """Every member's output z[b, k, o, i, j] = (I * F^(k))[b, o, i, j] (Algorithm 1, line 4).
 
     One convolution with K * C_out output channels; the result is channels-last in memory.
     """
     x, padding = _conv_geometry(x, config)
-    z = F.conv2d(
-        x, _stacked_kernel(basis), stride=config.stride, padding=padding, dilation=config.dilation
-    )
-    return z.unflatten(1, basis.shape[:2])
+    return _basis_conv(x, basis, config.stride, padding, config.dilation)
 
 
 def _positions_first(per_member: torch.Tensor) -> torch.Tensor:
@@ -132,7 +137,9 @@ class _Algorithm1(torch.autograd.Function):
     The backward (spec section 12.2-12.3) needs z for dw and then dz = w dy, as large as z,
     for the convolution's backward. z is dead once dw is read, so dz is written into z's
     buffer unless the graph is kept: then the step holds one tensor of K * C_out channels,
-    like the K * C_out convolution's own training step.
+    like the K * C_out convolution's own training step. When the backward is itself
+    differentiated (create_graph, torch.func), z and the channels-last x are recomputed
+    from the inputs, so that the recorded graph reaches them.
     """
 
     generate_vmap_rule = True
@@ -140,25 +147,26 @@ class _Algorithm1(torch.autograd.Function):
     @staticmethod
     def forward(x, weights, basis, stride, padding, dilation):
         x = _channels_last(x)  # converted once, kept for the backward
-        per_member = F.conv2d(
-            x, _stacked_kernel(basis), stride=stride, padding=padding, dilation=dilation
-        ).unflatten(1, basis.shape[:2])
+        per_member = _basis_conv(x, basis, stride, padding, dilation)
         return combine(per_member, weights), per_member, x
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        _, weights, basis, *geometry = inputs
-        _, per_member, x = output
-        ctx.mark_non_differentiable(per_member, x)
+        x, weights, basis, *geometry = inputs
+        _, per_member, x_channels_last = output
+        ctx.mark_non_differentiable(per_member, x_channels_last)
         ctx.set_materialize_grads(False)  # else autograd zero-fills gradients for z and x
-        ctx.save_for_backward(x, weights, basis, per_member)
+        ctx.save_for_backward(x, weights, basis, per_member, x_channels_last)
         ctx.geometry = geometry
 
     @staticmethod
     def backward(ctx, dy, *_):
-        x, weights, basis, per_member = ctx.saved_tensors
+        x, weights, basis, per_member, x_channels_last = ctx.saved_tensors
         if dy is None:
             return None, None, None, None, None, None
+        if torch.is_grad_enabled():  # this backward is being recorded: start from the inputs
+            x_channels_last = _channels_last(x)
+            per_member = _basis_conv(x_channels_last, basis, *ctx.geometry)
         need_x, need_weights, need_basis = ctx.needs_input_grad[:3]
         # Compute in the forward's dtype (lower than the inputs' under autocast).
         dtype = per_member.dtype
@@ -178,8 +186,8 @@ class _Algorithm1(torch.autograd.Function):
             dz = dz.flatten(-2).permute(0, 3, 1, 2)  # (B, K * C_out, H_out, W_out)
             stride, padding, dilation = ctx.geometry
             dx, dkernel, _ = torch.ops.aten.convolution_backward(
-                dz, x.to(dtype), _stacked_kernel(basis.to(dtype)), None, stride, padding,
-                dilation, False, (0, 0), 1, (need_x, need_basis, False),
+                dz, x_channels_last.to(dtype), _stacked_kernel(basis.to(dtype)), None, stride,
+                padding, dilation, False, (0, 0), 1, (need_x, need_basis, False),
             )  # fmt: skip
             dbasis = None if dkernel is None else dkernel.unflatten(0, basis.shape[:2])
         return dx, dweights, dbasis, None, None, None
@@ -250,13 +258,40 @@ def lowrank_locally_connected(x, weights, basis, config: LRLCConfig) -> torch.Te
 
 STRATEGIES = ("auto", "conv", "lc")
 
+# The cost rule's constants, measured on this project's 2-core CPU (docs/performance.md):
+# a multiply-add of the locally connected products costs PRODUCT_COST times one of the
+# convolution (MKL's small batched GEMMs against oneDNN's direct convolution), moving one
+# patch element (copy, fold) costs PATCH_COST multiply-adds, and one of the bank products
+# (forming banks, d(basis), d(w)) BANK_COST.
+PRODUCT_COST = 2.6
+PATCH_COST = 75.0
+BANK_COST = 2.0
+
+
+def lc_crossover(config: LRLCConfig, batch: int) -> float:
+    """The rank above which a training step costs less in the locally connected form.
+
+    Per output position, with M = C_in kh kw C_out multiply-adds per example:
+    Algorithm 1 runs a K C_out convolution forward and backward (input and weight
+    gradients): 3 K B M. The locally connected form runs three batched products of the same
+    size as a C_out convolution (forward, patch gradient, bank gradient) at PRODUCT_COST,
+    moves B C_in kh kw patch elements about three times at PATCH_COST, and forms banks
+    twice (forward, and again in the backward rather than keeping them) and contracts
+    their gradient twice (d(basis), d(w)): 4 K M at BANK_COST. 'lc' is cheaper when
+        K (3 B - 4 BANK_COST) > B (3 PRODUCT_COST + PATCH_COST / C_out).
+    """
+    slope = 3 * batch - 4 * BANK_COST
+    if slope <= 0:
+        return math.inf
+    return batch * (3 * PRODUCT_COST + PATCH_COST / config.out_channels) / slope
+
 
 def choose_strategy(config: LRLCConfig, batch: int, strategy: str = "auto") -> str:
     """'conv' (Algorithm 1) or 'lc' (the locally connected form) for a batch of `batch`
-    inputs: `strategy` itself unless it is 'auto', which applies the cost rule below.
-
-    TODO cost rule.
-    """
+    inputs: `strategy` itself, or for 'auto' 'lc' when the layer is fixed and its rank
+    exceeds `lc_crossover(config, batch)` (about 3 for the paper's 64-channel layer at
+    batch 64), else 'conv'. Input-dependent layers run Algorithm 1 only: their banks
+    differ per example, so the locally connected form would not share them."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
     if strategy == "lc" and config.input_dependent:
@@ -267,9 +302,9 @@ def choose_strategy(config: LRLCConfig, batch: int, strategy: str = "auto") -> s
         )
     if strategy != "auto":
         return strategy
-    if config.input_dependent:
+    if config.input_dependent or config.rank <= lc_crossover(config, batch):
         return "conv"
-    return "lc" if config.rank >= 4 else "conv"
+    return "lc"
 
 
 # ---------------------------------------------------------------------------------------------

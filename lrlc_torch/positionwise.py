@@ -65,16 +65,16 @@ def _interior(padded: torch.Tensor, x: torch.Tensor, config: LRLCConfig) -> torc
     return padded[top : top + x.shape[2], left : left + x.shape[3]]
 
 
-def _transpose_batch(a: torch.Tensor) -> torch.Tensor:
-    """(B, ...) -> (..., B) or back, as one contiguous 2-D transpose (torch copies those in
-    cache-sized tiles; a general 4-D permutation of the same tensor is several times slower)."""
-    return a.reshape(a.shape[0], -1).t().contiguous()
+def _transposed(a: torch.Tensor, rows: int) -> torch.Tensor:
+    """`a` read as a (rows, -1) matrix, transposed into contiguous memory. torch copies 2-D
+    transposes in cache-sized tiles; a general 4-D permutation is several times slower."""
+    return a.reshape(rows, -1).t().contiguous()
 
 
 def batch_last(x: torch.Tensor, config: LRLCConfig) -> torch.Tensor:
     """x (B, C_in, H, W) zero-padded by `config.padding_pairs`, as (H_pad, W_pad, C_in, B)."""
     padded = x.new_zeros(_padded_shape(x, config))
-    channels_first = _transpose_batch(x).view(*x.shape[1:], x.shape[0])  # (C_in, H, W, B)
+    channels_first = _transposed(x, x.shape[0]).view(*x.shape[1:], -1)  # (C_in, H, W, B)
     _interior(padded, x, config).copy_(channels_first.permute(1, 2, 0, 3))
     return padded
 
@@ -86,11 +86,8 @@ def _window_view(padded: torch.Tensor, config: LRLCConfig, start: int, stop: int
     h_stride, w_stride, c_stride, b_stride = padded.stride()
     shape = (stop - start, config.output_size[1], config.in_channels, *config.kernel_size)
     strides = (sh * h_stride, sw * w_stride, c_stride, dh * h_stride, dw * w_stride)
-    return padded.as_strided(
-        (*shape, padded.shape[3]),
-        (*strides, b_stride),
-        padded.storage_offset() + start * sh * h_stride,
-    )
+    first_row = padded[start * sh :]  # as_strided then starts where this view starts
+    return first_row.as_strided((*shape, padded.shape[3]), (*strides, b_stride))
 
 
 def patches(padded: torch.Tensor, config: LRLCConfig, start: int, stop: int, out=None):
@@ -204,8 +201,7 @@ def forward(x: torch.Tensor, kernels, config: LRLCConfig) -> torch.Tensor:
             buffer = x.new_empty(end - first, _bank_width(config), batch)
         block = patches(padded, config, start, stop, buffer)
         torch.bmm(kernels.banks(first, end), block, out=y[first:end])
-    # (P, C_out, B) -> (C_out, B, P): a 2-D transpose, which torch copies in cache-sized tiles.
-    y = y.view(out_h * out_w, -1).t().contiguous()
+    y = _transposed(y, out_h * out_w)  # (P, C_out, B) -> (C_out, B, P)
     return y.view(config.out_channels, batch, out_h, out_w).transpose(0, 1)
 
 
@@ -215,7 +211,7 @@ def backward(x, dy, kernels, config: LRLCConfig, *, need_x: bool, need_kernels: 
     batch = x.shape[0]
     out_w = config.output_size[1]
     # dy (B, C_out, P) as (P, C_out, B): swap the leading axes, then a 2-D transpose.
-    dy_rows = dy.transpose(0, 1).reshape(config.out_channels * batch, -1).t().contiguous()
+    dy_rows = _transposed(dy.transpose(0, 1), config.out_channels * batch)
     dy_rows = dy_rows.view(-1, config.out_channels, batch)
     padded = batch_last(x, config) if need_kernels else None
     dpadded = x.new_zeros(_padded_shape(x, config)) if need_x else None
@@ -236,4 +232,4 @@ def backward(x, dy, kernels, config: LRLCConfig, *, need_x: bool, need_kernels: 
     if not need_x:
         return None
     channels_first = _interior(dpadded, x, config).permute(2, 0, 1, 3)  # (C_in, H, W, B)
-    return _transpose_batch(channels_first.contiguous()).view(x.shape)
+    return _transposed(channels_first, x[0].numel()).view(x.shape)
