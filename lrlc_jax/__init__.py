@@ -11,25 +11,31 @@ from lrlc_numpy import LRLCConfig
 
 from .checkpoint import load_params, save_params
 from .layer import (
+    STRATEGIES,
     apply,
     basis_outputs,
     check_input,
+    choose_strategy,
     combine,
     combining_weights,
     init,
+    lc_crossover,
     locally_connected,
     resize_bilinear,
     to_locally_connected,
 )
 
 __all__ = [
+    "STRATEGIES",
     "LRLCConfig",
     "apply",
     "basis_outputs",
     "check_input",
+    "choose_strategy",
     "combine",
     "combining_weights",
     "init",
+    "lc_crossover",
     "load_params",
     "locally_connected",
     "resize_bilinear",

@@ -230,12 +230,31 @@ def combine(per_member, weights, bias) -> jax.Array:
 STRATEGIES = ("auto", "conv", "lc")
 
 
+# Costs relative to one multiply-add of XLA's CPU convolution, fitted to this repository's
+# measurements (docs/performance.md, section JAX): a multiply-add in the batched product over
+# positions, one element of patches moved (built, then folded back in the backward), and a
+# multiply-add forming or contracting the banks.
+PRODUCT_COST = 1.1
+PATCH_COST = 235.0
+BANK_COST = 2.0
+
+
 def lc_crossover(config: LRLCConfig, batch: int) -> float:
     """The rank above which a training step costs less in the locally connected form.
 
-    TODO calibrate.
+    Per output position, with M = C_in kh kw C_out multiply-adds per example: Algorithm 1
+    runs a K C_out convolution forward and backward (input and kernel gradients): 3 K B M.
+    The locally connected form runs three batched products the size of a C_out convolution
+    (forward, patch gradient, bank gradient) at PRODUCT_COST, moves B C_in kh kw patch
+    elements at PATCH_COST, forms banks and contracts their gradient to d(basis) and d(w):
+    about 4 K M at BANK_COST. 'lc' is cheaper when
+        K (3 B - 4 BANK_COST) > B (3 PRODUCT_COST + PATCH_COST / C_out).
+    For the paper's 64-channel 3x3 layer at batch 64 that is K > 2.4.
     """
-    return 3.0
+    slope = 3 * batch - 4 * BANK_COST
+    if slope <= 0:
+        return math.inf
+    return batch * (3 * PRODUCT_COST + PATCH_COST / config.out_channels) / slope
 
 
 def choose_strategy(config: LRLCConfig, batch: int, strategy: str = "auto") -> str:

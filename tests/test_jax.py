@@ -167,6 +167,84 @@ def test_vmap_over_parameter_sets_equals_a_loop(config):
 
 
 # ---------------------------------------------------------------------------------------------
+# Evaluation strategies: Algorithm 1 ('conv') and the locally connected form ('lc')
+
+# A fixed layer with every geometry feature the patches must honour: non-square kernel,
+# stride, dilation, asymmetric explicit padding; 'col' weights broadcast along rows.
+GEOMETRY = LRLCConfig(
+    3, 5, (2, 3), rank=4, input_size=(9, 11), stride=(1, 2), dilation=(2, 1),
+    padding=((1, 2), (0, 1)), combining="col", normalize="l2",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("config", [FIXED, GEOMETRY], ids=["fixed", "geometry"])
+def test_strategies_agree_with_each_other_and_the_reference(config):
+    """Output, input gradient and every parameter gradient, under jit and vmap over
+    parameter sets."""
+    x, _, dy = data(config)
+    param_sets = [data(config, seed)[1] for seed in range(2)]
+    stacked = jax.tree.map(lambda *arrays: jnp.stack(arrays), *param_sets)
+    results = {}
+    for strategy in ("conv", "lc"):
+
+        def step(params, x, dy, strategy=strategy):
+            y, pullback = jax.vjp(
+                lambda p, xs: lrlc_jax.apply(p, xs, config, strategy=strategy), params, x
+            )
+            return y, *pullback(dy)
+
+        results[strategy] = jax.jit(jax.vmap(step, in_axes=(0, None, None)))(stacked, x, dy)
+    for i, params in enumerate(param_sets):
+        want_dx, want_dparams = lrlc_numpy.vjp(x, params, config, dy)
+        for y, dparams, dx in results.values():
+            assert_close(y[i], lrlc_numpy.forward(x, params, config), config)
+            assert_close(dx[i], want_dx, config)
+            for name, want in want_dparams.items():
+                assert_close(dparams[name][i], want, config)
+        conv, lc = results["conv"], results["lc"]
+        assert_close(lc[0][i], conv[0][i], config)
+
+
+def _crossover_by_rule(config, batch):
+    """lc_crossover's documented inequality, restated: K (3 B - 4 BANK_COST) >
+    B (3 PRODUCT_COST + PATCH_COST / C_out)."""
+    layer = lrlc_jax.layer
+    cost = batch * (3 * layer.PRODUCT_COST + layer.PATCH_COST / config.out_channels)
+    return config.rank * (3 * batch - 4 * layer.BANK_COST) > cost
+
+
+@pytest.mark.parametrize("batch", [1, 2, 3, 16, 64, 512])
+def test_auto_follows_the_cost_rule(batch):
+    """'auto' picks 'lc' exactly when the documented inequality holds, never for an
+    input-dependent layer, and `apply` evaluates by the strategy `choose_strategy` names
+    (same traced program as asking for it explicitly)."""
+    for rank in (1, 2, 3, 4, 16):
+        config = LRLCConfig(8, 8, 3, rank, (6, 6), padding="same")
+        chosen = lrlc_jax.choose_strategy(config, batch)
+        assert chosen == ("lc" if _crossover_by_rule(config, batch) else "conv")
+        idep = dataclasses.replace(config, combining="full", input_dependent=True)
+        assert lrlc_jax.choose_strategy(idep, batch) == "conv"
+    config = LRLCConfig(8, 8, 3, 16, (6, 6), padding="same")
+    params = lrlc_jax.init(jax.random.key(0), config)
+    x = jnp.zeros((batch, 6, 6, 8), jnp.float32)
+
+    def program(strategy):
+        return str(
+            jax.make_jaxpr(lambda p, x: lrlc_jax.apply(p, x, config, strategy=strategy))(params, x)
+        )
+
+    chosen = lrlc_jax.choose_strategy(config, batch)
+    other = "conv" if chosen == "lc" else "lc"
+    assert program("auto") == program(chosen) != program(other)
+
+
+def test_auto_picks_lc_for_the_paper_layer_at_high_rank():
+    """The documented consequence of the rule for the paper's layer at batch 64."""
+    paper = [LRLCConfig(64, 64, 3, rank, (32, 32), padding="same") for rank in (1, 2, 4, 16)]
+    assert [lrlc_jax.choose_strategy(c, 64) for c in paper] == ["conv", "conv", "lc", "lc"]
+
+
+# ---------------------------------------------------------------------------------------------
 # Combining weights and the locally connected form
 
 
@@ -318,6 +396,10 @@ def _bad_inputs():
         ("init dtype", lambda: lrlc_jax.init(jax.random.key(0), FIXED, dtype=jnp.int32), TypeError,
          "int32"),
         ("under jit", lambda: apply_jit(params, x[:, :5], config=FIXED), ValueError, "input_size"),
+        ("strategy", lambda: apply(params, x, FIXED, strategy="fft"), ValueError,
+         r"'fft'.*\('auto', 'conv', 'lc'\)"),
+        ("lc input-dependent", lambda: apply(params_i, xi, IDEP, strategy="lc"), ValueError,
+         "strategy='lc' needs fixed combining weights"),
     ]  # fmt: skip
 
 

@@ -34,11 +34,11 @@ def _platforms() -> tuple[str, ...]:
     return tuple(found)
 
 
-@functools.partial(jax.jit, static_argnames="config")
-def _checked_outputs(params, x, dy, lc_kernel, lc_bias, config):
+@functools.partial(jax.jit, static_argnames=("config", "strategy"))
+def _checked_outputs(params, x, dy, lc_kernel, lc_bias, config, strategy):
     """Everything the checks ask of one input, as one compiled function per config and dtype:
     compiling, not running, dominates on CPU. Each check passes zeros for what it lacks."""
-    y, pullback = jax.vjp(lambda p, xs: lrlc_jax.apply(p, xs, config), params, x)
+    y, pullback = jax.vjp(lambda p, xs: lrlc_jax.apply(p, xs, config, strategy=strategy), params, x)
     dparams, dx = pullback(dy)
     out = {"y": y, "dx": dx, "dparams": dparams}
     out["lc_y"] = lrlc_jax.locally_connected(x, lc_kernel, lc_bias, config)
@@ -66,9 +66,19 @@ def _zeros_like_inputs(config, batch):
 
 
 class Backend:
-    name = "jax"
+    """`strategy` is `lrlc_jax.apply`'s evaluation strategy ('auto', 'conv' or 'lc'). 'lc'
+    applies to fixed layers; input-dependent cases run 'auto' (Algorithm 1), as `apply`
+    refuses strategy='lc' for them."""
 
-    def __init__(self):
+    def __init__(self, strategy: str = "auto", **options):
+        if options:
+            raise ValueError(f"jax adapter: unknown options {sorted(options)}; it takes strategy")
+        if strategy not in lrlc_jax.STRATEGIES:
+            raise ValueError(
+                f"jax adapter: unknown strategy {strategy!r}; expected one of {lrlc_jax.STRATEGIES}"
+            )
+        self.strategy = strategy
+        self.name = "jax" if strategy == "auto" else f"jax[strategy={strategy}]"
         self.devices = _platforms()
         accelerated = len(self.devices) > 1
         self.dtypes = ("float64", "float32") + (("bfloat16",) if accelerated else ())
@@ -85,8 +95,11 @@ class Backend:
         params, dy, lc_kernel, lc_bias = _zeros_like_inputs(config, x.shape[0])
         inputs = dict(params=params, x=x, dy=dy, lc_kernel=lc_kernel, lc_bias=lc_bias)
         inputs.update(given)
+        strategy = "auto" if config.input_dependent else self.strategy
         with jax.default_matmul_precision("highest"):
-            return _checked_outputs(**self._put(inputs, dtype, device), config=config)
+            return _checked_outputs(
+                **self._put(inputs, dtype, device), config=config, strategy=strategy
+            )
 
     def forward(self, config, params, x, *, dtype="float64", device="cpu"):
         return np.asarray(self._run(config, x, dtype, device, params=params)["y"])
