@@ -39,12 +39,59 @@ def test_adapter_reports_what_this_install_offers(jax_backend):
     assert jax.numpy.zeros(1, "float64").dtype == np.float64
 
 
+# Strategy 'lc' differs from Algorithm 1 in how windows are cut (kernel size, stride,
+# dilation, padding) and in forming banks from the weights (their (H_out, W_out, K) layout
+# and its broadcast in 'row' and 'col' modes); the weights themselves, the biases and
+# everything input-dependent are shared code that the full catalogue run above covers.
+# So 'lc' runs every fixed case of the geometry groups (all but the first group of the
+# catalogue) plus the first group's fixed 'row' and 'col' cases and its case without
+# biases: 27 of the 96 cases, instead of doubling the slowest test (one XLA compilation per
+# case and dtype).
+LC_BASE_CASES = ("fixed-row-softmax-bias[sc]", "fixed-col-l2-bias[sc]", "fixed-rowcol-none-bias[]")
+
+
+def lc_cases():
+    return [
+        case
+        for case in conformance.catalogue()
+        if not case.config.input_dependent and ("/" in case.name or case.name in LC_BASE_CASES)
+    ]
+
+
+def test_lc_strategy_passes_the_fixed_geometry_cases():
+    backend = backends.load("jax", strategy="lc")
+    assert backend.name == "jax[strategy=lc]"
+    cases = lc_cases()
+    geometries = {(c.config.kernel_size, c.config.stride, c.config.dilation) for c in cases}
+    assert len(cases) == 27 and len(geometries) == 6
+    report = conformance.run(backend, devices=["cpu"], dtypes=["float64", "float32"], cases=cases)
+    print(conformance.format_matrix([report]))
+    assert report.ok, "\n".join(map(str, report.failures))
+    assert report.total("passed") > 0 and report.total("skipped") == 0
+
+
+def test_adapter_options():
+    assert backends.load("jax", strategy="conv").name == "jax[strategy=conv]"
+    assert backends.load("jax", strategy="auto").name == "jax"
+    with pytest.raises(ValueError, match="unknown strategy 'fast'"):
+        backends.load("jax", strategy="fast")
+    with pytest.raises(ValueError, match=r"unknown options \['threads'\]"):
+        backends.load("jax", threads=2)
+
+
 @settings(max_examples=10, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), dtype=st.sampled_from(["float64", "float32"]))
-def test_random_configs(jax_backend, seed, dtype):
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    dtype=st.sampled_from(["float64", "float32"]),
+    strategy=st.sampled_from(["auto", "lc"]),
+)
+def test_random_configs(seed, dtype, strategy):
+    """Random configs under 'auto' (Algorithm 1 at these batch sizes) or 'lc' (which the
+    adapter applies to fixed layers only)."""
     config = conformance.random_config(np.random.default_rng(seed))
     case = conformance.Case(f"random-{seed}", config)
-    report = conformance.check_case(jax_backend, case, dtype=dtype, seed=seed)
+    backend = backends.load("jax", strategy=strategy)
+    report = conformance.check_case(backend, case, dtype=dtype, seed=seed)
     assert report.ok, "\n".join(map(str, report.failures))
 
 
