@@ -197,7 +197,7 @@ STRATEGIES = ("auto", "conv", "lc")
 # slower per multiply-add than a convolution) plus LC_PER_RANK per rank for the whole
 # batch (forming the banks from the basis, and back). Measured on the paper's layer
 # (docs/performance.md, TensorFlow section); the rule is the comparison of the two costs.
-LC_PER_EXAMPLE = 2.0
+LC_PER_EXAMPLE = 3.0
 LC_PER_RANK = 4.0
 
 
@@ -381,81 +381,84 @@ def _batch_major(a):
     return tf.transpose(a, (2, 0, 1, 3))
 
 
-def _tap_slices(config: LRLCConfig):
-    """For each kernel tap (u, v), tap-major, the rows and columns of the padded input it reads
-    at the output positions: (start, stop, step) pairs for a strided slice."""
-    (out_h, out_w), (kh, kw) = config.output_size, config.kernel_size
+def _tap_slices(config: LRLCConfig, row: int):
+    """For output row `row` and each kernel tap (u, v), tap-major: the padded input's row
+    u d_h + row s_h, and its columns read along that output row (a slice)."""
+    out_w, (kh, kw) = config.output_size[1], config.kernel_size
     (sh, sw), (dh, dw) = config.stride, config.dilation
     return [
-        ((u * dh, u * dh + (out_h - 1) * sh + 1, sh), (v * dw, v * dw + (out_w - 1) * sw + 1, sw))
+        (u * dh + row * sh, slice(v * dw, v * dw + (out_w - 1) * sw + 1, sw))
         for u in range(kh)
         for v in range(kw)
     ]
 
 
-def _position_patches(x, config: LRLCConfig):
-    """patches[i * W_out + j, b, (u, v, c)] = xpad[b, i s_h + u d_h, j s_w + v d_w, c] (eq. 1),
-    built from the position-major input so that no (B, P, ...) copy needs transposing."""
-    xpad = _position_major(pad_input(x, config))
-    taps = [xpad[slice(*rows), slice(*cols)] for rows, cols in _tap_slices(config)]
-    out_h, out_w = config.output_size
-    return tf.reshape(tf.concat(taps, axis=-1), (out_h * out_w, -1, taps[0].shape[-1] * len(taps)))
+def _row_patches(xpad, config: LRLCConfig, row: int):
+    """The patches of output row `row` (eq. 1): (W_out, B, kh kw C_in), (u, v, c) order,
+    from the position-major padded input (H_pad, W_pad, B, C_in)."""
+    return tf.concat([xpad[r, cols] for r, cols in _tap_slices(config, row)], axis=-1)
 
 
-def _spread(a, axis: int, window, size: int):
-    """The adjoint of the strided slice `window` = (start, stop, step) along `axis` of a
-    tensor of length `size`: `a` placed at start, start + step, ..., zeros elsewhere."""
-    start, _, step = window
-    n = a.shape[axis]
+def _spread(a, window: slice, size: int):
+    """The adjoint of a[window] along axis 0 of a length-`size` axis: `a` (n, ...) placed
+    at window.start + m window.step, zeros elsewhere."""
+    n, step = a.shape[0], window.step
     if step > 1:  # interleave step - 1 zeros after every element, then drop the trailing ones
-        a = tf.expand_dims(a, axis + 1)
-        a = tf.pad(
-            a, [[0, 0]] * (axis + 1) + [[0, step - 1]] + [[0, 0]] * (a.shape.rank - axis - 2)
-        )
-        shape = tf.concat([tf.shape(a)[:axis], [n * step], tf.shape(a)[axis + 2 :]], axis=0)
-        a = tf.reshape(a, shape)[(slice(None),) * axis + (slice(0, (n - 1) * step + 1),)]
-    after = size - start - (n - 1) * step - 1
-    return tf.pad(a, [[0, 0]] * axis + [[start, after]] + [[0, 0]] * (a.shape.rank - axis - 1))
-
-
-def _position_patches_adjoint(dpatches, config: LRLCConfig):
-    """dx for `_position_patches`: each tap's slice of dpatches added back where it was read,
-    then the padding cropped; returns NHWC."""
-    (out_h, out_w), (h, w) = config.output_size, config.input_size
-    (top, bottom), (left, right) = config.padding_pairs
-    c_in = config.in_channels
-    dpatches = tf.reshape(dpatches, (out_h, out_w, -1, dpatches.shape[-1]))
-    dxpad = None
-    for tap, (rows, cols) in enumerate(_tap_slices(config)):
-        part = dpatches[..., tap * c_in : (tap + 1) * c_in]
-        part = _spread(_spread(part, 0, rows, top + h + bottom), 1, cols, left + w + right)
-        dxpad = part if dxpad is None else dxpad + part
-    return _batch_major(dxpad[top : top + h, left : left + w])
+        a = tf.pad(a[:, None], [[0, 0], [0, step - 1]] + [[0, 0]] * (a.shape.rank - 1))
+        a = tf.reshape(a, tf.concat([[n * step], tf.shape(a)[2:]], 0))[: (n - 1) * step + 1]
+    after = size - window.start - (n - 1) * step - 1
+    return tf.pad(a, [[window.start, after]] + [[0, 0]] * (a.shape.rank - 1))
 
 
 def apply_banks(x, banks, config: LRLCConfig):
     """y[b, i, j, o] = sum_d patches[b, (i, j), d] banks[(i, j), d, o]: a locally connected
-    layer without bias, as ONE batched matrix product over the P = H_out W_out positions.
+    layer without bias, as batched matrix products over the P = H_out W_out positions.
 
     `banks` is (P, kh kw C_in, C_out), rows in the (u, v, c) order of a flattened HWIO
-    kernel. The gradient is written out: dbanks = patches^T dy and dpatches = dy banks^T,
-    one batched product each, and dx is the adjoint of the patch extraction, so neither the
-    patches nor the banks are transposed or copied along the way.
+    kernel. The products run one output row of positions at a time, so that a row's
+    patches are made where they are used and stay in cache, instead of a (P, B, kh kw C_in)
+    copy going through memory twice. The gradient is written out the same way, row by row:
+    dbanks = patches^T dy and dpatches = dy banks^T, one batched product each (the patches
+    made again rather than kept), and dx the adjoint of the patch extraction.
     """
-    out_h, out_w = config.output_size
+    out_h, (kh, kw) = config.output_size[0], config.kernel_size
+    (top, bottom), (left, right) = config.padding_pairs
+    (h, w), c_in = config.input_size, config.in_channels
+    (sh, _), (dh, _) = config.stride, config.dilation
 
     @tf.custom_gradient
     def products(x, banks):
-        patches = _position_patches(x, config)  # (P, B, kh kw C_in)
+        xpad = _position_major(pad_input(x, config))  # (H_pad, W_pad, B, C_in)
+        row_banks = tf.split(banks, out_h)
+        rows = [tf.matmul(_row_patches(xpad, config, i), row_banks[i]) for i in range(out_h)]
 
         def grad(dy):
-            dy = tf.reshape(_position_major(dy), (out_h * out_w, -1, dy.shape[-1]))
-            dbanks = tf.matmul(patches, dy, transpose_a=True)
-            dpatches = tf.matmul(dy, banks, transpose_b=True)
-            return _position_patches_adjoint(dpatches, config), dbanks
+            dy = _position_major(dy)  # (H_out, W_out, B, C_out)
+            dbanks = []
+            # drows[u][i]: what output row i's taps (u, .) give back to padded row u d_h + i s_h
+            drows = [[] for _ in range(kh)]
+            for i in range(out_h):
+                dbanks.append(tf.matmul(_row_patches(xpad, config, i), dy[i], transpose_a=True))
+                dpatches = tf.matmul(dy[i], row_banks[i], transpose_b=True)
+                for u in range(kh):
+                    taps = [
+                        _spread(
+                            dpatches[..., tap * c_in : (tap + 1) * c_in], cols, left + w + right
+                        )
+                        for tap, (_, cols) in enumerate(_tap_slices(config, 0))
+                        if tap // kw == u
+                    ]
+                    drows[u].append(tf.add_n(taps))
+            dxpad = tf.add_n(
+                [
+                    _spread(tf.stack(drows[u]), slice(u * dh, None, sh), top + h + bottom)
+                    for u in range(kh)
+                ]
+            )
+            dx = _batch_major(dxpad[top : top + h, left : left + w])
+            return dx, tf.concat(dbanks, axis=0)
 
-        y = tf.matmul(patches, banks)  # (P, B, C_out)
-        return _batch_major(tf.reshape(y, (out_h, out_w, -1, y.shape[-1]))), grad
+        return _batch_major(tf.stack(rows)), grad
 
     return products(x, banks)
 
