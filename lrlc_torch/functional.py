@@ -117,6 +117,8 @@ def combine(per_member: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     Fixed weights (K, H_out, W_out) are shared by the batch, input-dependent ones carry it
     (B, K, H_out, W_out). At each (b, i, j) this is a (1, K) x (K, C_out) product.
     """
+    if per_member.shape[1] == 1:  # a scale: one multiply beats B H_out W_out 1x1 products
+        return per_member[:, 0] * weights
     rows = weights.movedim(-3, -1).unsqueeze(-2)  # (..., H_out, W_out, 1, K)
     y = torch.matmul(rows, _positions_first(per_member)).squeeze(-2)  # (B, H_out, W_out, C_out)
     return y.permute(0, 3, 1, 2)
@@ -341,15 +343,20 @@ def normalize_weights(logits: torch.Tensor, mode: str) -> torch.Tensor:
 def resize_bilinear(a: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Aligned-corner bilinear resize of NCHW `a` to `size`, as R_h a R_w^T with the
     reference's interpolation matrices (a size-1 axis broadcasts)."""
+    if tuple(a.shape[-2:]) == tuple(size):  # aligned corners: the matrices are the identity
+        return a
     rows = torch.as_tensor(resize_matrix(a.shape[-2], size[0]), dtype=a.dtype, device=a.device)
     cols = torch.as_tensor(resize_matrix(a.shape[-1], size[1]), dtype=a.dtype, device=a.device)
     return torch.einsum("oh,bkhw,pw->bkop", rows, a, cols)
 
 
 def _pointwise(a: torch.Tensor, params, name: str) -> torch.Tensor:
-    """A 1x1 convolution with a neutral (C_in, C_out) kernel, on NCHW data."""
+    """A 1x1 convolution with a neutral (C_in, C_out) kernel, on NCHW data: per example a
+    (C_out, C_in) x (C_in, H W) product, so nothing is permuted."""
     kernel, bias = params[f"{name}.kernel"], params[f"{name}.bias"]
-    return torch.einsum("bchw,cd->bdhw", a, kernel) + bias[:, None, None]
+    per_example = kernel.t().expand(a.shape[0], *kernel.t().shape)  # a view: no copies
+    y = torch.bmm(per_example, a.flatten(2)).unflatten(-1, a.shape[2:])
+    return y + bias[:, None, None]
 
 
 def g_forward(x: torch.Tensor, params, config: LRLCConfig) -> torch.Tensor:
