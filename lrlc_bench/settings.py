@@ -26,6 +26,9 @@ OP_LABELS = {
     "lrlc_input_dependent": "input-dep. LRLC",
     "lc": "converted LC",
 }
+# The evaluation strategy each fixed-LRLC op pins (backends' `strategy=` argument); the
+# other LRLC layers are built with 'auto'.
+OP_STRATEGIES = {"lrlc": "conv", "lrlc_lc": "lc"}
 # "forward" is inference (no graph kept for autodiff); "train" is one forward and backward
 # pass: the output y and the gradient of sum(y * dy), for a fixed random dy, with respect to
 # the input and every parameter (no optimiser update).

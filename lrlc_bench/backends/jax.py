@@ -13,6 +13,7 @@ from jax import lax
 import lrlc_jax
 
 from ..measure import Workload
+from ..settings import OP_STRATEGIES
 
 
 def _conv(params, x):
@@ -24,7 +25,7 @@ def _conv(params, x):
 
 class Backend:
     name = "jax"
-    strategies = ()  # lrlc_jax evaluates LRLC by Algorithm 1 only
+    strategies = tuple(s for s in lrlc_jax.STRATEGIES if s != "auto")
 
     def __init__(self, settings):
         platform = "gpu" if settings.device == "gpu" else "cpu"
@@ -62,12 +63,16 @@ class Backend:
         config = s.lrlc_config(rank, input_dependent=op == "lrlc_input_dependent")
         params = lrlc_jax.init(jax.random.key(s.seed), config)
         if op != "lc":
-            return (lambda p, x: lrlc_jax.apply(p, x, config)), params
+            strategy = OP_STRATEGIES.get(op, "auto")
+            return (lambda p, x: lrlc_jax.apply(p, x, config, strategy=strategy)), params
         kernel, bias = lrlc_jax.to_locally_connected(params, config)
         return (
             lambda p, x: lrlc_jax.locally_connected(x, p["kernel"], p["bias"], config),
             {"kernel": kernel, "bias": bias},
         )
+
+    def chosen_strategy(self, rank: int) -> str:
+        return lrlc_jax.choose_strategy(self.settings.lrlc_config(rank), self.settings.batch)
 
     def workload(self, op: str, rank: int) -> Workload:
         s = self.settings

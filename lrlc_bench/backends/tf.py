@@ -14,12 +14,13 @@ import tensorflow as tf  # noqa: E402
 
 import lrlc_tf  # noqa: E402
 
-from ..measure import Workload  # noqa: E402
+from ..measure import Workload
+from ..settings import OP_STRATEGIES  # noqa: E402
 
 
 class Backend:
     name = "tf"
-    strategies = ()  # lrlc_tf evaluates LRLC by Algorithm 1 only
+    strategies = tuple(s for s in lrlc_tf.functional.STRATEGIES if s != "auto")
 
     def __init__(self, settings):
         if settings.device == "gpu":
@@ -61,9 +62,14 @@ class Backend:
             layer = keras.layers.Conv2D(width, s.kernel_size, padding="same")
         else:
             config = s.lrlc_config(rank, input_dependent=op == "lrlc_input_dependent")
-            layer = lrlc_tf.LRLC2D.from_lrlc_config(config)
+            strategy = OP_STRATEGIES.get(op, "auto")
+            layer = lrlc_tf.LRLC2D.from_lrlc_config(config, strategy=strategy)
         layer.build((s.batch, *s.input_size, s.in_channels))
         return layer.to_locally_connected() if op == "lc" else layer
+
+    def chosen_strategy(self, rank: int) -> str:
+        config = self.settings.lrlc_config(rank)
+        return lrlc_tf.functional.choose_strategy(config, self.settings.batch)
 
     def _sync(self) -> None:
         # CPU kernels finish before a call returns; GPU kernels may still be queued.

@@ -9,6 +9,7 @@ from torch import nn
 import lrlc_torch
 
 from ..measure import Workload
+from ..settings import OP_STRATEGIES
 
 
 class Backend:
@@ -47,11 +48,9 @@ class Backend:
         if op in ("conv", "conv_k"):
             width = s.out_channels * (rank if op == "conv_k" else 1)
             return nn.Conv2d(s.in_channels, width, s.kernel_size, padding="same", **factory)
-        if op == "lrlc_input_dependent":
-            config = s.lrlc_config(rank, input_dependent=True)
-            return lrlc_torch.LRLC2d.from_config(config, **factory)
-        strategy = "lc" if op == "lrlc_lc" else "conv"
-        layer = lrlc_torch.LRLC2d.from_config(s.lrlc_config(rank), strategy=strategy, **factory)
+        config = s.lrlc_config(rank, input_dependent=op == "lrlc_input_dependent")
+        strategy = OP_STRATEGIES.get(op, "auto")
+        layer = lrlc_torch.LRLC2d.from_config(config, strategy=strategy, **factory)
         return layer.to_locally_connected() if op == "lc" else layer
 
     def chosen_strategy(self, rank: int) -> str:
