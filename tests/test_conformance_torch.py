@@ -1,4 +1,12 @@
-"""The torch backend against the whole conformance catalogue, and on random configs."""
+"""The torch backend against the whole conformance catalogue, for each evaluation strategy,
+and on random configs.
+
+Strategy 'conv' is Algorithm 1 for every case. Strategy 'lc' evaluates every fixed case in
+the locally connected form; the input-dependent cases have one filter bank per example, so
+the adapter runs them with Algorithm 1, as 'auto' does (conformance/backends/torch.py).
+'auto' is not run separately: at the catalogue's batch of 2 its cost rule picks 'conv' for
+every case (tests/test_torch_strategies.py checks the rule).
+"""
 
 import numpy as np
 import pytest
@@ -8,11 +16,14 @@ from hypothesis import strategies as st
 
 import conformance
 from conformance import backends
+from lrlc_torch import functional as LF
+
+STRATEGIES = ("conv", "lc")
 
 
-@pytest.fixture(scope="module")
-def torch_backend():
-    return backends.load("torch")
+@pytest.fixture(scope="module", params=STRATEGIES)
+def torch_backend(request):
+    return backends.load("torch", strategy=request.param)
 
 
 def test_torch_backend_passes_whole_catalogue(torch_backend):
@@ -20,10 +31,18 @@ def test_torch_backend_passes_whole_catalogue(torch_backend):
     print(conformance.format_matrix([report]))
     assert report.ok, "\n".join(map(str, report.failures))
     n_cases = len(conformance.catalogue())
-    for check, cells in report.matrix["torch"].items():
+    for check, cells in report.matrix[torch_backend.name].items():
         for dtype, by_device in cells.items():
             runs = n_cases if check != "checkpoint" or dtype == "float64" else 0
             assert by_device["cpu"] == {"passed": runs, "failed": 0, "skipped": 0}, check
+
+
+def test_catalogue_exercises_the_locally_connected_form():
+    cases = conformance.catalogue()
+    fixed = [c for c in cases if not c.config.input_dependent]
+    assert len(fixed) > len(cases) // 2
+    assert all(LF.choose_strategy(c.config, c.batch, "lc") == "lc" for c in fixed)
+    assert all(LF.choose_strategy(c.config, c.batch, "auto") == "conv" for c in cases)
 
 
 def test_adapter_reports_what_this_install_offers(torch_backend):
@@ -33,12 +52,27 @@ def test_adapter_reports_what_this_install_offers(torch_backend):
     assert torch_backend.dtypes[:2] == ("float64", "float32")
 
 
-@settings(max_examples=12, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), dtype=st.sampled_from(["float64", "float32"]))
-def test_random_configs(torch_backend, seed, dtype):
+def test_adapter_options():
+    assert backends.load("torch").name == "torch"
+    assert backends.load("torch", strategy="auto").name == "torch"
+    assert backends.load("torch", strategy="lc").name == "torch[strategy=lc]"
+    with pytest.raises(ValueError, match=r"unknown strategy 'fast'; expected one of"):
+        backends.load("torch", strategy="fast")
+    with pytest.raises(ValueError, match=r"unknown options \['precision'\]"):
+        backends.load("torch", precision="high")
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    dtype=st.sampled_from(["float64", "float32"]),
+    strategy=st.sampled_from(STRATEGIES),
+)
+def test_random_configs(seed, dtype, strategy):
     config = conformance.random_config(np.random.default_rng(seed))
     case = conformance.Case(f"random-{seed}", config)
-    report = conformance.check_case(torch_backend, case, dtype=dtype, seed=seed)
+    backend = backends.load("torch", strategy=strategy)
+    report = conformance.check_case(backend, case, dtype=dtype, seed=seed)
     assert report.ok, "\n".join(map(str, report.failures))
 
 

@@ -28,7 +28,11 @@ class Backend:
     fixed layers only; the catalogue's input-dependent cases then run Algorithm 1, which is
     what 'auto' picks for them (the layer refuses strategy='lc' with input_dependent=True)."""
 
-    def __init__(self, strategy: str = "auto"):
+    def __init__(self, strategy: str = "auto", **unknown):
+        if unknown:
+            raise ValueError(
+                f"torch adapter: unknown options {sorted(unknown)}; expected only 'strategy'"
+            )
         if strategy not in lrlc_torch.functional.STRATEGIES:
             raise ValueError(
                 f"torch adapter: unknown strategy {strategy!r}; expected one of "
