@@ -11,6 +11,7 @@ nox.options.reuse_existing_virtualenvs = True
 
 BACKENDS = ("numpy", "torch", "jax", "tf")
 EXTRAS = {"numpy": ".", "torch": ".[torch]", "jax": ".[jax]", "tf": ".[tf]"}
+STRATEGIES = {"torch": ("conv", "lc"), "jax": ("conv", "lc"), "tf": ("conv", "lc")}
 
 
 @nox.session
@@ -25,20 +26,26 @@ def tests(session):
 def conformance(session, backend):
     """The conformance report for one backend; its venv installs only that backend.
 
-    Pass `-- --device cpu gpu` to choose devices; by default every device found is used
-    and absent ones requested explicitly are reported as skipped.
+    Backends with two evaluation strategies are checked under each ('conv' is Algorithm 1,
+    'lc' the locally connected form). Pass `-- --device cpu gpu` to choose devices; by
+    default every device found is used, and requested devices that are absent are reported
+    as skipped.
     """
     session.install("-e", EXTRAS[backend])
-    session.run(
-        "python",
-        "-m",
-        "conformance",
-        "--backend",
-        backend,
-        "--json",
-        f"reports/conformance-{backend}.json",
-        *session.posargs,
-    )
+    for strategy in STRATEGIES.get(backend, (None,)):
+        options = [] if strategy is None else ["--option", f"strategy={strategy}"]
+        suffix = "" if strategy is None else f"-{strategy}"
+        session.run(
+            "python",
+            "-m",
+            "conformance",
+            "--backend",
+            backend,
+            *options,
+            "--json",
+            f"reports/conformance-{backend}{suffix}.json",
+            *session.posargs,
+        )
 
 
 @nox.session
