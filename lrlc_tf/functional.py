@@ -381,33 +381,56 @@ def _batch_major(a):
     return tf.transpose(a, (2, 0, 1, 3))
 
 
-def _tap_slices(config: LRLCConfig, row: int):
-    """For output row `row` and each kernel tap (u, v), tap-major: the padded input's row
-    u d_h + row s_h, and its columns read along that output row (a slice)."""
-    out_w, (kh, kw) = config.output_size[1], config.kernel_size
-    (sh, sw), (dh, dw) = config.stride, config.dilation
+# Bytes of patches one block of output rows may make: small enough to stay in a core's cache
+# while its product runs (a whole layer's patches are kh kw times the input, e.g. 151 MB for
+# the paper's layer at batch 64, and took as long to write and read as the product itself).
+BLOCK_BYTES = 4 * 2**20
+
+
+def _row_blocks(config: LRLCConfig, batch, itemsize: int):
+    """The output rows in consecutive blocks (start, stop) of at most BLOCK_BYTES of patches;
+    one row per block when the batch is unknown."""
+    (out_h, out_w), (kh, kw) = config.output_size, config.kernel_size
+    rows = 1
+    if batch:
+        row_bytes = out_w * batch * kh * kw * config.in_channels * itemsize
+        rows = max(1, BLOCK_BYTES // row_bytes)
+    return [(start, min(start + rows, out_h)) for start in range(0, out_h, rows)]
+
+
+def _tap_slices(config: LRLCConfig, block):
+    """For the output rows `block` = (start, stop) and each kernel tap (u, v), tap-major: the
+    slices of padded rows and of columns that tap reads."""
+    (start, stop), out_w = block, config.output_size[1]
+    (kh, kw), (sh, sw), (dh, dw) = config.kernel_size, config.stride, config.dilation
     return [
-        (u * dh + row * sh, slice(v * dw, v * dw + (out_w - 1) * sw + 1, sw))
+        (
+            slice(u * dh + start * sh, u * dh + (stop - 1) * sh + 1, sh),
+            slice(v * dw, v * dw + (out_w - 1) * sw + 1, sw),
+        )
         for u in range(kh)
         for v in range(kw)
     ]
 
 
-def _row_patches(xpad, config: LRLCConfig, row: int):
-    """The patches of output row `row` (eq. 1): (W_out, B, kh kw C_in), (u, v, c) order,
-    from the position-major padded input (H_pad, W_pad, B, C_in)."""
-    return tf.concat([xpad[r, cols] for r, cols in _tap_slices(config, row)], axis=-1)
+def _block_patches(xpad, config: LRLCConfig, block):
+    """The patches of the output rows `block` (eq. 1): (rows W_out, B, kh kw C_in), in the
+    (u, v, c) order, from the position-major padded input (H_pad, W_pad, B, C_in)."""
+    patches = tf.concat([xpad[rows, cols] for rows, cols in _tap_slices(config, block)], -1)
+    return tf.reshape(patches, (-1, *patches.shape[2:]))
 
 
-def _spread(a, window: slice, size: int):
-    """The adjoint of a[window] along axis 0 of a length-`size` axis: `a` (n, ...) placed
-    at window.start + m window.step, zeros elsewhere."""
-    n, step = a.shape[0], window.step
+def _spread(a, axis: int, window: slice, size: int):
+    """The adjoint of a[window] along `axis`, of length `size`: `a` placed at window.start
+    + m window.step, zeros elsewhere."""
+    n, step = a.shape[axis], window.step
+    others = [[0, 0]] * (a.shape.rank - axis - 1)
     if step > 1:  # interleave step - 1 zeros after every element, then drop the trailing ones
-        a = tf.pad(a[:, None], [[0, 0], [0, step - 1]] + [[0, 0]] * (a.shape.rank - 1))
-        a = tf.reshape(a, tf.concat([[n * step], tf.shape(a)[2:]], 0))[: (n - 1) * step + 1]
+        a = tf.pad(tf.expand_dims(a, axis + 1), [[0, 0]] * (axis + 1) + [[0, step - 1]] + others)
+        shape = tf.concat([tf.shape(a)[:axis], [n * step], tf.shape(a)[axis + 2 :]], 0)
+        a = tf.reshape(a, shape)[(slice(None),) * axis + (slice((n - 1) * step + 1),)]
     after = size - window.start - (n - 1) * step - 1
-    return tf.pad(a, [[window.start, after]] + [[0, 0]] * (a.shape.rank - 1))
+    return tf.pad(a, [[0, 0]] * axis + [[window.start, after]] + others)
 
 
 def apply_banks(x, banks, config: LRLCConfig):
@@ -415,50 +438,64 @@ def apply_banks(x, banks, config: LRLCConfig):
     layer without bias, as batched matrix products over the P = H_out W_out positions.
 
     `banks` is (P, kh kw C_in, C_out), rows in the (u, v, c) order of a flattened HWIO
-    kernel. The products run one output row of positions at a time, so that a row's
-    patches are made where they are used and stay in cache, instead of a (P, B, kh kw C_in)
-    copy going through memory twice. The gradient is written out the same way, row by row:
-    dbanks = patches^T dy and dpatches = dy banks^T, one batched product each (the patches
-    made again rather than kept), and dx the adjoint of the patch extraction.
+    kernel. The products run a block of output rows at a time (`_row_blocks`), so that a
+    block's patches are made where they are used and stay in cache, instead of a
+    (P, B, kh kw C_in) copy going through memory twice. The gradient is written out the
+    same way, block by block: dbanks = patches^T dy and dpatches = dy banks^T, one batched
+    product each (the patches made again rather than kept), and dx the adjoint of the patch
+    extraction.
     """
-    out_h, (kh, kw) = config.output_size[0], config.kernel_size
+    (out_h, out_w), (kh, kw) = config.output_size, config.kernel_size
     (top, bottom), (left, right) = config.padding_pairs
     (h, w), c_in = config.input_size, config.in_channels
     (sh, _), (dh, _) = config.stride, config.dilation
+    blocks = _row_blocks(config, x.shape[0], x.dtype.size)
+    sizes = [(stop - start) * out_w for start, stop in blocks]
 
     @tf.custom_gradient
     def products(x, banks):
         xpad = _position_major(pad_input(x, config))  # (H_pad, W_pad, B, C_in)
-        row_banks = tf.split(banks, out_h)
-        rows = [tf.matmul(_row_patches(xpad, config, i), row_banks[i]) for i in range(out_h)]
+        block_banks = tf.split(banks, sizes)
+        y = [tf.matmul(_block_patches(xpad, config, b), k) for b, k in zip(blocks, block_banks)]
 
         def grad(dy):
             dy = _position_major(dy)  # (H_out, W_out, B, C_out)
             dbanks = []
-            # drows[u][i]: what output row i's taps (u, .) give back to padded row u d_h + i s_h
-            drows = [[] for _ in range(kh)]
-            for i in range(out_h):
-                dbanks.append(tf.matmul(_row_patches(xpad, config, i), dy[i], transpose_a=True))
-                dpatches = tf.matmul(dy[i], row_banks[i], transpose_b=True)
+            drows = [[] for _ in range(kh)]  # per tap row u, per block: dx of its padded rows
+            for block, bank in zip(blocks, block_banks):
+                dy_block = tf.reshape(dy[block[0] : block[1]], (-1, *dy.shape[2:]))
+                patches = _block_patches(xpad, config, block)
+                dbanks.append(tf.matmul(patches, dy_block, transpose_a=True))
+                dpatches = tf.matmul(dy_block, bank, transpose_b=True)
+                dpatches = tf.reshape(dpatches, (block[1] - block[0], out_w, *dpatches.shape[1:]))
+                taps = _tap_slices(config, block)
                 for u in range(kh):
-                    taps = [
-                        _spread(
-                            dpatches[..., tap * c_in : (tap + 1) * c_in], cols, left + w + right
+                    drows[u].append(
+                        tf.add_n(
+                            [
+                                _spread(
+                                    dpatches[..., t * c_in : (t + 1) * c_in],
+                                    1,
+                                    cols,
+                                    left + w + right,
+                                )
+                                for t, (_, cols) in enumerate(taps)
+                                if t // kw == u
+                            ]
                         )
-                        for tap, (_, cols) in enumerate(_tap_slices(config, 0))
-                        if tap // kw == u
-                    ]
-                    drows[u].append(tf.add_n(taps))
+                    )
+            # Tap row u of output row i was read from padded row u d_h + i s_h.
             dxpad = tf.add_n(
                 [
-                    _spread(tf.stack(drows[u]), slice(u * dh, None, sh), top + h + bottom)
+                    _spread(tf.concat(drows[u], 0), 0, slice(u * dh, None, sh), top + h + bottom)
                     for u in range(kh)
                 ]
             )
             dx = _batch_major(dxpad[top : top + h, left : left + w])
             return dx, tf.concat(dbanks, axis=0)
 
-        return _batch_major(tf.stack(rows)), grad
+        y = tf.reshape(tf.concat(y, axis=0), (out_h, out_w, *y[0].shape[1:]))
+        return _batch_major(y), grad
 
     return products(x, banks)
 

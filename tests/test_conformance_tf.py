@@ -1,4 +1,5 @@
-"""The tf backend against the whole conformance catalogue, and on random configs."""
+"""The tf backend against the whole conformance catalogue under both evaluation strategies,
+on random configs, and the 'auto' strategy's cost rule."""
 
 import numpy as np
 import pytest
@@ -8,7 +9,10 @@ from hypothesis import strategies as st
 tf = pytest.importorskip("tensorflow")
 
 import conformance  # noqa: E402
+import lrlc_numpy as L  # noqa: E402
+import lrlc_tf  # noqa: E402
 from conformance import backends  # noqa: E402
+from lrlc_tf import functional  # noqa: E402
 
 HAS_GPU = bool(tf.config.list_physical_devices("GPU"))
 
@@ -18,18 +22,24 @@ def tf_backend():
     return backends.load("tf")
 
 
-def test_tf_backend_passes_whole_catalogue(tf_backend):
-    report = conformance.run(tf_backend, devices=["cpu"], dtypes=["float64", "float32"])
+@pytest.mark.parametrize("strategy", ["conv", "lc"])
+def test_tf_backend_passes_whole_catalogue(strategy):
+    """Under 'lc' the catalogue's input-dependent cases run Algorithm 1 (the adapter says so:
+    the layer refuses 'lc' for them), so they are checked again rather than skipped."""
+    backend = backends.load("tf", strategy=strategy)
+    assert backend.name == f"tf[strategy={strategy}]"
+    report = conformance.run(backend, devices=["cpu"], dtypes=["float64", "float32"])
     print(conformance.format_matrix([report]))
     assert report.ok, "\n".join(map(str, report.failures))
     n_cases = len(conformance.catalogue())
-    for check, cells in report.matrix["tf"].items():
+    for check, cells in report.matrix[backend.name].items():
         for dtype, by_device in cells.items():
             runs = n_cases if check != "checkpoint" or dtype == "float64" else 0
             assert by_device["cpu"] == {"passed": runs, "failed": 0, "skipped": 0}, check
 
 
 def test_adapter_reports_what_this_install_offers(tf_backend):
+    assert tf_backend.name == "tf"
     assert tf_backend.devices == (("cpu", "gpu") if HAS_GPU else ("cpu",))
     assert ("bfloat16" in tf_backend.dtypes) == HAS_GPU
     assert tf_backend.dtypes[:2] == ("float64", "float32")
@@ -43,13 +53,81 @@ def test_adapter_rejects_absent_device(tf_backend):
         tf_backend.forward(case.config, params, x, device=absent)
 
 
+def test_adapter_rejects_unknown_options():
+    with pytest.raises(ValueError, match="'fast'"):
+        backends.load("tf", strategy="fast")
+    with pytest.raises(ValueError, match="colour"):
+        backends.load("tf", colour="red")
+
+
 @settings(max_examples=12, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), dtype=st.sampled_from(["float64", "float32"]))
-def test_random_configs(tf_backend, seed, dtype):
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    dtype=st.sampled_from(["float64", "float32"]),
+    strategy=st.sampled_from(["conv", "lc"]),
+)
+def test_random_configs(seed, dtype, strategy):
     config = conformance.random_config(np.random.default_rng(seed))
     case = conformance.Case(f"random-{seed}", config)
-    report = conformance.check_case(tf_backend, case, dtype=dtype, seed=seed)
+    backend = backends.load("tf", strategy=strategy)
+    report = conformance.check_case(backend, case, dtype=dtype, seed=seed)
     assert report.ok, "\n".join(map(str, report.failures))
+
+
+# ---------------------------------------------------------------------------------------------
+# The 'auto' strategy
+
+
+def _config(rank, **kwargs):
+    return L.LRLCConfig(3, 4, 3, rank, (6, 5), padding="same", **kwargs)
+
+
+@pytest.mark.parametrize("batch", [1, 2, 8, 64, 512, None])
+@pytest.mark.parametrize("rank", [1, 2, 3, 4, 8, 16, 32])
+def test_auto_follows_the_documented_cost_rule(batch, rank):
+    """'lc' exactly when batch * rank > LC_PER_EXAMPLE * batch + LC_PER_RANK * rank (an
+    unknown batch counting as large: rank > LC_PER_EXAMPLE); input-dependent: 'conv'."""
+    if batch is None:
+        want = "lc" if rank > functional.LC_PER_EXAMPLE else "conv"
+    else:
+        lc_cost = functional.LC_PER_EXAMPLE * batch + functional.LC_PER_RANK * rank
+        want = "lc" if batch * rank > lc_cost else "conv"
+    assert functional.choose_strategy(_config(rank), batch) == want
+    for explicit in ("conv", "lc"):
+        assert functional.choose_strategy(_config(rank), batch, explicit) == explicit
+    dependent = _config(rank, combining="full", input_dependent=True)
+    assert functional.choose_strategy(dependent, batch) == "conv"
+
+
+@pytest.mark.parametrize(("batch", "rank"), [(2, 16), (64, 16)])
+def test_auto_layer_runs_the_chosen_strategy(batch, rank):
+    """The traced graph holds a convolution for Algorithm 1 and none for the LC form."""
+    config = _config(rank)
+    layer = lrlc_tf.LRLC2D.from_lrlc_config(config)
+    x = tf.zeros((batch, *config.input_size, config.in_channels))
+    graph = tf.function(layer).get_concrete_function(x).graph
+    has_conv = any(op.type == "Conv2D" for op in graph.get_operations())
+    assert has_conv == (functional.choose_strategy(config, batch) == "conv")
+
+
+# Every fifth fixed case of the catalogue (input-dependent layers have Algorithm 1 only).
+FIXED_CASES = [c for c in conformance.catalogue() if not c.config.input_dependent][::5]
+
+
+@pytest.mark.parametrize("case", FIXED_CASES, ids=[c.name for c in FIXED_CASES])
+def test_strategies_agree(case):
+    """'conv' and 'lc' give the same outputs and gradients (each within the tolerance of the
+    reference, so within twice it of each other)."""
+    x, params, dy = conformance.case_data(case, 0)
+    results = {}
+    for strategy in ("conv", "lc"):
+        backend = backends.load("tf", strategy=strategy)
+        y = backend.forward(case.config, params, x, dtype="float32")
+        dx, dparams = backend.vjp(case.config, params, x, dy, dtype="float32")
+        results[strategy] = [y, dx, *(dparams[name] for name in sorted(dparams))]
+    tol = 2 * conformance.tolerance("float32", case.config, case.batch)
+    for conv, lc in zip(results["conv"], results["lc"]):
+        assert conformance.relative_error(lc, conv) <= tol
 
 
 @pytest.mark.gpu
