@@ -27,6 +27,12 @@ STRIDED_DILATED = L.LRLCConfig(
     2, 3, (3, 2), rank=2, input_size=(9, 8), stride=2, dilation=2, padding="same", combining="row"
 )
 CONFIGS = {"fixed": FIXED, "idep": IDEP, "strided-dilated": STRIDED_DILATED}
+# Each config under each strategy it has (input-dependent layers: Algorithm 1 only).
+STRATEGY_CASES = {
+    f"{name}-{strategy}": (config, strategy)
+    for name, config in CONFIGS.items()
+    for strategy in (("conv",) if config.input_dependent else ("conv", "lc"))
+}
 BATCH = 2
 HAS_GPU = bool(tf.config.list_physical_devices("GPU"))
 
@@ -156,10 +162,11 @@ def test_channels_first_matches_the_reference(config):
         assert err(weights, L.combining_weights(params, config, x)) <= tol(config)
 
 
-@pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS)
-def test_get_config_round_trip(config):
-    layer, x, params = loaded(config, data_format="channels_first", name="lrlc")
+@pytest.mark.parametrize(("config", "strategy"), STRATEGY_CASES.values(), ids=STRATEGY_CASES)
+def test_get_config_round_trip(config, strategy):
+    layer, x, params = loaded(config, data_format="channels_first", name="lrlc", strategy=strategy)
     keras_config = layer.get_config()
+    assert keras_config["strategy"] == strategy
     json.dumps(keras_config)  # serialisable as it stands
     clone = LRLC2D.from_config(keras_config)
     assert clone.get_config() == keras_config
@@ -184,7 +191,9 @@ def test_compute_output_shape_matches_the_call():
 def test_keras_file_round_trip_keeps_outputs(tmp_path):
     keras.utils.set_random_seed(0)
     inputs = keras.Input((9, 8, 2))
-    hidden = LRLC2D(4, 3, 3, input_size=(9, 8), padding="same", combining="row")(inputs)
+    hidden = LRLC2D(4, 3, 3, input_size=(9, 8), padding="same", combining="row", strategy="lc")(
+        inputs
+    )
     hidden = keras.layers.ReLU()(hidden)
     hidden = LRLC2D(3, 3, 2, input_size=(9, 8), stride=2, combining="full", input_dependent=True)(
         hidden
@@ -203,6 +212,7 @@ def test_keras_file_round_trip_keeps_outputs(tmp_path):
     ]
     np.testing.assert_array_equal(restored(x), model(x))
     assert [v.name for v in restored.layers[1].weights] == [v.name for v in model.layers[1].weights]
+    assert restored.layers[1].strategy == "lc"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -313,9 +323,9 @@ def test_bad_checkpoints_are_rejected(tmp_path):
 # XLA and mixed precision
 
 
-@pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS)
-def test_xla_compiled_equals_eager(config):
-    layer, x, _ = loaded(config)
+@pytest.mark.parametrize(("config", "strategy"), STRATEGY_CASES.values(), ids=STRATEGY_CASES)
+def test_xla_compiled_equals_eager(config, strategy):
+    layer, x, _ = loaded(config, strategy=strategy)
     x = tf.constant(x)
     dy = tf.constant(np.random.default_rng(3).normal(size=(BATCH, *config.output_size, 3)))
 
@@ -334,11 +344,11 @@ def test_xla_compiled_equals_eager(config):
 @pytest.mark.parametrize(
     ("policy", "dtype"), [("mixed_float16", "float16"), ("mixed_bfloat16", "bfloat16")]
 )
-@pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS)
-def test_mixed_precision(config, policy, dtype):
+@pytest.mark.parametrize(("config", "strategy"), STRATEGY_CASES.values(), ids=STRATEGY_CASES)
+def test_mixed_precision(config, strategy, policy, dtype):
     """Variables stay float32, the layer computes in the 16-bit type; against the reference on
     the same 16-bit-rounded inputs and parameters, the 16-bit tolerance rule applies."""
-    layer, x, params = loaded(config, dtype=policy)
+    layer, x, params = loaded(config, dtype=policy, strategy=strategy)
     assert all(v.dtype == "float32" for v in layer.weights)
     x16 = conformance.round_to(x, dtype)
     params16 = {name: conformance.round_to(value, dtype) for name, value in params.items()}
@@ -427,6 +437,15 @@ def test_bad_options_raise_at_construction(kwargs, exception, match):
     args = {"input_size": (7, 6), **kwargs}
     with pytest.raises(exception, match=match):
         LRLC2D(3, 3, 2, **args)
+
+
+def test_bad_strategies_raise_at_construction():
+    with pytest.raises(ValueError, match="unknown strategy 'fastest'"):
+        LRLC2D(3, 3, 2, input_size=(7, 6), strategy="fastest")
+    with pytest.raises(ValueError, match="strategy='lc' needs fixed combining weights"):
+        LRLC2D.from_lrlc_config(IDEP, strategy="lc")
+    with pytest.raises(ValueError, match="strategy='lc' needs fixed combining weights"):
+        lrlc_tf.forward(np.zeros((1, 7, 6, 2)), L.init_params(IDEP), IDEP, strategy="lc")
 
 
 def test_bad_params_raise_clear_errors():
