@@ -19,6 +19,7 @@ example and position, so they always run Algorithm 1.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import tensorflow as tf
 
@@ -191,26 +192,42 @@ def forward(x, params, config: LRLCConfig, *, strategy: str = "auto"):
 
 STRATEGIES = ("auto", "conv", "lc")
 
-# The cost rule's constants, in units of one example's C_out-output convolution (its
-# multiply-adds, P kh kw C_in C_out): Algorithm 1 costs about `rank` of them per example;
-# the locally connected form costs LC_PER_EXAMPLE per example (the per-position products,
-# slower per multiply-add than a convolution) plus LC_PER_RANK per rank for the whole
-# batch (forming the banks from the basis, and back). Measured on the paper's layer
-# (docs/performance.md, TensorFlow section); the rule is the comparison of the two costs.
-LC_PER_EXAMPLE = 3.0
-LC_PER_RANK = 4.0
+# The cost rule's constants (the shape of lrlc_torch's rule), measured on this project's
+# 2-core CPU (docs/performance.md, TensorFlow section): a multiply-add of the batched
+# products over positions costs PRODUCT_COST times one of oneDNN's convolution, moving one
+# patch element (slice, concat, and their adjoints) PATCH_COST multiply-adds, and a
+# multiply-add of the bank products (forming banks, d(basis), d(w)) BANK_COST.
+PRODUCT_COST = 2.0
+PATCH_COST = 40.0
+BANK_COST = 2.0
+
+
+def lc_crossover(config: LRLCConfig, batch) -> float:
+    """The rank above which a training step costs less in the locally connected form.
+
+    Per output position, with M = C_in kh kw C_out multiply-adds per example: Algorithm 1
+    runs a K C_out convolution forward and backward (input and kernel gradients): 3 K B M.
+    The locally connected form runs three batched products the size of a C_out convolution
+    (forward, patch gradient, bank gradient) at PRODUCT_COST, moves B C_in kh kw patch
+    elements about three times (made, made again in the backward, folded back) at
+    PATCH_COST, and forms the banks once (kept for the backward) and contracts their
+    gradient twice (d(basis), d(w)): 3 K M at BANK_COST. 'lc' is cheaper when
+        K (3 B - 3 BANK_COST) > B (3 PRODUCT_COST + 3 PATCH_COST / C_out).
+    An unknown batch (None) counts as large: the crossover's limit as B grows.
+    """
+    per_example = 3 * PRODUCT_COST + 3 * PATCH_COST / config.out_channels
+    if batch is None:
+        return per_example / 3
+    slope = 3 * batch - 3 * BANK_COST
+    return math.inf if slope <= 0 else batch * per_example / slope
 
 
 def choose_strategy(config: LRLCConfig, batch, strategy: str = "auto") -> str:
     """'conv' (Algorithm 1) or 'lc' (the locally connected form) for a batch of `batch`
-    examples (None when unknown): `strategy` itself unless it is 'auto'.
-
-    'auto' runs Algorithm 1 for input-dependent layers (their banks differ per example) and
-    otherwise picks the cheaper by the rule: 'lc' when
-        batch * rank > LC_PER_EXAMPLE * batch + LC_PER_RANK * rank,
-    costs in convolutions of one example (see the constants). An unknown batch counts as
-    large, so the rule reads rank > LC_PER_EXAMPLE.
-    """
+    examples (None when unknown): `strategy` itself, or for 'auto' 'lc' when the layer is
+    fixed and its rank exceeds `lc_crossover(config, batch)` (2.7 for the paper's 64-channel
+    layer at batch 64), else 'conv'. Input-dependent layers run Algorithm 1 only: their
+    banks differ per example."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
     if strategy == "lc" and config.input_dependent:
@@ -221,13 +238,9 @@ def choose_strategy(config: LRLCConfig, batch, strategy: str = "auto") -> str:
         )
     if strategy != "auto":
         return strategy
-    if config.input_dependent:
+    if config.input_dependent or config.rank <= lc_crossover(config, batch):
         return "conv"
-    rank = config.rank
-    if batch is None:
-        return "lc" if rank > LC_PER_EXAMPLE else "conv"
-    lc_cost = LC_PER_EXAMPLE * batch + LC_PER_RANK * rank
-    return "lc" if batch * rank > lc_cost else "conv"
+    return "lc"
 
 
 # ---------------------------------------------------------------------------------------------

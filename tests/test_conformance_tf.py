@@ -85,13 +85,15 @@ def _config(rank, **kwargs):
 @pytest.mark.parametrize("batch", [1, 2, 8, 64, 512, None])
 @pytest.mark.parametrize("rank", [1, 2, 3, 4, 8, 16, 32])
 def test_auto_follows_the_documented_cost_rule(batch, rank):
-    """'lc' exactly when batch * rank > LC_PER_EXAMPLE * batch + LC_PER_RANK * rank (an
-    unknown batch counting as large: rank > LC_PER_EXAMPLE); input-dependent: 'conv'."""
+    """'lc' exactly when K (3 B - 3 BANK_COST) > B (3 PRODUCT_COST + 3 PATCH_COST / C_out),
+    an unknown batch counting as large; input-dependent layers: 'conv'."""
+    f = functional
+    per_example = 3 * f.PRODUCT_COST + 3 * f.PATCH_COST / _config(rank).out_channels
     if batch is None:
-        want = "lc" if rank > functional.LC_PER_EXAMPLE else "conv"
+        want = "lc" if 3 * rank > per_example else "conv"
     else:
-        lc_cost = functional.LC_PER_EXAMPLE * batch + functional.LC_PER_RANK * rank
-        want = "lc" if batch * rank > lc_cost else "conv"
+        cheaper = rank * (3 * batch - 3 * f.BANK_COST) > batch * per_example
+        want = "lc" if cheaper else "conv"
     assert functional.choose_strategy(_config(rank), batch) == want
     for explicit in ("conv", "lc"):
         assert functional.choose_strategy(_config(rank), batch, explicit) == explicit
