@@ -148,17 +148,24 @@ def _weighted_sum(responses, weights):
     The gradient is written out so that nothing of z's size is made but dz itself: dw is one
     batched product with z, and dz = w dy is formed only after dw, so that z (dead once dw is
     read) can be freed before dz is allocated; the step then peaks at one tensor of z's size,
-    like the K C_out convolution's own training step.
+    like the K C_out convolution's own training step. At rank 1 the products are plain
+    multiplications, which skip the batched product's per-position overhead.
     """
+    rank_one = responses.shape[-1] == 1
 
     def grad(dy):
-        dweights = tf.linalg.matvec(responses, dy, transpose_a=True)  # (B, H_out, W_out, K)
+        if rank_one:
+            dweights = tf.reduce_sum(responses[..., 0] * dy, axis=-1, keepdims=True)
+        else:
+            dweights = tf.linalg.matvec(responses, dy, transpose_a=True)  # (B, H_out, W_out, K)
         if weights.shape.rank == 3:  # shared by the batch
             dweights = tf.reduce_sum(dweights, axis=0)
         with tf.control_dependencies([dweights]):
             dresponses = weights[..., None, :] * dy[..., None]
         return dresponses, dweights
 
+    if rank_one:
+        return responses[..., 0] * weights, grad
     return tf.linalg.matvec(responses, weights), grad
 
 
