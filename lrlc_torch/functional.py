@@ -347,16 +347,20 @@ def resize_bilinear(a: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         return a
     rows = torch.as_tensor(resize_matrix(a.shape[-2], size[0]), dtype=a.dtype, device=a.device)
     cols = torch.as_tensor(resize_matrix(a.shape[-1], size[1]), dtype=a.dtype, device=a.device)
-    return torch.einsum("oh,bkhw,pw->bkop", rows, a, cols)
+    maps = a.flatten(0, 1)  # (B K, h, w)
+    # Two products and no permutes: (B K h, w) x (w, W_out), then R_h per map.
+    resized = torch.bmm(rows.expand(maps.shape[0], *rows.shape), maps @ cols.t())
+    return resized.unflatten(0, a.shape[:2])
 
 
 def _pointwise(a: torch.Tensor, params, name: str) -> torch.Tensor:
     """A 1x1 convolution with a neutral (C_in, C_out) kernel, on NCHW data: per example a
-    (C_out, C_in) x (C_in, H W) product, so nothing is permuted."""
+    (C_out, C_in) x (C_in, H W) product plus the bias, one batched op that permutes nothing."""
     kernel, bias = params[f"{name}.kernel"], params[f"{name}.bias"]
-    per_example = kernel.t().expand(a.shape[0], *kernel.t().shape)  # a view: no copies
-    y = torch.bmm(per_example, a.flatten(2)).unflatten(-1, a.shape[2:])
-    return y + bias[:, None, None]
+    maps = a.flatten(2)
+    per_example = kernel.t().expand(a.shape[0], *kernel.t().shape)  # views: no copies
+    bias = bias[:, None].expand(a.shape[0], bias.shape[0], maps.shape[2])
+    return torch.baddbmm(bias, per_example, maps).unflatten(-1, a.shape[2:])
 
 
 def g_forward(x: torch.Tensor, params, config: LRLCConfig) -> torch.Tensor:

@@ -34,10 +34,11 @@ from lrlc_numpy import LRLCConfig
 
 __all__ = ["BLOCK_BYTES", "BasisKernels", "WeightKernels", "backward", "forward", "patches"]
 
-# Target size of one block's patch buffer: small enough to stay in cache-friendly sizes and
-# below glibc's 32 MiB mmap threshold (reused heap memory, no page faults per block), large
-# enough that each batched product has many positions.
-BLOCK_BYTES = 16 * 2**20
+# Target size of one block's buffers (patches; formed banks): they bound the working
+# memory, while each block costs about 18 tensor operations, whose fixed cost grows a lot on
+# an oversubscribed CPU (each waits for every intra-op thread to be scheduled); 32 MiB
+# splits the benchmark layer into 6 blocks.
+BLOCK_BYTES = 32 * 2**20
 
 
 def _bank_width(config: LRLCConfig) -> int:
@@ -144,31 +145,32 @@ class WeightKernels:
 
 class BasisKernels:
     """Banks formed from an LRLC basis (K, C_out, C_in, kh, kw) and fixed combining weights
-    (K, H_out, W_out): bank_p = sum_k w[k, p] basis[k] (eq. 2), formed block by block into a
-    reused buffer. `accumulate` contracts each block's bank gradients to d(basis) (summed
-    over positions) and d(w) (per position)."""
+    (K, H_out, W_out): bank_p = sum_k w[k, p] basis[k] (eq. 2), formed block by block into
+    one reused buffer, which then also takes the block's bank gradients (the backward is
+    done with a block's banks when it asks for `grad_buffer`). `accumulate` contracts them
+    to d(basis) (summed over positions) and d(w) (per position)."""
 
     def __init__(self, weights, basis, *, need_weights=False, need_basis=False):
         self.basis_shape = basis.shape
         self.weights = weights.flatten(1).t().contiguous()  # (P, K)
         self.basis = basis.flatten(1)  # (K, C_out C_in kh kw)
         self.bank_shape = (basis.shape[1], self.basis.shape[1] // basis.shape[1])
-        self.buffer = self.grad = None
+        self.buffer = None
         self.dweights = self.weights.new_empty(self.weights.shape) if need_weights else None
         self.dbasis = self.basis.new_zeros(self.basis.shape) if need_basis else None
 
-    def _scratch(self, name: str, count: int, blocks_of: int) -> torch.Tensor:
-        if getattr(self, name) is None:
-            setattr(self, name, self.basis.new_empty(blocks_of, self.basis.shape[1]))
-        return getattr(self, name)[:count]
+    def _scratch(self, start: int, stop: int) -> torch.Tensor:
+        if self.buffer is None:  # blocks come largest first
+            self.buffer = self.basis.new_empty(stop - start, self.basis.shape[1])
+        return self.buffer[: stop - start]
 
     def banks(self, start: int, stop: int) -> torch.Tensor:
-        out = self._scratch("buffer", stop - start, stop - start)
+        out = self._scratch(start, stop)
         torch.mm(self.weights[start:stop], self.basis, out=out)
         return out.view(-1, *self.bank_shape)
 
     def grad_buffer(self, start: int, stop: int) -> torch.Tensor:
-        return self._scratch("grad", stop - start, stop - start).view(-1, *self.bank_shape)
+        return self._scratch(start, stop).view(-1, *self.bank_shape)
 
     def accumulate(self, start: int, stop: int, dbanks: torch.Tensor) -> None:
         dbanks = dbanks.flatten(1)
