@@ -115,6 +115,20 @@ def run_worker(request: dict) -> dict:
         return json.loads(result_path.read_text())
 
 
+def source_version() -> str | None:
+    """`git describe --always --dirty` of the measured code, when it is a git checkout."""
+    try:
+        process = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+        )
+    except OSError:
+        return None
+    return process.stdout.strip() or None
+
+
 def machine_info() -> dict:
     info = {
         "platform": platform.platform(),
@@ -164,6 +178,7 @@ def measure(settings: Settings, names, *, memory: bool = True) -> dict:
         "machine": machine_info(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": sys.argv,
+        "source": source_version(),
         "backends": {},
     }
     for name in names:

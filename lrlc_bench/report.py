@@ -233,6 +233,8 @@ def _context(results: dict) -> list[str]:
     """Machine, versions, thread settings and load: what a reader needs to weigh the numbers."""
     m = results["machine"]
     lines = [f"- Machine: {m['cpu_model']}, {m['cpu_count']} CPUs; Python {m['python']}."]
+    if results.get("source"):
+        lines.append(f"- Code: git {results['source']}, run {results['date']}.")
     for name, backend in results["backends"].items():
         if backend["status"] != "ok":
             lines.append(f"- {name}: {backend['status']} ({backend['error']})")
