@@ -265,8 +265,8 @@ STRATEGIES = ("auto", "conv", "lc")
 # convolution (MKL's small batched GEMMs against oneDNN's direct convolution), moving one
 # patch element (copy, fold) costs PATCH_COST multiply-adds, and one of the bank products
 # (forming banks, d(basis), d(w)) BANK_COST.
-PRODUCT_COST = 2.6
-PATCH_COST = 75.0
+PRODUCT_COST = 3.4
+PATCH_COST = 100.0
 BANK_COST = 2.0
 
 
@@ -291,7 +291,7 @@ def lc_crossover(config: LRLCConfig, batch: int) -> float:
 def choose_strategy(config: LRLCConfig, batch: int, strategy: str = "auto") -> str:
     """'conv' (Algorithm 1) or 'lc' (the locally connected form) for a batch of `batch`
     inputs: `strategy` itself, or for 'auto' 'lc' when the layer is fixed and its rank
-    exceeds `lc_crossover(config, batch)` (about 3 for the paper's 64-channel layer at
+    exceeds `lc_crossover(config, batch)` (4.1 for the paper's 64-channel layer at
     batch 64), else 'conv'. Input-dependent layers run Algorithm 1 only: their banks
     differ per example, so the locally connected form would not share them."""
     if strategy not in STRATEGIES:
