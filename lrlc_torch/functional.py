@@ -260,11 +260,11 @@ def lowrank_locally_connected(x, weights, basis, config: LRLCConfig) -> torch.Te
 
 STRATEGIES = ("auto", "conv", "lc")
 
-# The cost rule's constants, measured on this project's 2-core CPU (docs/performance.md):
-# a multiply-add of the locally connected products costs PRODUCT_COST times one of the
-# convolution (MKL's small batched GEMMs against oneDNN's direct convolution), moving one
-# patch element (copy, fold) costs PATCH_COST multiply-adds, and one of the bank products
-# (forming banks, d(basis), d(w)) BANK_COST.
+# The cost rule's constants, in multiply-adds of the convolution, fitted on this project's
+# 2-core CPU single-threaded (docs/performance.md): a multiply-add of the locally connected
+# products costs PRODUCT_COST (MKL's small batched GEMMs against oneDNN's direct
+# convolution), one patch element's moves in a step (copy, copy again, fold) PATCH_COST, a
+# multiply-add of the bank products (forming banks, d(basis), d(w)) BANK_COST.
 PRODUCT_COST = 3.4
 PATCH_COST = 100.0
 BANK_COST = 2.0
@@ -277,10 +277,13 @@ def lc_crossover(config: LRLCConfig, batch: int) -> float:
     Algorithm 1 runs a K C_out convolution forward and backward (input and weight
     gradients): 3 K B M. The locally connected form runs three batched products of the same
     size as a C_out convolution (forward, patch gradient, bank gradient) at PRODUCT_COST,
-    moves B C_in kh kw patch elements about three times at PATCH_COST, and forms banks
-    twice (forward, and again in the backward rather than keeping them) and contracts
-    their gradient twice (d(basis), d(w)): 4 K M at BANK_COST. 'lc' is cheaper when
+    moves B C_in kh kw patch elements (PATCH_COST each, i.e. PATCH_COST / C_out per M),
+    and forms banks twice (forward, and again in the backward rather than keeping them)
+    and contracts their gradient twice (d(basis), d(w)): 4 K M at BANK_COST. 'lc' is
+    cheaper when
         K (3 B - 4 BANK_COST) > B (3 PRODUCT_COST + PATCH_COST / C_out).
+    For the paper's layer (64 -> 64 channels) at batch 64 that is K > 4.1; measured there
+    (one thread) 'lc' / 'conv' was 1.21 at K = 3, 0.99 at K = 4 and 0.84 at K = 5.
     """
     slope = 3 * batch - 4 * BANK_COST
     if slope <= 0:

@@ -4,7 +4,7 @@ section 11): the kernel of `LocallyConnected2d` and of `LRLC2d(strategy='lc')`.
 At output position p = (i, j) a locally connected layer computes y[:, :, p] from that
 position's patches (B, C_in kh kw) and filter bank (C_out, C_in kh kw). All positions
 together are one `torch.bmm`, with the arithmetic of a single convolution with C_out
-outputs; the banks come from a `KernelSource`:
+outputs; the banks come from a kernel source:
 
 - `WeightKernels`: a locally connected layer's weight, read as it is;
 - `BasisKernels`: banks formed from an LRLC basis, kernel_p = sum_k w[k, p] basis[k]
@@ -12,13 +12,14 @@ outputs; the banks come from a `KernelSource`:
   2 P K C_out C_in kh kw flops, a factor B / K less than a convolution with C_out outputs,
   so the whole evaluation grows far slower with K than Algorithm 1's K C_out convolution.
 
-Layouts are chosen so that nothing large is permuted: the padded input is kept as
-(C_in, H_pad, W_pad, B), batch innermost (one 2-D transpose of x); the patches of a block
-of output rows are copied from a strided view of it into a buffer (n, C_in, kh, kw, B),
-whose rows follow torch's (c, u, v) weight order; products land in (P, B, C_out), which is
-y (B, C_out, P) as a transposed matrix. Positions are processed a block of rows at a time,
-so the patches, the formed banks and their gradients exist for one block only: the working
-memory stays near `BLOCK_BYTES` per buffer whatever the layer's size.
+Layouts are chosen so that nothing large is permuted by a general permutation: the padded
+input is kept as (H_pad, W_pad, C_in, B), batch innermost (made by 2-D transposes, which
+torch copies in cache-sized tiles); the patches of a block of output rows are copied from a
+strided view of it into a buffer (n, C_in, kh, kw, B), whose rows follow torch's (c, u, v)
+weight order; bank x patches products land in (P, C_out, B), which one 2-D transpose turns
+into y's (C_out, B, P). Positions are processed a block of rows at a time, so the patches,
+the formed banks and their gradients exist for one block only: the working memory is two
+buffers of about `BLOCK_BYTES` whatever the layer's size and rank.
 
 The backward (spec section 12.3, with the bank in place of the basis) is hand-written:
 d(patches) = bank^T dy per position, folded back onto the input; d(bank) = dy patches^T per
@@ -32,7 +33,15 @@ import torch
 
 from lrlc_numpy import LRLCConfig
 
-__all__ = ["BLOCK_BYTES", "BasisKernels", "WeightKernels", "backward", "forward", "patches"]
+__all__ = [
+    "BLOCK_BYTES",
+    "BasisKernels",
+    "WeightKernels",
+    "backward",
+    "batch_last",
+    "forward",
+    "patches",
+]
 
 # Target size of one block's buffers (patches; formed banks): they bound the working
 # memory, while each block costs about 18 tensor operations, whose fixed cost grows a lot on
