@@ -297,3 +297,17 @@ def test_lc_strategy_under_vmap_is_a_clear_error():
     layer = LRLC2d(2, 3, 3, rank=2, input_size=(5, 5), strategy="lc")
     with pytest.raises(RuntimeError, match="vmap"):
         torch.func.vmap(lambda x1: layer(x1[None])[0])(torch.randn(BATCH, 2, 5, 5))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("strategy", ["conv", "lc"])
+def test_cuda_matches_cpu(strategy):
+    config = FIXED_CONFIGS["explicit-dilated"]
+    x, params, dy = case(config)
+    layer = layer_for(config, params, strategy)
+    want = value_and_grads(layer, x, dy)
+    got = value_and_grads(layer.to("cuda"), x.cuda(), dy.cuda())
+    tol = conformance.tolerance("float64", config, BATCH)
+    for a, b in zip(got, want):
+        assert conformance.relative_error(a.cpu().numpy(), b.numpy()) <= tol
