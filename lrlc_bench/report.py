@@ -215,7 +215,7 @@ def targets_markdown(targets: list[dict]) -> list[str]:
         elif t["status"] == "met":
             verdict = (
                 f"met in all {len(t['checks'])} cases "
-                f"(closest {_describe(t['worst'])}, limit {t['worst']['limit']})"
+                f"(closest {_describe(t['worst'])}, limit {t['worst']['limit']:.3g})"
             )
         else:
             verdict = t["status"]
