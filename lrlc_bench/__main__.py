@@ -221,7 +221,9 @@ def main(argv=None) -> int:
         stem = args.output_dir / f"bench-{settings.device}"
         stem.with_suffix(".json").write_text(json.dumps(results, indent=1))
         stem.with_suffix(".md").write_text(text)
-    return 0 if any(b["status"] == "ok" for b in results["backends"].values()) else 1
+    statuses = [b["status"] for b in results["backends"].values()]
+    # A failed backend, or none able to run, fails the command (and `nox -s bench`).
+    return 0 if "ok" in statuses and "failed" not in statuses else 1
 
 
 if __name__ == "__main__":

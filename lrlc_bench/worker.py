@@ -2,7 +2,8 @@
 
 The request names a task ('time': every timing of one backend; 'memory': the peak memory of
 one training step), the backend and the settings. The result is JSON; a backend that cannot
-run here (framework missing, device absent) is reported as unavailable rather than failing.
+run here (framework not installed, device absent) is reported as unavailable; any other
+error ends the process with a traceback, which the parent reports as a failure.
 """
 
 from __future__ import annotations
@@ -22,8 +23,12 @@ def run(request: dict) -> dict:
         os.environ.update(backends.MEMORY_ENVIRONMENT.get(request["backend"], {}))
     try:
         backend = backends.load(request["backend"], settings)
-    except (ImportError, RuntimeError) as error:
+    except ModuleNotFoundError as error:
+        if error.name not in backends.FRAMEWORKS[request["backend"]]:
+            raise  # a broken lrlc package is a failure, not a missing install
         return {"status": "unavailable", "error": f"{type(error).__name__}: {error}"}
+    except backends.Unavailable as error:
+        return {"status": "unavailable", "error": str(error)}
     if request["task"] == "time":
         load_before = os.getloadavg()
         times = time_backend(backend, settings)

@@ -8,7 +8,7 @@
     chosen_strategy(rank) -> str   the one the backend's automatic choice picks
     reset_peak_memory(), memory_in_use(), peak_memory()   accelerator allocator counters
 
-A `Backend` raises RuntimeError when the requested device is absent. Only the lrlc
+A `Backend` raises `Unavailable` when the requested device is absent. Only the lrlc
 packages' public API is used, as a user would call it.
 """
 
@@ -17,6 +17,14 @@ from __future__ import annotations
 import importlib
 
 NAMES = ("torch", "jax", "tf")
+# The third-party modules each backend needs: when one is not installed, the backend is
+# reported unavailable; any other import error is a failure of the code under test.
+FRAMEWORKS = {"torch": ("torch",), "jax": ("jax", "jaxlib"), "tf": ("tensorflow", "keras")}
+
+
+class Unavailable(RuntimeError):
+    """This machine cannot run the backend as asked (a device is absent)."""
+
 
 # Set in a peak-memory process before its framework loads. TensorFlow's oneDNN build keeps
 # freed CPU buffers in its own pool, so a step reusing them would not raise the RSS peak;

@@ -14,6 +14,7 @@ import lrlc_jax
 
 from ..measure import Workload
 from ..settings import OP_STRATEGIES
+from . import Unavailable
 
 
 def _conv(params, x):
@@ -32,7 +33,7 @@ class Backend:
         try:
             self.device = jax.devices(platform)[0]
         except RuntimeError as error:
-            raise RuntimeError(f"jax sees no {platform} device ({error})") from error
+            raise Unavailable(f"jax sees no {platform} device ({error})") from error
         self.settings = settings
         self.rng = np.random.default_rng(settings.seed)
 

@@ -14,8 +14,9 @@ import tensorflow as tf  # noqa: E402
 
 import lrlc_tf  # noqa: E402
 
-from ..measure import Workload
+from ..measure import Workload  # noqa: E402
 from ..settings import OP_STRATEGIES  # noqa: E402
+from . import Unavailable  # noqa: E402
 
 
 class Backend:
@@ -25,7 +26,7 @@ class Backend:
     def __init__(self, settings):
         if settings.device == "gpu":
             if not tf.config.list_physical_devices("GPU"):
-                raise RuntimeError("tensorflow sees no GPU")
+                raise Unavailable("tensorflow sees no GPU")
             self.device = "/GPU:0"
         else:
             self.device = "/CPU:0"

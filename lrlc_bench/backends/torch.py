@@ -10,6 +10,7 @@ import lrlc_torch
 
 from ..measure import Workload
 from ..settings import OP_STRATEGIES
+from . import Unavailable
 
 
 class Backend:
@@ -18,7 +19,7 @@ class Backend:
 
     def __init__(self, settings):
         if settings.device == "gpu" and not torch.cuda.is_available():
-            raise RuntimeError("torch sees no CUDA device")
+            raise Unavailable("torch sees no CUDA device")
         self.settings = settings
         self.device = torch.device("cuda" if settings.device == "gpu" else "cpu")
         self.rng = np.random.default_rng(settings.seed)
