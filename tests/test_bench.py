@@ -226,3 +226,22 @@ def test_an_absent_device_is_reported_unavailable():
     settings = Settings(device="gpu", batch=2, ranks=(1,), input_size=(4, 4))
     result = run_worker({"task": "time", "backend": "torch", "settings": settings.to_dict()})
     assert result["status"] == "unavailable" and "CUDA" in result["error"]
+
+
+@pytest.mark.parametrize(
+    "missing, unavailable", [("jax", True), ("jaxlib", True), ("lrlc_jax.layer", False)]
+)
+def test_only_a_missing_framework_makes_a_backend_unavailable(monkeypatch, missing, unavailable):
+    from lrlc_bench import backends
+    from lrlc_bench.worker import run as run_worker
+
+    def load(name, settings):
+        raise ModuleNotFoundError(f"No module named {missing!r}", name=missing)
+
+    monkeypatch.setattr(backends, "load", load)
+    request = {"task": "time", "backend": "jax", "settings": Settings(ranks=(1,)).to_dict()}
+    if unavailable:
+        assert run_worker(request)["status"] == "unavailable"
+    else:
+        with pytest.raises(ModuleNotFoundError):
+            run_worker(request)
