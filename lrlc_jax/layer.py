@@ -22,7 +22,9 @@ from jax import lax
 
 import lrlc_numpy
 from lrlc_numpy import LRLCConfig, check_input_shape, check_params, param_shapes
+from lrlc_numpy import strategy as strategy_rule
 from lrlc_numpy.reference import L2_FLOOR
+from lrlc_numpy.strategy import STRATEGIES, CostModel  # noqa: F401 (STRATEGIES re-exported)
 
 _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 
@@ -227,8 +229,6 @@ def combine(per_member, weights, bias) -> jax.Array:
 # ---------------------------------------------------------------------------------------------
 # Choosing an evaluation strategy
 
-STRATEGIES = ("auto", "conv", "lc")
-
 
 # Costs relative to one multiply-add of XLA's CPU convolution, fitted to this repository's
 # measurements (docs/performance.md, section JAX): a multiply-add in the batched product over
@@ -239,42 +239,18 @@ PATCH_COST = 235.0
 BANK_COST = 2.0
 
 
-def lc_crossover(config: LRLCConfig, batch: int) -> float:
-    """The rank above which a training step costs less in the locally connected form.
-
-    Per output position, with M = C_in kh kw C_out multiply-adds per example: Algorithm 1
-    runs a K C_out convolution forward and backward (input and kernel gradients): 3 K B M.
-    The locally connected form runs three batched products the size of a C_out convolution
-    (forward, patch gradient, bank gradient) at PRODUCT_COST, moves B C_in kh kw patch
-    elements at PATCH_COST, forms banks and contracts their gradient to d(basis) and d(w):
-    about 4 K M at BANK_COST. 'lc' is cheaper when
-        K (3 B - 4 BANK_COST) > B (3 PRODUCT_COST + PATCH_COST / C_out).
-    For the paper's 64-channel 3x3 layer at batch 64 that is K > 2.4.
-    """
-    slope = 3 * batch - 4 * BANK_COST
-    if slope <= 0:
-        return math.inf
-    return batch * (3 * PRODUCT_COST + PATCH_COST / config.out_channels) / slope
+COSTS = CostModel(product=PRODUCT_COST, patch=PATCH_COST, bank=BANK_COST, bank_passes=4)
 
 
-def choose_strategy(config: LRLCConfig, batch: int, strategy: str = "auto") -> str:
-    """'conv' (Algorithm 1) or 'lc' (the locally connected form) for a batch of `batch`
-    inputs: `strategy` itself, or for 'auto' 'lc' when the layer is fixed and its rank
-    exceeds `lc_crossover(config, batch)`, else 'conv'. Input-dependent layers run
-    Algorithm 1 only: their filter banks differ per example, so there is nothing to share."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
-    if strategy == "lc" and config.input_dependent:
-        raise ValueError(
-            "strategy='lc' needs fixed combining weights; an input-dependent layer has one "
-            "filter bank per example and position, so it runs Algorithm 1 (strategy='conv' "
-            "or 'auto')"
-        )
-    if strategy != "auto":
-        return strategy
-    if config.input_dependent or config.rank <= lc_crossover(config, batch):
-        return "conv"
-    return "lc"
+def lc_crossover(config: LRLCConfig, batch) -> float:
+    """`lrlc_numpy.strategy.lc_crossover` with this backend's costs: banks are formed twice
+    (forward, and again in the backward) and their gradient contracted twice."""
+    return strategy_rule.lc_crossover(config, batch, COSTS)
+
+
+def choose_strategy(config: LRLCConfig, batch, strategy: str = "auto") -> str:
+    """`lrlc_numpy.strategy.choose_strategy` with this backend's costs (`COSTS`)."""
+    return strategy_rule.choose_strategy(config, batch, strategy, COSTS)
 
 
 def apply(params, x, config: LRLCConfig, *, strategy: str = "auto") -> jax.Array:

@@ -19,13 +19,14 @@ example and position, so they always run Algorithm 1.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import tensorflow as tf
 
 import lrlc_numpy
 from lrlc_numpy import LRLCConfig
+from lrlc_numpy import strategy as strategy_rule
 from lrlc_numpy.reference import L2_FLOOR
+from lrlc_numpy.strategy import STRATEGIES, CostModel  # noqa: F401 (STRATEGIES re-exported)
 
 # ---------------------------------------------------------------------------------------------
 # Checks (spec section 14): on static shapes, so inside tf.function they run once per trace
@@ -197,7 +198,6 @@ def forward(x, params, config: LRLCConfig, *, strategy: str = "auto"):
 # ---------------------------------------------------------------------------------------------
 # Choosing the strategy
 
-STRATEGIES = ("auto", "conv", "lc")
 
 # The cost rule's constants (the shape of lrlc_torch's rule), measured on this project's
 # 2-core CPU (docs/performance.md, TensorFlow section): a multiply-add of the batched
@@ -209,45 +209,19 @@ PATCH_COST = 40.0
 BANK_COST = 2.0
 
 
-def lc_crossover(config: LRLCConfig, batch) -> float:
-    """The rank above which a training step costs less in the locally connected form.
+COSTS = CostModel(product=PRODUCT_COST, patch=3 * PATCH_COST, bank=BANK_COST, bank_passes=3)
 
-    Per output position, with M = C_in kh kw C_out multiply-adds per example: Algorithm 1
-    runs a K C_out convolution forward and backward (input and kernel gradients): 3 K B M.
-    The locally connected form runs three batched products the size of a C_out convolution
-    (forward, patch gradient, bank gradient) at PRODUCT_COST, moves B C_in kh kw patch
-    elements about three times (made, made again in the backward, folded back) at
-    PATCH_COST, and forms the banks once (kept for the backward) and contracts their
-    gradient twice (d(basis), d(w)): 3 K M at BANK_COST. 'lc' is cheaper when
-        K (3 B - 3 BANK_COST) > B (3 PRODUCT_COST + 3 PATCH_COST / C_out).
-    An unknown batch (None) counts as large: the crossover's limit as B grows.
-    """
-    per_example = 3 * PRODUCT_COST + 3 * PATCH_COST / config.out_channels
-    if batch is None:
-        return per_example / 3
-    slope = 3 * batch - 3 * BANK_COST
-    return math.inf if slope <= 0 else batch * per_example / slope
+
+def lc_crossover(config: LRLCConfig, batch) -> float:
+    """`lrlc_numpy.strategy.lc_crossover` with TensorFlow's costs: banks are formed once
+    and kept (3 bank products per step); each patch element moves about three times
+    (made, made again in the backward, folded back). `batch` may be None (unknown)."""
+    return strategy_rule.lc_crossover(config, batch, COSTS)
 
 
 def choose_strategy(config: LRLCConfig, batch, strategy: str = "auto") -> str:
-    """'conv' (Algorithm 1) or 'lc' (the locally connected form) for a batch of `batch`
-    examples (None when unknown): `strategy` itself, or for 'auto' 'lc' when the layer is
-    fixed and its rank exceeds `lc_crossover(config, batch)` (2.7 for the paper's 64-channel
-    layer at batch 64), else 'conv'. Input-dependent layers run Algorithm 1 only: their
-    banks differ per example."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
-    if strategy == "lc" and config.input_dependent:
-        raise ValueError(
-            "strategy='lc' needs fixed combining weights; an input-dependent layer has one "
-            "filter bank per example and position, so it runs Algorithm 1 (strategy='conv' "
-            "or 'auto')"
-        )
-    if strategy != "auto":
-        return strategy
-    if config.input_dependent or config.rank <= lc_crossover(config, batch):
-        return "conv"
-    return "lc"
+    """`lrlc_numpy.strategy.choose_strategy` with this backend's costs (`COSTS`)."""
+    return strategy_rule.choose_strategy(config, batch, strategy, COSTS)
 
 
 # ---------------------------------------------------------------------------------------------

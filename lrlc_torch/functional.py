@@ -11,14 +11,15 @@ so that they broadcast against NCHW outputs without copies.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
 
 from lrlc_numpy import LRLCConfig, check_input_shape, resize_matrix
+from lrlc_numpy import strategy as strategy_rule
 from lrlc_numpy.reference import L2_FLOOR
+from lrlc_numpy.strategy import STRATEGIES, CostModel
 
 from . import positionwise
 from .neutral import check_torch_params
@@ -258,8 +259,6 @@ def lowrank_locally_connected(x, weights, basis, config: LRLCConfig) -> torch.Te
     return _LowRankLocallyConnected.apply(x, weights, basis, config)
 
 
-STRATEGIES = ("auto", "conv", "lc")
-
 # The cost rule's constants, in multiply-adds of the convolution, fitted on this project's
 # 2-core CPU single-threaded (docs/performance.md): a multiply-add of the locally connected
 # products costs PRODUCT_COST (MKL's small batched GEMMs against oneDNN's direct
@@ -270,46 +269,18 @@ PATCH_COST = 100.0
 BANK_COST = 2.0
 
 
-def lc_crossover(config: LRLCConfig, batch: int) -> float:
-    """The rank above which a training step costs less in the locally connected form.
-
-    Per output position, with M = C_in kh kw C_out multiply-adds per example:
-    Algorithm 1 runs a K C_out convolution forward and backward (input and weight
-    gradients): 3 K B M. The locally connected form runs three batched products of the same
-    size as a C_out convolution (forward, patch gradient, bank gradient) at PRODUCT_COST,
-    moves B C_in kh kw patch elements (PATCH_COST each, i.e. PATCH_COST / C_out per M),
-    and forms banks twice (forward, and again in the backward rather than keeping them)
-    and contracts their gradient twice (d(basis), d(w)): 4 K M at BANK_COST. 'lc' is
-    cheaper when
-        K (3 B - 4 BANK_COST) > B (3 PRODUCT_COST + PATCH_COST / C_out).
-    For the paper's layer (64 -> 64 channels) at batch 64 that is K > 4.1; measured there
-    (one thread) 'lc' / 'conv' was 1.21 at K = 3, 0.99 at K = 4 and 0.84 at K = 5.
-    """
-    slope = 3 * batch - 4 * BANK_COST
-    if slope <= 0:
-        return math.inf
-    return batch * (3 * PRODUCT_COST + PATCH_COST / config.out_channels) / slope
+COSTS = CostModel(product=PRODUCT_COST, patch=PATCH_COST, bank=BANK_COST, bank_passes=4)
 
 
-def choose_strategy(config: LRLCConfig, batch: int, strategy: str = "auto") -> str:
-    """'conv' (Algorithm 1) or 'lc' (the locally connected form) for a batch of `batch`
-    inputs: `strategy` itself, or for 'auto' 'lc' when the layer is fixed and its rank
-    exceeds `lc_crossover(config, batch)` (4.1 for the paper's 64-channel layer at
-    batch 64), else 'conv'. Input-dependent layers run Algorithm 1 only: their banks
-    differ per example, so the locally connected form would not share them."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
-    if strategy == "lc" and config.input_dependent:
-        raise ValueError(
-            "strategy='lc' needs fixed combining weights; an input-dependent layer has one "
-            "filter bank per example and position, so it runs Algorithm 1 (strategy='conv' "
-            "or 'auto')"
-        )
-    if strategy != "auto":
-        return strategy
-    if config.input_dependent or config.rank <= lc_crossover(config, batch):
-        return "conv"
-    return "lc"
+def lc_crossover(config: LRLCConfig, batch) -> float:
+    """`lrlc_numpy.strategy.lc_crossover` with this backend's costs: banks are formed twice
+    (forward, and again in the backward) and their gradient contracted twice."""
+    return strategy_rule.lc_crossover(config, batch, COSTS)
+
+
+def choose_strategy(config: LRLCConfig, batch, strategy: str = "auto") -> str:
+    """`lrlc_numpy.strategy.choose_strategy` with this backend's costs (`COSTS`)."""
+    return strategy_rule.choose_strategy(config, batch, strategy, COSTS)
 
 
 # ---------------------------------------------------------------------------------------------

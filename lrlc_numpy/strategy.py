@@ -1,0 +1,73 @@
+"""Choosing how a fixed LRLC layer is evaluated: the rule every backend shares.
+
+'conv' is Algorithm 1 (one convolution with K*C_out outputs, then the combination); 'lc'
+is the locally connected form (each position's filter bank built from the basis, then one
+batched product over positions), whose cost does not grow with K. 'auto' picks by a cost
+model; each backend calibrates the model's constants on its own kernels
+(docs/performance.md). Both strategies compute the same function (spec section 4).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from .config import LRLCConfig
+
+STRATEGIES = ("auto", "conv", "lc")
+
+
+@dataclasses.dataclass(frozen=True)
+class CostModel:
+    """Costs of the locally connected form, in multiply-adds of the backend's convolution.
+
+    product: one multiply-add of the batched products over positions.
+    patch: one input-patch element moved, over all its moves in a training step.
+    bank: one multiply-add of forming banks or contracting their gradient.
+    bank_passes: bank products per step (form, maybe form again, d(basis), d(w)).
+    """
+
+    product: float
+    patch: float
+    bank: float
+    bank_passes: int
+
+
+def lc_crossover(config: LRLCConfig, batch: int | None, costs: CostModel) -> float:
+    """The rank above which a training step costs less in the locally connected form.
+
+    Per output position, with M = C_in kh kw C_out multiply-adds per example, Algorithm 1
+    runs a K C_out convolution forward and backward (input and kernel gradients): 3 K B M.
+    The locally connected form runs three batched products the size of a C_out convolution
+    (forward, patch gradient, bank gradient), moves B C_in kh kw patch elements and runs
+    `bank_passes` bank products of K M each. 'lc' is cheaper when
+        K (3 B - bank_passes bank) > B (3 product + patch / C_out).
+    An unknown batch (None) counts as large: the limit of the crossover as B grows.
+    """
+    per_example = 3 * costs.product + costs.patch / config.out_channels
+    if batch is None:
+        return per_example / 3
+    slope = 3 * batch - costs.bank_passes * costs.bank
+    return math.inf if slope <= 0 else batch * per_example / slope
+
+
+def choose_strategy(config: LRLCConfig, batch: int | None, strategy: str, costs: CostModel) -> str:
+    """'conv' or 'lc' for a batch of `batch` examples: `strategy` itself, or for 'auto' 'lc'
+    when the layer is fixed and its rank exceeds `lc_crossover`, else 'conv'.
+
+    Input-dependent layers run Algorithm 1 only: their banks differ per example, so the
+    locally connected form would share nothing; asking for 'lc' there is an error.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
+    if strategy == "lc" and config.input_dependent:
+        raise ValueError(
+            "strategy='lc' needs fixed combining weights; an input-dependent layer has one "
+            "filter bank per example and position, so it runs Algorithm 1 (strategy='conv' "
+            "or 'auto')"
+        )
+    if strategy != "auto":
+        return strategy
+    if config.input_dependent or config.rank <= lc_crossover(config, batch, costs):
+        return "conv"
+    return "lc"
