@@ -22,7 +22,6 @@ from jax import lax
 
 import lrlc_numpy
 from lrlc_numpy import LRLCConfig, check_input_shape, check_params, param_shapes
-from lrlc_numpy import strategy as strategy_rule
 from lrlc_numpy.reference import L2_FLOOR
 from lrlc_numpy.strategy import STRATEGIES, CostModel  # noqa: F401 (STRATEGIES re-exported)
 
@@ -239,18 +238,12 @@ PATCH_COST = 235.0
 BANK_COST = 2.0
 
 
+# This backend forms banks twice (forward, again in the backward) and contracts their
+# gradient twice.
 COSTS = CostModel(product=PRODUCT_COST, patch=PATCH_COST, bank=BANK_COST, bank_passes=4)
-
-
-def lc_crossover(config: LRLCConfig, batch) -> float:
-    """`lrlc_numpy.strategy.lc_crossover` with this backend's costs: banks are formed twice
-    (forward, and again in the backward) and their gradient contracted twice."""
-    return strategy_rule.lc_crossover(config, batch, COSTS)
-
-
-def choose_strategy(config: LRLCConfig, batch, strategy: str = "auto") -> str:
-    """`lrlc_numpy.strategy.choose_strategy` with this backend's costs (`COSTS`)."""
-    return strategy_rule.choose_strategy(config, batch, strategy, COSTS)
+# The shared rule (lrlc_numpy.strategy) with this backend's costs.
+lc_crossover = COSTS.lc_crossover
+choose_strategy = COSTS.choose_strategy
 
 
 def apply(params, x, config: LRLCConfig, *, strategy: str = "auto") -> jax.Array:

@@ -32,6 +32,14 @@ class CostModel:
     bank: float
     bank_passes: int
 
+    def lc_crossover(self, config: LRLCConfig, batch: int | None) -> float:
+        """`lc_crossover` with these costs."""
+        return lc_crossover(config, batch, self)
+
+    def choose_strategy(self, config: LRLCConfig, batch: int | None, strategy="auto") -> str:
+        """`choose_strategy` with these costs."""
+        return choose_strategy(config, batch, strategy, self)
+
 
 def lc_crossover(config: LRLCConfig, batch: int | None, costs: CostModel) -> float:
     """The rank above which a training step costs less in the locally connected form.

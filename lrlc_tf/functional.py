@@ -24,7 +24,6 @@ import tensorflow as tf
 
 import lrlc_numpy
 from lrlc_numpy import LRLCConfig
-from lrlc_numpy import strategy as strategy_rule
 from lrlc_numpy.reference import L2_FLOOR
 from lrlc_numpy.strategy import STRATEGIES, CostModel  # noqa: F401 (STRATEGIES re-exported)
 
@@ -209,19 +208,12 @@ PATCH_COST = 40.0
 BANK_COST = 2.0
 
 
+# This backend keeps the banks (3 bank products per step) and moves each patch element about three
+# times (made, made again in the backward, folded back).
 COSTS = CostModel(product=PRODUCT_COST, patch=3 * PATCH_COST, bank=BANK_COST, bank_passes=3)
-
-
-def lc_crossover(config: LRLCConfig, batch) -> float:
-    """`lrlc_numpy.strategy.lc_crossover` with TensorFlow's costs: banks are formed once
-    and kept (3 bank products per step); each patch element moves about three times
-    (made, made again in the backward, folded back). `batch` may be None (unknown)."""
-    return strategy_rule.lc_crossover(config, batch, COSTS)
-
-
-def choose_strategy(config: LRLCConfig, batch, strategy: str = "auto") -> str:
-    """`lrlc_numpy.strategy.choose_strategy` with this backend's costs (`COSTS`)."""
-    return strategy_rule.choose_strategy(config, batch, strategy, COSTS)
+# The shared rule (lrlc_numpy.strategy) with this backend's costs.
+lc_crossover = COSTS.lc_crossover
+choose_strategy = COSTS.choose_strategy
 
 
 # ---------------------------------------------------------------------------------------------
