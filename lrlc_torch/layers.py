@@ -169,18 +169,11 @@ class LowRankLocallyConnected2d(nn.Module):
                 "use layer.locally_connected_kernel(x) with functional.locally_connected"
             )
         c = self.config
-        basis = self.basis
-        layer = LocallyConnected2d(
-            c.in_channels,
-            c.out_channels,
-            c.kernel_size,
-            c.input_size,
-            stride=c.stride,
-            padding=c.padding,
-            dilation=c.dilation,
+        layer = LocallyConnected2d.from_config(
+            c,
             bias=c.spatial_bias or c.channel_bias,
-            device=basis.device,
-            dtype=basis.dtype,
+            device=self.basis.device,
+            dtype=self.basis.dtype,
         )
         with torch.no_grad():
             weight, bias = self.locally_connected_kernel()
@@ -336,6 +329,23 @@ class LocallyConnected2d(nn.Module):
         else:
             self.register_parameter("bias", None)
         self.reset_parameters()
+
+    @classmethod
+    def from_config(cls, config: LRLCConfig, *, bias: bool = True, device=None, dtype=None):
+        """A locally connected layer on `config`'s geometry (channels, window, grid, stride,
+        padding, dilation); the LRLC-only fields (rank, combining, ...) play no part."""
+        return cls(
+            config.in_channels,
+            config.out_channels,
+            config.kernel_size,
+            config.input_size,
+            stride=config.stride,
+            padding=config.padding,
+            dilation=config.dilation,
+            bias=bias,
+            device=device,
+            dtype=dtype,
+        )
 
     def reset_parameters(self) -> None:
         """He-uniform weights (fan-in kh kw C_in, as for the LRLC basis) and zero bias."""

@@ -89,17 +89,7 @@ class Backend:
             if np.ndim(kernel) == 7:  # one kernel per example: the functional form takes it
                 weight, bias = lrlc_torch.lc_from_neutral(kernel, bias, dtype=dtype, device=device)
                 return _nhwc(lrlc_torch.functional.locally_connected(x, weight, bias, config))
-            layer = lrlc_torch.LocallyConnected2d(
-                config.in_channels,
-                config.out_channels,
-                config.kernel_size,
-                config.input_size,
-                stride=config.stride,
-                padding=config.padding,
-                dilation=config.dilation,
-                device=device,
-                dtype=dtype,
-            )
+            layer = lrlc_torch.LocallyConnected2d.from_config(config, device=device, dtype=dtype)
             layer.load_neutral_params({"kernel": kernel, "bias": bias})
             return _nhwc(layer(x))
 
