@@ -83,3 +83,24 @@ def test_torch_backend_passes_whole_catalogue_on_gpu(torch_backend):
     print(conformance.format_matrix([report]))
     assert report.ok, "\n".join(map(str, report.failures))
     assert report.total("skipped") == 0 and "bfloat16" in torch_backend.dtypes
+
+
+def test_adapter_turns_tf32_off_for_its_calls_only(torch_backend, monkeypatch):
+    """Spec 15.4: float32 checks need IEEE float32; PyTorch lets cuDNN use TF32 by default.
+    The flags seen by the layer during a call are off, and the user's flags come back."""
+    import lrlc_torch
+
+    seen = []
+    original = lrlc_torch.LRLC2d.forward
+
+    def spy(self, x):
+        seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+        return original(self, x)
+
+    monkeypatch.setattr(lrlc_torch.LRLC2d, "forward", spy)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    case = conformance.catalogue()[0]
+    x, params, _ = conformance.case_data(case, 0)
+    torch_backend.forward(case.config, params, x)
+    assert seen == [(False, False)]
+    assert torch.backends.cudnn.allow_tf32 is True

@@ -7,12 +7,36 @@ back by neutral name with `lrlc_torch.to_neutral`), `LocallyConnected2d` for `lc
 
 from __future__ import annotations
 
+import contextlib
+import functools
+
 import numpy as np
 import torch
 
 import lrlc_torch
 
 _DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@contextlib.contextmanager
+def _ieee_float32():
+    """Spec section 15.4: float32 at full precision. PyTorch lets cuDNN convolutions use
+    TensorFloat-32 (10-bit mantissa) by default on recent GPUs; turn that off for the call."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def _full_precision(method):
+    @functools.wraps(method)
+    def wrapped(*args, **kwargs):
+        with _ieee_float32():
+            return method(*args, **kwargs)
+
+    return wrapped
 
 
 def _nchw(x_nhwc, dtype, device) -> torch.Tensor:
@@ -57,12 +81,14 @@ class Backend:
         layer.load_neutral_params(params)
         return layer
 
+    @_full_precision
     def forward(self, config, params, x, *, dtype="float64", device="cpu"):
         dtype, device = self._resolve(dtype, device)
         layer = self._layer(config, params, dtype, device)
         with torch.no_grad():
             return _nhwc(layer(_nchw(x, dtype, device)))
 
+    @_full_precision
     def vjp(self, config, params, x, dy, *, dtype="float64", device="cpu"):
         dtype, device = self._resolve(dtype, device)
         layer = self._layer(config, params, dtype, device)
@@ -72,6 +98,7 @@ class Backend:
         grads = torch.autograd.grad(y, (x, *tensors), _nchw(dy, dtype, device))
         return _nhwc(grads[0]), lrlc_torch.to_neutral(dict(zip(names, grads[1:])))
 
+    @_full_precision
     def to_locally_connected(self, config, params, x=None, *, dtype="float64", device="cpu"):
         dtype, device = self._resolve(dtype, device)
         layer = self._layer(config, params, dtype, device)
@@ -82,6 +109,7 @@ class Backend:
             neutral = layer.to_locally_connected().neutral_params()
         return neutral["kernel"], neutral["bias"]
 
+    @_full_precision
     def lc_forward(self, kernel, bias, x, config, *, dtype="float64", device="cpu"):
         dtype, device = self._resolve(dtype, device)
         x = _nchw(x, dtype, device)
