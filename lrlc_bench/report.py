@@ -243,6 +243,10 @@ def _context(results: dict) -> list[str]:
         versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
         threads = ", ".join(f"{k}={v!r}" for k, v in env["threads"].items())
         extra = f", jit_compile={env['jit_compile']}" if "jit_compile" in env else ""
+        if "device_name" in env:
+            extra += f"; device {env['device_name']}"
+        if "float32" in env:
+            extra += f"; float32: {env['float32']}"
         load = backend["load_average"]
         lines.append(
             f"- {name}: {versions}; threads {threads}{extra}; 1-min load average "

@@ -271,9 +271,31 @@ BANK_COST = 2.0
 # This backend forms banks twice (forward, again in the backward) and contracts their
 # gradient twice.
 COSTS = CostModel(product=PRODUCT_COST, patch=PATCH_COST, bank=BANK_COST, bank_passes=4)
-# The shared rule (lrlc_numpy.strategy) with this backend's costs.
-lc_crossover = COSTS.lc_crossover
-choose_strategy = COSTS.choose_strategy
+
+# CUDA devices: the same model with constants fitted to the benchmark layer's measured
+# crossover on an NVIDIA H100 (docs/performance.md, "GPU"). There the convolutions run on
+# tensor cores while the locally connected form is bound by moving patches through memory,
+# so PATCH_COST dominates.
+CUDA_COSTS = CostModel(product=2.0, patch=1200.0, bank=2.0, bank_passes=4)
+DEVICE_COSTS = {"cpu": COSTS, "cuda": CUDA_COSTS}
+
+
+def _costs(device) -> CostModel:
+    """The cost model for a device (a torch.device or its name); other devices get the
+    CPU's constants."""
+    return DEVICE_COSTS.get(torch.device(device).type, COSTS)
+
+
+def lc_crossover(config: LRLCConfig, batch: int | None, device="cpu") -> float:
+    """The shared rule's crossover rank (lrlc_numpy.strategy) with this backend's costs on
+    `device`."""
+    return _costs(device).lc_crossover(config, batch)
+
+
+def choose_strategy(config: LRLCConfig, batch: int | None, strategy="auto", device="cpu") -> str:
+    """The shared rule (lrlc_numpy.strategy.choose_strategy) with this backend's costs on
+    `device`: 'conv' or 'lc'."""
+    return _costs(device).choose_strategy(config, batch, strategy)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -399,7 +421,7 @@ def forward(x: torch.Tensor, params, config: LRLCConfig, *, strategy: str = "aut
     layers only) or 'auto' (`choose_strategy`'s cost rule).
     """
     weights = combining_weights(params, config, x)  # checks x first
-    if choose_strategy(config, x.shape[0], strategy) == "lc":
+    if choose_strategy(config, x.shape[0], strategy, x.device) == "lc":
         y = lowrank_locally_connected(x, weights, params["basis"], config)
     else:
         y = algorithm1(x, weights, params["basis"], config)

@@ -35,6 +35,7 @@ from lrlc_numpy import LRLCConfig
 
 __all__ = [
     "BLOCK_BYTES",
+    "DEVICE_BLOCK_BYTES",
     "BasisKernels",
     "WeightKernels",
     "backward",
@@ -43,11 +44,16 @@ __all__ = [
     "patches",
 ]
 
-# Target size of one block's buffers (patches; formed banks): they bound the working
-# memory, while each block costs about 18 tensor operations, whose fixed cost grows a lot on
-# an oversubscribed CPU (each waits for every intra-op thread to be scheduled); 32 MiB
-# splits the benchmark layer into 6 blocks.
+# Target size of one block's buffers (patches; formed banks), per device type: they bound the
+# working memory, while each block costs about 18 tensor operations plus kh kw strided adds
+# in the backward. On a CPU each operation's fixed cost grows a lot when the machine is
+# oversubscribed (it waits for every intra-op thread to be scheduled); 32 MiB splits the
+# benchmark layer (batch 64) into 6 blocks. On a GPU every operation is a kernel launch of
+# some microseconds and memory is plentiful: with 32 MiB the benchmark layer at batch 512
+# took 32 one-row blocks and ran launch-bound (docs/performance.md), so GPUs take blocks of
+# up to 2 GiB (one block for that layer).
 BLOCK_BYTES = 32 * 2**20
+DEVICE_BLOCK_BYTES = {"cuda": 2 * 2**30}
 
 
 def _bank_width(config: LRLCConfig) -> int:
@@ -55,11 +61,13 @@ def _bank_width(config: LRLCConfig) -> int:
     return config.in_channels * kh * kw
 
 
-def _row_blocks(config: LRLCConfig, batch: int, itemsize: int):
-    """(first row, end row) of each block of output rows."""
+def _row_blocks(config: LRLCConfig, x: torch.Tensor):
+    """(first row, end row) of each block of output rows for the batch `x`."""
     out_h, out_w = config.output_size
+    batch, itemsize = x.shape[0], x.element_size()
     row_bytes = out_w * _bank_width(config) * max(batch, config.out_channels) * itemsize
-    rows = max(1, min(out_h, BLOCK_BYTES // row_bytes))
+    block_bytes = DEVICE_BLOCK_BYTES.get(x.device.type, BLOCK_BYTES)
+    rows = max(1, min(out_h, block_bytes // row_bytes))
     return [(start, min(start + rows, out_h)) for start in range(0, out_h, rows)]
 
 
@@ -206,7 +214,7 @@ def forward(x: torch.Tensor, kernels, config: LRLCConfig) -> torch.Tensor:
     padded = batch_last(x, config)
     y = x.new_empty(out_h * out_w, config.out_channels, batch)
     buffer = None
-    for start, stop in _row_blocks(config, batch, x.element_size()):
+    for start, stop in _row_blocks(config, x):
         first, end = start * out_w, stop * out_w
         if buffer is None:
             buffer = x.new_empty(end - first, _bank_width(config), batch)
@@ -227,7 +235,7 @@ def backward(x, dy, kernels, config: LRLCConfig, *, need_x: bool, need_kernels: 
     padded = batch_last(x, config) if need_kernels else None
     dpadded = x.new_zeros(_padded_shape(x, config)) if need_x else None
     buffer = None
-    for start, stop in _row_blocks(config, batch, x.element_size()):
+    for start, stop in _row_blocks(config, x):
         first, end = start * out_w, stop * out_w
         dy_block = dy_rows[first:end]  # (n, C_out, B)
         if buffer is None:

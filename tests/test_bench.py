@@ -245,3 +245,14 @@ def test_only_a_missing_framework_makes_a_backend_unavailable(monkeypatch, missi
     else:
         with pytest.raises(ModuleNotFoundError):
             run_worker(request)
+
+
+def test_profile_lists_the_operators_of_a_workload():
+    from lrlc_bench import profile
+
+    args = profile.parse_args(["--op", "lrlc", "--rank", "2", "--batch", "2", "--steps", "1"])
+    text = profile.profile(args)
+    assert "K=2, batch 2, cpu" in text
+    assert "aten::convolution_backward" in text  # Algorithm 1's one convolution, backward
+    with pytest.raises(SystemExit):
+        profile.parse_args(["--op", "lc", "--mode", "train"])  # LC is timed for inference

@@ -311,3 +311,14 @@ def test_cuda_matches_cpu(strategy):
     tol = conformance.tolerance("float64", config, BATCH)
     for a, b in zip(got, want):
         assert conformance.relative_error(a.cpu().numpy(), b.numpy()) <= tol
+
+
+def test_block_size_follows_the_device_type(monkeypatch):
+    """Blocks of output rows are sized per device type (GPUs take far larger ones)."""
+    config = FIXED_CONFIGS["explicit-dilated"]
+    x = torch.empty(BATCH, config.in_channels, *config.input_size, device="meta")
+    monkeypatch.setattr(positionwise, "BLOCK_BYTES", 1)
+    rows = config.output_size[0]
+    assert positionwise._row_blocks(config, x) == [(r, r + 1) for r in range(rows)]
+    monkeypatch.setitem(positionwise.DEVICE_BLOCK_BYTES, "meta", 2**40)
+    assert positionwise._row_blocks(config, x) == [(0, rows)]

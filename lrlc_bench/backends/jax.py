@@ -46,6 +46,12 @@ class Backend:
             "layout": "NHWC",
             "dtype": "float32",
             "device_name": self.device.device_kind,
+            # JAX's default precision: TF32 for float32 convolutions and products on GPUs.
+            **(
+                {"float32": "JAX default precision (TF32 on GPUs)"}
+                if self.device.platform == "gpu"
+                else {}
+            ),
         }
 
     def _random(self, shape) -> jax.Array:
