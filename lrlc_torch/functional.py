@@ -111,16 +111,35 @@ def _positions_first(per_member: torch.Tensor) -> torch.Tensor:
     return per_member.permute(0, 3, 4, 1, 2)
 
 
+# On CUDA, the batched (1 x K) x (K x C_out) products of the combination and of its weight
+# gradient run as cuBLAS gemv kernels that are slow for small K; a broadcast multiply and a
+# sum is faster there up to these ranks (H100, batch 512, 32x32, C_out 64: combination at
+# K = 4 0.76 ms against 0.97 ms, weight gradient at K = 1 0.34 ms against 0.91 ms and at K = 2
+# 0.66 against 1.03; at K = 4 the product wins, 1.09 against 1.26). On CPUs the products win.
+# Largest rank that takes the elementwise form, per device type (absent: never).
+ELEMENTWISE_COMBINE_MAX_RANK = {"cuda": 4}
+ELEMENTWISE_WEIGHT_GRAD_MAX_RANK = {"cuda": 2}
+
+
+def _elementwise(a: torch.Tensor, rank: int, max_rank: dict) -> bool:
+    return rank <= max_rank.get(a.device.type, 0)
+
+
 def combine(per_member: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """y[b, o, i, j] = sum_k w[(b,) k, i, j] z[b, k, o, i, j] (Algorithm 1, line 6; eq. 2).
 
     Fixed weights (K, H_out, W_out) are shared by the batch, input-dependent ones carry it
     (B, K, H_out, W_out). At each (b, i, j) this is a (1, K) x (K, C_out) product.
     """
-    if per_member.shape[1] == 1:  # a scale: one multiply beats B H_out W_out 1x1 products
+    rank = per_member.shape[1]
+    if rank == 1:  # a scale: one multiply beats B H_out W_out 1x1 products
         return per_member[:, 0] * weights
-    rows = weights.movedim(-3, -1).unsqueeze(-2)  # (..., H_out, W_out, 1, K)
-    y = torch.matmul(rows, _positions_first(per_member)).squeeze(-2)  # (B, H_out, W_out, C_out)
+    z = _positions_first(per_member)  # (B, H_out, W_out, K, C_out)
+    if _elementwise(per_member, rank, ELEMENTWISE_COMBINE_MAX_RANK):
+        y = (z * weights.movedim(-3, -1).unsqueeze(-1)).sum(-2)
+    else:
+        rows = weights.movedim(-3, -1).unsqueeze(-2)  # (..., H_out, W_out, 1, K)
+        y = torch.matmul(rows, z).squeeze(-2)  # (B, H_out, W_out, C_out)
     return y.permute(0, 3, 1, 2)
 
 
@@ -176,7 +195,10 @@ class _Algorithm1(torch.autograd.Function):
         dy = dy.to(dtype).permute(0, 2, 3, 1)  # (B, H_out, W_out, C_out)
         dweights = None
         if need_weights:  # dw[b, i, j, k] = sum_o z[b, i, j, k, o] dy[b, i, j, o]
-            dw = torch.matmul(z, dy.unsqueeze(-1)).squeeze(-1)
+            if _elementwise(z, z.shape[-2], ELEMENTWISE_WEIGHT_GRAD_MAX_RANK):
+                dw = (z * dy.unsqueeze(-2)).sum(-1)
+            else:
+                dw = torch.matmul(z, dy.unsqueeze(-1)).squeeze(-1)
             if weights.dim() == 3:  # fixed weights: summed over the batch
                 dw = dw.sum(0)
             dweights = dw.movedim(-1, -3)
@@ -272,11 +294,14 @@ BANK_COST = 2.0
 # gradient twice.
 COSTS = CostModel(product=PRODUCT_COST, patch=PATCH_COST, bank=BANK_COST, bank_passes=4)
 
-# CUDA devices: the same model with constants fitted to the benchmark layer's measured
-# crossover on an NVIDIA H100 (docs/performance.md, "GPU"). There the convolutions run on
-# tensor cores while the locally connected form is bound by moving patches through memory,
-# so PATCH_COST dominates.
-CUDA_COSTS = CostModel(product=2.0, patch=1200.0, bank=2.0, bank_passes=4)
+# CUDA devices: the same model, fitted on an NVIDIA H100 at TF32 (docs/performance.md,
+# "GPU"). PRODUCT_COST from the profiled kernels (the three batched products of an 'lc' step
+# 1.67 ms against 0.77 ms for the convolution's fprop, dgrad and wgrad kernels of the same
+# size), PATCH_COST so that the crossover is the measured one (paper layer, batch 512:
+# 'conv' 5.6 ms at K = 4 and 8.9 ms at K = 8, 'lc' 7.8 ms at every K: K ~ 6.8). There the
+# convolutions run on tensor cores while the locally connected form is bound by moving
+# patches through memory, so PATCH_COST dominates.
+CUDA_COSTS = CostModel(product=2.2, patch=880.0, bank=2.0, bank_passes=4)
 DEVICE_COSTS = {"cpu": COSTS, "cuda": CUDA_COSTS}
 
 

@@ -322,3 +322,23 @@ def test_block_size_follows_the_device_type(monkeypatch):
     assert positionwise._row_blocks(config, x) == [(r, r + 1) for r in range(rows)]
     monkeypatch.setitem(positionwise.DEVICE_BLOCK_BYTES, "meta", 2**40)
     assert positionwise._row_blocks(config, x) == [(0, rows)]
+
+
+@pytest.mark.parametrize("config", [*FIXED_CONFIGS.values(), IDEP], ids=[*FIXED_CONFIGS, "idep"])
+def test_elementwise_combination_matches_reference(monkeypatch, config):
+    """The broadcast-and-sum forms of the combination and its weight gradient (used on CUDA
+    at small ranks) give the reference's values and gradients; forced on here for the CPU."""
+    monkeypatch.setitem(LF.ELEMENTWISE_COMBINE_MAX_RANK, "cpu", config.rank)
+    monkeypatch.setitem(LF.ELEMENTWISE_WEIGHT_GRAD_MAX_RANK, "cpu", config.rank)
+    x, params, dy = case(config)
+    y, dx, *dparams = value_and_grads(layer_for(config, params, "conv"), x, dy)
+    layer = layer_for(config, params, "conv")
+    x_nhwc, dy_nhwc = (a.permute(0, 2, 3, 1).numpy() for a in (x, dy))
+    want_dx, want_dparams = L.vjp(x_nhwc, params, config, dy_nhwc)
+    got_dparams = to_neutral(dict(zip([n for n, _ in layer.named_parameters()], dparams)))
+    tol = conformance.tolerance("float64", config, BATCH)
+    want_y = L.forward(x_nhwc, params, config)
+    assert conformance.relative_error(y.permute(0, 2, 3, 1).numpy(), want_y) <= tol
+    assert conformance.relative_error(dx.permute(0, 2, 3, 1).numpy(), want_dx) <= tol
+    for name, want in want_dparams.items():
+        assert conformance.relative_error(got_dparams[name], want) <= tol, name
