@@ -19,8 +19,6 @@ from .settings import Settings
 
 def run(request: dict) -> dict:
     settings = Settings.from_dict(request["settings"])
-    if request["task"] == "memory":
-        os.environ.update(backends.MEMORY_ENVIRONMENT.get(request["backend"], {}))
     try:
         backend = backends.load(request["backend"], settings)
     except ModuleNotFoundError as error:
@@ -47,7 +45,6 @@ def run(request: dict) -> dict:
         return {
             "status": "ok",
             **train_peak_memory(backend, settings, request["op"], request["rank"]),
-            "environment": backends.MEMORY_ENVIRONMENT.get(request["backend"], {}),
         }
     raise ValueError(f"unknown task {request['task']!r}; expected 'time' or 'memory'")
 

@@ -6,7 +6,9 @@
                                    use, e.g. ('conv', 'lc'); () where Algorithm 1 is the
                                    only one (then op 'lrlc_lc' is not timed)
     chosen_strategy(rank) -> str   the one the backend's automatic choice picks
-    reset_peak_memory(), memory_in_use(), peak_memory()   accelerator allocator counters
+    reset_peak_memory(), memory_in_use(), peak_memory()   allocator counters: the
+                                   accelerator's, and the CPU's where the optional
+                                   `counts_cpu_allocations` is true (else CPU memory is RSS)
 
 A `Backend` raises `Unavailable` when the requested device is absent. Only the lrlc
 packages' public API is used, as a user would call it.
@@ -24,12 +26,6 @@ FRAMEWORKS = {"torch": ("torch",), "jax": ("jax", "jaxlib"), "tf": ("tensorflow"
 
 class Unavailable(RuntimeError):
     """This machine cannot run the backend as asked (a device is absent)."""
-
-
-# Set in a peak-memory process before its framework loads. TensorFlow's oneDNN build keeps
-# freed CPU buffers in its own pool, so a step reusing them would not raise the RSS peak;
-# with the system allocator every buffer the step needs is counted.
-MEMORY_ENVIRONMENT = {"tf": {"TF_ONEDNN_USE_SYSTEM_ALLOCATOR": "1"}}
 
 
 def load(name: str, settings):

@@ -22,14 +22,17 @@ from . import Unavailable  # noqa: E402
 class Backend:
     name = "tf"
     strategies = tuple(s for s in lrlc_tf.functional.STRATEGIES if s != "auto")
+    # TensorFlow's default CPU allocator (oneDNN's pool) counts bytes in use and their peak,
+    # exactly, where the process's RSS does not move with buffers the pool reuses.
+    counts_cpu_allocations = True
 
     def __init__(self, settings):
         if settings.device == "gpu":
             if not tf.config.list_physical_devices("GPU"):
                 raise Unavailable("tensorflow sees no GPU")
-            self.device = "/GPU:0"
+            self.device, self.memory_device = "/GPU:0", "GPU:0"
         else:
-            self.device = "/CPU:0"
+            self.device, self.memory_device = "/CPU:0", "CPU:0"
         self.settings = settings
         self.rng = np.random.default_rng(settings.seed)
 
@@ -110,10 +113,10 @@ class Backend:
         return Workload(forward, None if op == "lc" else train)
 
     def reset_peak_memory(self) -> None:
-        tf.config.experimental.reset_memory_stats("GPU:0")
+        tf.config.experimental.reset_memory_stats(self.memory_device)
 
     def memory_in_use(self) -> int:
-        return tf.config.experimental.get_memory_info("GPU:0")["current"]
+        return tf.config.experimental.get_memory_info(self.memory_device)["current"]
 
     def peak_memory(self) -> int:
-        return tf.config.experimental.get_memory_info("GPU:0")["peak"]
+        return tf.config.experimental.get_memory_info(self.memory_device)["peak"]
