@@ -142,18 +142,30 @@ def basis_responses(x, basis, config: LRLCConfig):
 
 
 @tf.custom_gradient
-def _weighted_sum(responses, weights):
-    """sum_k w[(b,) i, j, k] z[b, i, j, o, k] as a batched matrix-vector product per position.
+def _weighted_sum(responses, weights, *bias):
+    """sum_k w[(b,) i, j, k] z[b, i, j, o, k] (+ bias) as a batched matrix-vector product per
+    position; `bias` is empty or one (H_out, W_out, C_out) tensor.
 
     The gradient is written out so that nothing of z's size is made but dz itself: dw is one
     batched product with z, and dz = w dy is formed only after dw, so that z (dead once dw is
-    read) can be freed before dz is allocated; the step then peaks at one tensor of z's size,
-    like the K C_out convolution's own training step. At rank 1 the products are plain
-    multiplications, which skip the batched product's per-position overhead.
+    read) can be freed before dz is allocated. The backward also starts only once the output
+    exists: a caller's dy need not depend on y (a fixed cotangent), and the executor would
+    otherwise be free to form dz while z, or y before its bias, still waits for the forward's
+    last ops. The step then peaks at y, dz and dx, where the K C_out convolution's own step
+    holds its output and dx. At rank 1 the products are plain multiplications, which skip
+    the batched product's per-position overhead.
     """
     rank_one = responses.shape[-1] == 1
+    if rank_one:
+        y = responses[..., 0] * weights
+    else:
+        y = tf.linalg.matvec(responses, weights)
+    if bias:
+        y = y + bias[0]
 
     def grad(dy):
+        with tf.control_dependencies([y]):
+            dy = tf.identity(dy)
         if rank_one:
             dweights = tf.reduce_sum(responses[..., 0] * dy, axis=-1, keepdims=True)
         else:
@@ -162,11 +174,10 @@ def _weighted_sum(responses, weights):
             dweights = tf.reduce_sum(dweights, axis=0)
         with tf.control_dependencies([dweights]):
             dresponses = weights[..., None, :] * dy[..., None]
-        return dresponses, dweights
+        dbias = [tf.reduce_sum(dy, axis=0)] if bias else []
+        return (dresponses, dweights, *dbias)
 
-    if rank_one:
-        return responses[..., 0] * weights, grad
-    return tf.linalg.matvec(responses, weights), grad
+    return y, grad
 
 
 def combine(responses, weights, bias=None):
@@ -175,8 +186,7 @@ def combine(responses, weights, bias=None):
     `weights` is (H_out, W_out, K), or (B, H_out, W_out, K) for an input-dependent layer;
     `bias` is (H_out, W_out, C_out) or None.
     """
-    y = _weighted_sum(responses, weights)
-    return y if bias is None else y + bias
+    return _weighted_sum(responses, weights, *([] if bias is None else [bias]))
 
 
 def forward(x, params, config: LRLCConfig, *, strategy: str = "auto"):

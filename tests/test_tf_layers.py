@@ -504,3 +504,41 @@ def test_gpu_matches_the_reference(config):
         assert "GPU" in y.device
     want = L.forward(x, params, config)
     assert err(y, want) <= tol(config, "float32")
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory of Algorithm 1's training step
+
+
+def test_algorithm1_step_frees_the_responses_before_their_cotangent():
+    """Algorithm 1's backward reads the K member responses z for dw before it forms their
+    cotangent dz, so the step never holds both: its peak on TensorFlow's CPU allocator is at
+    most y, dz and dx (K + 2 input-sized tensors here, C_in = C_out) plus parameter-sized
+    buffers, where keeping z beside dz would take 2 K. Read from the allocator's own
+    counters (oneDNN's default pool), which count every buffer exactly."""
+    config = L.LRLCConfig(16, 16, 3, rank=8, input_size=(16, 16), padding="same")
+    batch = 16
+    rng = np.random.default_rng(0)
+    x, dy = (
+        tf.constant(rng.standard_normal((batch, 16, 16, 16), dtype=np.float32)) for _ in range(2)
+    )
+    layer = LRLC2D.from_lrlc_config(config, strategy="conv")
+    layer.build(x.shape)
+
+    @tf.function
+    def step(x, dy):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+        return y, tape.gradient(y, [x, *layer.trainable_variables], output_gradients=dy)
+
+    step(x, dy)  # traces; the measured call allocates only what a step needs
+    tf.config.experimental.reset_memory_stats("CPU:0")
+    before = tf.config.experimental.get_memory_info("CPU:0")["current"]
+    step(x, dy)
+    peak = tf.config.experimental.get_memory_info("CPU:0")["peak"] - before
+    if peak <= 0:
+        pytest.skip("this TensorFlow's CPU allocator keeps no counters (system allocator)")
+    tensor = x.dtype.size * math.prod(x.shape)  # one input-sized (= output-sized) tensor
+    params = x.dtype.size * sum(math.prod(s) for s in L.param_shapes(config).values())
+    assert peak <= (config.rank + 2) * tensor + 4 * params, (peak, tensor)
