@@ -206,11 +206,19 @@ def basis_outputs(x, basis, config: LRLCConfig) -> jax.Array:
     as one convolution with K * C_out output channels."""
     rank, kh, kw, c_in, c_out = basis.shape
     kernel = jnp.transpose(basis, (1, 2, 3, 0, 4)).reshape(kh, kw, c_in, rank * c_out)
+    padding = config.padding_pairs
+    reach = [(size - 1) * rate for size, rate in zip(config.kernel_size, config.dilation)]
+    if any(side > limit for pair, limit in zip(padding, reach) for side in pair):
+        # Padding wider than the kernel's reach: XLA's CPU float32 input gradient of such a
+        # convolution is wrong (jax 0.10.2: kernel width 2, padding (2, 0) gives a wrong last
+        # column; float64 is right), so the zeros are added here and the conv pads nothing.
+        x = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+        padding = ((0, 0), (0, 0))
     z = lax.conv_general_dilated(
         x,
         kernel,
         window_strides=config.stride,
-        padding=config.padding_pairs,
+        padding=padding,
         rhs_dilation=config.dilation,
         dimension_numbers=_DIMENSION_NUMBERS,
     )

@@ -584,3 +584,21 @@ def test_accelerator_matches_cpu(config):
     cpu = jax.devices("cpu")[0]
     on_cpu = apply_jit(*jax.device_put((params, x), cpu), config=config)
     assert_close(on_device, on_cpu, config, dtype="float32")
+
+
+def test_padding_wider_than_the_kernel_in_float32():
+    """Regression (found by test_conformance_jax.py::test_random_configs, seed 6698501): XLA's
+    CPU float32 input gradient of a convolution whose padding exceeds the kernel's reach was
+    wrong in its last column (error 1.5 against tol 4.4e-5); lrlc_jax pads such inputs itself."""
+    import conformance
+    from conformance import backends
+
+    seed = 6698501
+    config = conformance.random_config(np.random.default_rng(seed))
+    assert config.kernel_size == (1, 2) and config.padding_pairs == ((1, 1), (2, 0))
+    case = conformance.Case(f"random-{seed}", config)
+    for strategy in ("conv", "lc"):
+        report = conformance.check_case(
+            backends.load("jax", strategy=strategy), case, dtype="float32", seed=seed
+        )
+        assert report.ok, "\n".join(map(str, report.failures))
