@@ -98,15 +98,22 @@ def test_resize_matrix_aligned_corners_hand_worked():
 
 # --- Gradients: hand-written vjp == central finite differences --------------------------------
 
-# Central differences with step h have truncation error ~ h^2 |f'''| / 6 and rounding error
-# ~ eps |f| / h. With h = 1e-5 and unit-scale data (|f|, |f'''| <= ~1e2 here) both are below
-# 1e-6 relative to max(1, |directional derivative|).
+# Central differences D(h) have truncation error h^2 |f'''| / 6 + O(h^4) and rounding error
+# ~ eps |f| / h. Richardson's (4 D(h) - D(2h)) / 3 cancels the h^2 term, leaving O(h^4 f^(5))
+# (~1e-20 times the fifth derivative) and rounding ~ 3 eps |f| / h (~1e-10 for |f| ~ 1e1):
+# both far below 1e-6 relative to max(1, |directional derivative|), also for random configs
+# with a large third derivative (plain D(h) missed 1e-6 by 4 % on one: seed 288033).
 FD_STEP = 1e-5
 FD_TOL = 1e-6
 
 
+def _central(fun, point, direction, h):
+    return (fun(point + h * direction) - fun(point - h * direction)) / (2 * h)
+
+
 def _directional_fd(fun, point, direction):
-    return (fun(point + FD_STEP * direction) - fun(point - FD_STEP * direction)) / (2 * FD_STEP)
+    fine = _central(fun, point, direction, FD_STEP)
+    return (4 * fine - _central(fun, point, direction, 2 * FD_STEP)) / 3
 
 
 def _check_gradients(case, seed):
