@@ -253,9 +253,34 @@ BANK_COST = 2.0
 # This backend forms banks twice (forward, again in the backward) and contracts their
 # gradient twice.
 COSTS = CostModel(product=PRODUCT_COST, patch=PATCH_COST, bank=BANK_COST, bank_passes=4)
-# The shared rule (lrlc_numpy.strategy) with this backend's costs.
-lc_crossover = COSTS.lc_crossover
-choose_strategy = COSTS.choose_strategy
+
+# GPUs: fitted to one H100 run (docs/performance.md, section GPU; batch 512, TF32): the
+# training step in the LC form took 3.4 ms at K = 1 and 4 and 3.3 ms at K = 16, Algorithm 1
+# 1.7, 3.4 and 11.7 ms, so they cross at K ~ 4. With the product's cost kept at the CPU's,
+# PATCH_COST = 560 puts the rule's crossover there (the CPU's constants put it at 2.3).
+GPU_COSTS = CostModel(product=PRODUCT_COST, patch=560.0, bank=BANK_COST, bank_passes=4)
+PLATFORM_COSTS = {"cpu": COSTS, "gpu": GPU_COSTS}
+
+
+def _costs(platform: str | None) -> CostModel:
+    """The cost model for a JAX platform name ('cpu', 'gpu', ...; None: the default
+    backend, where a jitted call runs unless its inputs are committed elsewhere). Platforms
+    without their own constants use the CPU's."""
+    return PLATFORM_COSTS.get(platform or jax.default_backend(), COSTS)
+
+
+def lc_crossover(config: LRLCConfig, batch: int | None, platform: str | None = None) -> float:
+    """The shared rule's crossover rank (lrlc_numpy.strategy) with this backend's costs on
+    `platform`."""
+    return _costs(platform).lc_crossover(config, batch)
+
+
+def choose_strategy(
+    config: LRLCConfig, batch: int | None, strategy: str = "auto", platform: str | None = None
+) -> str:
+    """The shared rule (lrlc_numpy.strategy.choose_strategy) with this backend's costs on
+    `platform` (default: JAX's default backend): 'conv' or 'lc'."""
+    return _costs(platform).choose_strategy(config, batch, strategy)
 
 
 def apply(params, x, config: LRLCConfig, *, strategy: str = "auto") -> jax.Array:
@@ -264,8 +289,9 @@ def apply(params, x, config: LRLCConfig, *, strategy: str = "auto") -> jax.Array
     `params` maps the neutral names to arrays; `x` is NHWC of size `config.input_size`;
     returns (B, H_out, W_out, C_out) in x's dtype (16-bit inputs: see `_widened`). `strategy`
     picks the evaluation: 'conv' (Algorithm 1), 'lc' (the locally connected form, fixed
-    layers only) or 'auto' (`choose_strategy`'s cost rule); all give the same function. Pure,
-    so it composes with `jax.jit` (`config` and `strategy` static), `jax.grad` and `jax.vmap`.
+    layers only) or 'auto' (`choose_strategy`'s cost rule for JAX's default backend); all give
+    the same function. Pure, so it composes with `jax.jit` (`config` and `strategy` static),
+    `jax.grad` and `jax.vmap`.
     """
     params, x = _prepare(params, config, x)
     strategy = choose_strategy(config, x.shape[0], strategy)

@@ -602,3 +602,17 @@ def test_padding_wider_than_the_kernel_in_float32():
             backends.load("jax", strategy=strategy), case, dtype="float32", seed=seed
         )
         assert report.ok, "\n".join(map(str, report.failures))
+
+
+def test_cost_rule_takes_the_platform():
+    """GPUs have their own constants (fitted to an H100 run): the paper layer at batch 512
+    crosses at K ~ 4 there and at ~ 2.3 with the CPU's; the default is JAX's default backend."""
+    layer = lrlc_jax.layer
+    paper = LRLCConfig(64, 64, 3, 4, (32, 32), padding="same")
+    for platform, costs in (("cpu", layer.COSTS), ("gpu", layer.GPU_COSTS)):
+        want = 512 * (3 * costs.product + costs.patch / 64) / (3 * 512 - 4 * costs.bank)
+        assert lrlc_jax.lc_crossover(paper, 512, platform) == pytest.approx(want)
+    assert lrlc_jax.choose_strategy(paper, 512, platform="gpu") == "conv"
+    assert lrlc_jax.choose_strategy(paper, 512, platform="cpu") == "lc"
+    default = lrlc_jax.choose_strategy(paper, 512)
+    assert default == lrlc_jax.choose_strategy(paper, 512, platform=jax.default_backend())

@@ -79,7 +79,8 @@ class Backend:
         )
 
     def chosen_strategy(self, rank: int) -> str:
-        return lrlc_jax.choose_strategy(self.settings.lrlc_config(rank), self.settings.batch)
+        config = self.settings.lrlc_config(rank)
+        return lrlc_jax.choose_strategy(config, self.settings.batch, platform=self.device.platform)
 
     def workload(self, op: str, rank: int) -> Workload:
         s = self.settings
