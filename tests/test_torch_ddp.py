@@ -59,6 +59,10 @@ def worker(rank, port, out_path):
         grads = gradients(nn.parallel.DistributedDataParallel(model), x[shard], target[shard])
         if rank == 0:
             np.savez(out_path, **grads)
+        # Both ranks done before either tears gloo down: a rank destroying its group while
+        # its peer still has a connection open aborted once in CI ("terminate called without
+        # an active exception", SIGABRT in rank 0 after the gradients were saved).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
