@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import importlib
 
+from lrlc_numpy.strategy import STRATEGIES
+
 NAMES = ("numpy", "torch", "jax", "tf")
 
 
@@ -29,3 +31,17 @@ def load(name: str, **options):
         raise ValueError(f"unknown backend {name!r}; expected one of {NAMES}")
     module = importlib.import_module(f"conformance.backends.{name}")
     return module.Backend(**options)
+
+
+def strategy_adapter_name(backend: str, strategy: str, unknown: dict) -> str:
+    """Validate the options of a backend with evaluation strategies and return the
+    adapter's name: `backend`, or `backend[strategy=S]` for a strategy other than 'auto'."""
+    if unknown:
+        raise ValueError(
+            f"{backend} adapter: unknown options {sorted(unknown)}; expected only 'strategy'"
+        )
+    if strategy not in STRATEGIES:
+        raise ValueError(
+            f"{backend} adapter: unknown strategy {strategy!r}; expected one of {STRATEGIES}"
+        )
+    return backend if strategy == "auto" else f"{backend}[strategy={strategy}]"

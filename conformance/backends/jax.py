@@ -18,6 +18,8 @@ import numpy as np
 import lrlc_jax
 import lrlc_numpy
 
+from . import strategy_adapter_name
+
 jax.config.update("jax_enable_x64", True)
 
 _DTYPES = {"float64": jnp.float64, "float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -71,14 +73,8 @@ class Backend:
     refuses strategy='lc' for them."""
 
     def __init__(self, strategy: str = "auto", **options):
-        if options:
-            raise ValueError(f"jax adapter: unknown options {sorted(options)}; it takes strategy")
-        if strategy not in lrlc_jax.STRATEGIES:
-            raise ValueError(
-                f"jax adapter: unknown strategy {strategy!r}; expected one of {lrlc_jax.STRATEGIES}"
-            )
+        self.name = strategy_adapter_name("jax", strategy, options)
         self.strategy = strategy
-        self.name = "jax" if strategy == "auto" else f"jax[strategy={strategy}]"
         self.devices = _platforms()
         accelerated = len(self.devices) > 1
         self.dtypes = ("float64", "float32") + (("bfloat16",) if accelerated else ())

@@ -20,6 +20,8 @@ import tensorflow as tf
 
 import lrlc_tf
 
+from . import strategy_adapter_name
+
 
 def _numpy(tensor) -> np.ndarray:
     return tf.cast(tensor, tf.float64).numpy()
@@ -27,17 +29,8 @@ def _numpy(tensor) -> np.ndarray:
 
 class Backend:
     def __init__(self, strategy: str = "auto", **unknown):
-        if unknown:
-            raise ValueError(
-                f"tf adapter: unknown option(s) {sorted(unknown)}; the only option is 'strategy'"
-            )
-        if strategy not in lrlc_tf.functional.STRATEGIES:
-            raise ValueError(
-                f"tf adapter: unknown strategy {strategy!r}; expected one of "
-                f"{lrlc_tf.functional.STRATEGIES}"
-            )
+        self.name = strategy_adapter_name("tf", strategy, unknown)
         self.strategy = strategy
-        self.name = "tf" if strategy == "auto" else f"tf[strategy={strategy}]"
         has_gpu = bool(tf.config.list_physical_devices("GPU"))
         if has_gpu:
             # Spec section 15.4: float32 at full precision, not TensorFloat-32 on tensor cores.

@@ -15,6 +15,8 @@ import torch
 
 import lrlc_torch
 
+from . import strategy_adapter_name
+
 _DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
@@ -53,17 +55,8 @@ class Backend:
     what 'auto' picks for them (the layer refuses strategy='lc' with input_dependent=True)."""
 
     def __init__(self, strategy: str = "auto", **unknown):
-        if unknown:
-            raise ValueError(
-                f"torch adapter: unknown options {sorted(unknown)}; expected only 'strategy'"
-            )
-        if strategy not in lrlc_torch.functional.STRATEGIES:
-            raise ValueError(
-                f"torch adapter: unknown strategy {strategy!r}; expected one of "
-                f"{lrlc_torch.functional.STRATEGIES}"
-            )
+        self.name = strategy_adapter_name("torch", strategy, unknown)
         self.strategy = strategy
-        self.name = "torch" if strategy == "auto" else f"torch[strategy={strategy}]"
         has_cuda = torch.cuda.is_available()
         self.devices = ("cpu", "gpu") if has_cuda else ("cpu",)
         self.dtypes = ("float64", "float32", "bfloat16") if has_cuda else ("float64", "float32")
