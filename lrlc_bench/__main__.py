@@ -1,6 +1,6 @@
 """`python -m lrlc_bench`: time every backend, each in its own process, then report.
 
-    python -m lrlc_bench                       # CPU, batch 64, K in {1, 16}
+    python -m lrlc_bench                       # CPU, batch 64, K in {1, 2, 16}
     python -m lrlc_bench --full                # K in {1, 2, 4, 8, 16, 32}
     python -m lrlc_bench --device gpu          # batch 512
     python -m lrlc_bench --backends torch --ranks 4 16 --output-dir reports
