@@ -8,8 +8,10 @@ import statistics
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
+import lrlc_numpy
 from lrlc_bench import Settings, evaluate_targets, markdown
 from lrlc_bench.measure import interleaved_medians
 from lrlc_bench.settings import MEMORY_OPS, OP_MODES, OPS
@@ -83,6 +85,14 @@ def test_every_measurement_is_recorded(run):
         assert set(memory) == {(op, rank) for op in memory_ops for rank in RANKS}
         for m in memory.values():
             assert m["status"] == "ok" and m["peak_bytes"] >= 0 and m["method"]
+            # JAX records XLA's plan of the step beside the CPU figure, which stays RSS.
+            if name == "jax":
+                assert m["method"].startswith("ru_maxrss")
+                assert (
+                    m["planned"]["peak_bytes"] > 0 and "memory_analysis" in m["planned"]["method"]
+                )
+            else:
+                assert "planned" not in m
 
 
 def test_ratios_are_to_the_plain_conv_of_the_same_run(run):
@@ -206,6 +216,64 @@ def test_timing_takes_turns_after_warmup():
     stats = interleaved_medians(functions, settings)
     assert calls == ["a", "a", "b", "b"] + ["a", "b"] * 3
     assert all(s["runs"] == 3 == len(s["times_s"]) for s in stats.values())
+
+
+def _jax_plan(settings: Settings, op: str, rank: int) -> dict:
+    from lrlc_bench.backends import jax as jax_backend
+
+    return jax_backend.Backend(settings).workload(op, rank).memory_plan()
+
+
+def test_jax_memory_plan_covers_the_steps_outputs_and_grows_with_rank():
+    """The figure JAX reports on a GPU, computed here for the CPU: XLA's plan of a training
+    step, checked against sizes counted from the shapes."""
+    pytest.importorskip("jax")
+    s = Settings(batch=2, input_size=(8, 8), in_channels=8, out_channels=8)
+    pixels = s.batch * s.input_size[0] * s.input_size[1]  # 'same' padding keeps the size
+    planned = {}
+    for rank in (1, 16):
+        width = rank * s.out_channels
+        # The float32 outputs y, dx, d(kernel), d(bias) have the sizes of the arguments dy,
+        # x, kernel, bias: `size` bytes either way.
+        size = 4 * (
+            pixels * width
+            + pixels * s.in_channels
+            + s.kernel_size**2 * s.in_channels * width
+            + width
+        )
+        plan = _jax_plan(s, "conv_k", rank)
+        assert plan["parts"]["argument"] == size
+        # Below: every output is allocated. Above: besides its outputs, a convolution step
+        # holds at most one re-laid-out copy of each argument and of each output (the layouts
+        # XLA's convolution kernels read and write), and nothing else: 3 * size.
+        assert size <= plan["peak_bytes"] <= 3 * size
+        planned[rank] = plan["peak_bytes"]
+    assert planned[16] > planned[1]
+    # The LRLC step allocates at least its own outputs: y, dx and one gradient per parameter.
+    config = s.lrlc_config(16)
+    params = sum(int(np.prod(shape)) for shape in lrlc_numpy.param_shapes(config).values())
+    outputs = 4 * (pixels * (s.out_channels + s.in_channels) + params)
+    assert _jax_plan(s, "lrlc", 16)["peak_bytes"] >= outputs
+
+
+def test_an_accelerator_step_with_a_memory_plan_reports_the_plan_without_running():
+    """The GPU branch of `train_peak_memory`, with a workload whose step must not run."""
+    pytest.importorskip("jax")
+    from lrlc_bench.measure import Workload, train_peak_memory
+
+    cpu = Settings(batch=2, input_size=(8, 8), in_channels=8, out_channels=8, ranks=(2,))
+    plan = _jax_plan(cpu, "conv_k", 2)
+
+    def must_not_run():
+        raise AssertionError("the planned figure needs no step")
+
+    class Backend:
+        def workload(self, op, rank):
+            return Workload(must_not_run, must_not_run, lambda: plan)
+
+    gpu = Settings(**{**cpu.to_dict(), "device": "gpu"})
+    record = train_peak_memory(Backend(), gpu, "conv_k", 2)
+    assert record == {"op": "conv_k", "rank": 2, "mode": "train", **plan}
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,9 @@
     chosen_strategy(rank) -> str   the one the backend's automatic choice picks
     reset_peak_memory(), memory_in_use(), peak_memory()   allocator counters: the
                                    accelerator's, and the CPU's where the optional
-                                   `counts_cpu_allocations` is true (else CPU memory is RSS)
+                                   `counts_cpu_allocations` is true (else CPU memory is RSS);
+                                   not needed where workloads carry a `memory_plan` (JAX),
+                                   which gives the accelerator's figure instead
 
 A `Backend` raises `Unavailable` when the requested device is absent. Only the lrlc
 packages' public API is used, as a user would call it.

@@ -24,6 +24,29 @@ def _conv(params, x):
     return y + params["bias"]
 
 
+PLAN_METHOD = "XLA memory_analysis() of the compiled step: temp + output - alias bytes"
+
+
+def memory_plan(step, *args) -> dict:
+    """XLA's buffer plan for the jitted `step` compiled for `args`: the bytes it allocates
+    beyond its arguments, i.e. its temporaries (XLA packs them into one buffer, reusing
+    space between values whose lifetimes do not overlap; on a GPU this includes the
+    workspace of the convolution algorithms autotuning picked) plus its outputs, less any
+    output that reuses an argument's buffer. Compiles; runs nothing."""
+    stats = step.lower(*args).compile().memory_analysis()
+    if stats is None:
+        raise RuntimeError(f"XLA gives no memory analysis on {jax.default_backend()!r}")
+    parts = {
+        part: getattr(stats, f"{part}_size_in_bytes")
+        for part in ("argument", "output", "alias", "temp")
+    }
+    return {
+        "peak_bytes": parts["temp"] + parts["output"] - parts["alias"],
+        "method": PLAN_METHOD,
+        "parts": parts,
+    }
+
+
 class Backend:
     name = "jax"
     strategies = tuple(s for s in lrlc_jax.STRATEGIES if s != "auto")
@@ -108,14 +131,4 @@ class Backend:
         def train():
             return jax.block_until_ready(train_fn(params, x, dy))
 
-        return Workload(forward, train)
-
-    # JAX exposes the peak of the device allocator but cannot reset it.
-    def reset_peak_memory(self) -> None:
-        pass
-
-    def memory_in_use(self) -> int:
-        return self.device.memory_stats()["bytes_in_use"]
-
-    def peak_memory(self) -> int:
-        return self.device.memory_stats()["peak_bytes_in_use"]
+        return Workload(forward, train, lambda: memory_plan(train_fn, params, x, dy))
