@@ -283,6 +283,13 @@ def choose_strategy(
     return _costs(platform).choose_strategy(config, batch, strategy)
 
 
+def _weights_are_one(config: LRLCConfig) -> bool:
+    """Whether every combining weight is identically 1 whatever the parameters and input:
+    softmax over a single member (spec section 4.3). 'l2' and 'none' at K = 1 give
+    w~ / |w~| and w~, which are not."""
+    return config.rank == 1 and config.normalize == "softmax"
+
+
 def apply(params, x, config: LRLCConfig, *, strategy: str = "auto") -> jax.Array:
     """y[b, i, j, o] = sum_k w[i, j, k] (x * F^(k))[b, i, j, o] + B[i, j, o] (eqs. 2-6).
 
@@ -290,20 +297,29 @@ def apply(params, x, config: LRLCConfig, *, strategy: str = "auto") -> jax.Array
     returns (B, H_out, W_out, C_out) in x's dtype (16-bit inputs: see `_widened`). `strategy`
     picks the evaluation: 'conv' (Algorithm 1), 'lc' (the locally connected form, fixed
     layers only) or 'auto' (`choose_strategy`'s cost rule for JAX's default backend); all give
-    the same function. Pure, so it composes with `jax.jit` (`config` and `strategy` static),
-    `jax.grad` and `jax.vmap`.
+    the same function. Algorithm 1 at K = 1 with softmax, fixed or input-dependent, is one
+    convolution with C_out outputs plus the bias map (w is identically 1; `_weights_are_one`).
+    Pure, so it composes with `jax.jit` (`config` and `strategy` static), `jax.grad` and
+    `jax.vmap`.
     """
     params, x = _prepare(params, config, x)
-    strategy = choose_strategy(config, x.shape[0], strategy)
+    chosen = choose_strategy(config, x.shape[0], strategy)
     wide, wide_x = _widened((params, x))
-    weights = _weights(wide, config, wide_x)
-    bias = _bias(wide, config, weights.dtype)
-    if strategy == "lc":
-        banks = _banks(weights, wide["basis"]).astype(x.dtype)
-        y = _widened(positionwise(x, banks, config)) + bias
-    else:
+    if chosen == "conv" and _weights_are_one(config):
+        # One convolution plus the bias map, without evaluating the weights (XLA does not
+        # fold a softmax over one member to 1, so g would still run); the logits' or g's
+        # gradients come out as exact zeros.
         per_member = basis_outputs(x, params["basis"], config)
-        y = combine(_widened(per_member), weights, bias)
+        y = _widened(per_member[..., 0, :]) + _bias(wide, config, wide_x.dtype)
+    else:
+        weights = _weights(wide, config, wide_x)
+        bias = _bias(wide, config, weights.dtype)
+        if chosen == "lc":
+            banks = _banks(weights, wide["basis"]).astype(x.dtype)
+            y = _widened(positionwise(x, banks, config)) + bias
+        else:
+            per_member = basis_outputs(x, params["basis"], config)
+            y = combine(_widened(per_member), weights, bias)
     return y.astype(x.dtype)
 
 
