@@ -255,6 +255,17 @@ def _context(results: dict) -> list[str]:
     return lines
 
 
+def _memory_methods(backends: dict) -> str:
+    """Each memory method with the backends that used it, e.g. 'A (torch, jax); B (tf)'."""
+    users: dict[str, list[str]] = {}
+    for name, backend in backends.items():
+        for method in dict.fromkeys(
+            m["method"] for m in backend.get("memory", []) if "method" in m
+        ):
+            users.setdefault(method, []).append(name)
+    return "; ".join(f"{method} ({', '.join(names)})" for method, names in users.items())
+
+
 def markdown(results: dict) -> str:
     """The timing table, the memory table and the targets, as one markdown text."""
     s = results["settings"]
@@ -309,6 +320,8 @@ def markdown(results: dict) -> str:
             "Peak memory of one training step (fwd+bwd) above the memory held before it:",
             "",
             *_table(header, memory_rows),
+            "",
+            "Measured by: " + _memory_methods(ok) + ".",
         ]
     lines += ["", *_context(results)]
     lines += ["", "Targets (issue 7):", "", *targets_markdown(results["targets"])]

@@ -171,6 +171,10 @@ def test_markdown_is_printed_and_has_a_row_per_measurement(run):
     assert len(timing_rows) == len(BACKENDS) * len(RANKS) * 2
     for target in results["targets"]:
         assert f"| {target['id']} | {target['target']} |" in text
+    # How each backend's memory was measured is said once, with the backends that used it.
+    methods = {m["method"] for name in BACKENDS for m in results["backends"][name]["memory"]}
+    (line,) = [line for line in text.splitlines() if line.startswith("Measured by: ")]
+    assert all(f"{method} (" in line for method in methods)
 
 
 def _synthetic(lrlc_over_conv_k: dict[int, float]) -> dict:
