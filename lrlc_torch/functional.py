@@ -43,6 +43,7 @@ __all__ = [
     "resize_bilinear",
     "spatial_bias_map",
     "to_locally_connected",
+    "weights_are_ones",
 ]
 
 
@@ -438,18 +439,70 @@ def layer_bias(params, config: LRLCConfig) -> torch.Tensor | None:
 # The layer (Algorithm 1; eqs. 2-6; spec section 4)
 
 
+def weights_are_ones(config: LRLCConfig) -> bool:
+    """Whether w = 1 exactly: rank 1 with softmax (spec section 4.3). The layer is then one
+    C_out convolution plus its bias, and every logit's gradient is exactly zero."""
+    return config.rank == 1 and config.normalize == "softmax"
+
+
+class _TieZeroGradients(torch.autograd.Function):
+    """A copy of `a` that also takes `unused`, tensors the output does not depend on, and
+    gives them exact zero gradients: they stay in the graph, as they are in the general
+    path (DistributedDataParallel and optimisers see a gradient, not None)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(a, *unused):
+        return a.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.unused = [(t.shape, t.dtype, t.device) for t in inputs[1:]]
+
+    @staticmethod
+    def backward(ctx, da):
+        zeros = [
+            torch.zeros(shape, dtype=dtype, device=device) if needed else None
+            for (shape, dtype, device), needed in zip(ctx.unused, ctx.needs_input_grad[1:])
+        ]
+        return da, *zeros
+
+
+def _combining_parameters(params) -> list[torch.Tensor]:
+    """The tensors that only enter the layer through its combining weights: a fixed layer's
+    logits, or an input-dependent layer's network g (sorted by name)."""
+    logits = ("row_logits", "col_logits", "logits")
+    return [params[name] for name in sorted(params) if name in logits or name.startswith("g.")]
+
+
+def _single_convolution(x: torch.Tensor, params, config: LRLCConfig) -> torch.Tensor:
+    """sum_k w (I * F^(k)) when w = 1 (`weights_are_ones`): the one member's convolution,
+    in x's own layout (NCHW, like a plain `nn.Conv2d`), with g not evaluated."""
+    basis = _TieZeroGradients.apply(params["basis"], *_combining_parameters(params))
+    x, padding = _conv_geometry(x, config)
+    return F.conv2d(x, basis[0], stride=config.stride, padding=padding, dilation=config.dilation)
+
+
 def forward(x: torch.Tensor, params, config: LRLCConfig, *, strategy: str = "auto"):
     """y[b, o, i, j] = sum_k w[i, j, k] (I * F^(k))[b, o, i, j] + B[o, i, j] (eqs. 2-5).
 
     `x` is NCHW of size `config.input_size`; returns (B, C_out, H_out, W_out). `strategy`
     picks the evaluation: 'conv' (Algorithm 1), 'lc' (the locally connected form, fixed
-    layers only) or 'auto' (`choose_strategy`'s cost rule).
+    layers only) or 'auto' (`choose_strategy`'s cost rule). Algorithm 1 at rank 1 with
+    softmax is one convolution (`weights_are_ones`): neither the weights nor g are computed.
     """
-    weights = combining_weights(params, config, x)  # checks x first
-    if choose_strategy(config, x.shape[0], strategy, x.device) == "lc":
-        y = lowrank_locally_connected(x, weights, params["basis"], config)
+    check_torch_params(params, config)
+    check_input(x, config)
+    chosen = choose_strategy(config, x.shape[0], strategy, x.device)
+    if chosen == "conv" and weights_are_ones(config):
+        y = _single_convolution(x, params, config)
     else:
-        y = algorithm1(x, weights, params["basis"], config)
+        weights = combining_weights(params, config, x)
+        if chosen == "lc":
+            y = lowrank_locally_connected(x, weights, params["basis"], config)
+        else:
+            y = algorithm1(x, weights, params["basis"], config)
     bias = layer_bias(params, config)
     # NCHW out, like the input; the combination leaves y channels-last. With the bias first,
     # the sum takes the bias's (NCHW) layout: one pass instead of a copy and an add.

@@ -2,6 +2,7 @@
 initialisation, checkpoints, errors, the locally connected form, Algorithm 1's single
 convolution, gradcheck, torch.func and autocast. Reference values come from lrlc_numpy."""
 
+import dataclasses
 import io
 
 import numpy as np
@@ -278,7 +279,15 @@ TINY_IDEP = L.LRLCConfig(
 )
 
 
-@pytest.mark.parametrize("config", [TINY_FIXED, TINY_IDEP], ids=["fixed", "idep"])
+RANK_ONE = {  # one convolution: lrlc_torch.functional.weights_are_ones
+    "fixed-rank1": dataclasses.replace(TINY_FIXED, rank=1),
+    "idep-rank1": dataclasses.replace(TINY_IDEP, rank=1),
+}
+
+
+@pytest.mark.parametrize(
+    "config", [TINY_FIXED, TINY_IDEP, *RANK_ONE.values()], ids=["fixed", "idep", *RANK_ONE]
+)
 def test_gradcheck_float64(config):
     layer, x, _ = loaded(config)
     names, tensors = zip(*layer.named_parameters())
@@ -292,7 +301,36 @@ def test_gradcheck_float64(config):
     assert torch.autograd.gradcheck(f, inputs, fast_mode=config.input_dependent)
 
 
-@pytest.mark.parametrize("config", [FIXED, IDEP], ids=["fixed", "idep"])
+@pytest.mark.parametrize("config", RANK_ONE.values(), ids=RANK_ONE)
+def test_rank_one_second_derivatives(config):
+    """Double backward (gradient penalties) works through the rank-1 path. The logits' (or
+    g's) gradients are constant zeros there, which gradgradcheck cannot pair with its
+    numerical Jacobian, so they are held fixed for it; a second-order gradient through
+    them is checked to be zero instead."""
+    layer, x, _ = loaded(config)
+    params = dict(layer.named_parameters())
+    fixed = {n: p.detach() for n, p in params.items() if n.endswith("logits") or n.startswith("g.")}
+    names = [n for n in params if n not in fixed]
+    assert fixed and names
+
+    def f(x, *values):
+        return torch.func.functional_call(layer, {**fixed, **dict(zip(names, values))}, (x,))
+
+    inputs = (x.requires_grad_(True), *(params[n].detach().requires_grad_(True) for n in names))
+    assert torch.autograd.gradgradcheck(f, inputs, fast_mode=True)
+    combining = [params[n] for n in fixed]
+    (dx, *dcombining) = torch.autograd.grad(layer(x).square().sum(), [x, *combining],
+                                            create_graph=True)  # fmt: skip
+    second = torch.autograd.grad(dx.square().sum(), combining, allow_unused=True)
+    assert all(g is None or not g.any() for g in second)
+    assert all(not g.any() for g in dcombining)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [FIXED, IDEP, dataclasses.replace(IDEP, rank=1)],
+    ids=["fixed", "idep", "idep-rank1"],
+)
 def test_torch_func_grad_and_vmap(config):
     layer, x, params = loaded(config)
     weights = {n: p.detach() for n, p in layer.named_parameters()}

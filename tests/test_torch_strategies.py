@@ -6,6 +6,7 @@ Values are checked against lrlc_numpy (the reference) or, for strategy against s
 against each other; tolerances come from `conformance.tolerance`.
 """
 
+import dataclasses
 import math
 
 import pytest
@@ -54,6 +55,23 @@ def value_and_grads(layer, x, dy):
     x = x.detach().requires_grad_(True)
     y = layer(x)
     return (y.detach(), *torch.autograd.grad(y, (x, *layer.parameters()), dy))
+
+
+def assert_matches_reference(layer, config, params, x, dy):
+    """The layer's output and gradients (input and every parameter, neutral names) are the
+    reference's within `conformance.tolerance`; returns the neutral parameter gradients."""
+    y, dx, *dparams = value_and_grads(layer, x, dy)
+    x_nhwc, dy_nhwc = (a.permute(0, 2, 3, 1).numpy() for a in (x, dy))
+    want_dx, want_dparams = L.vjp(x_nhwc, params, config, dy_nhwc)
+    tol = conformance.tolerance(str(x.dtype).removeprefix("torch."), config, BATCH)
+    want_y = L.forward(x_nhwc, params, config)
+    assert conformance.relative_error(y.permute(0, 2, 3, 1).numpy(), want_y) <= tol
+    assert conformance.relative_error(dx.permute(0, 2, 3, 1).numpy(), want_dx) <= tol
+    got = to_neutral(dict(zip([n for n, _ in layer.named_parameters()], dparams)))
+    assert set(got) == set(want_dparams)
+    for name, want in want_dparams.items():
+        assert conformance.relative_error(got[name], want) <= tol, name
+    return got
 
 
 @pytest.fixture
@@ -158,18 +176,7 @@ def test_lc_strategy_matches_reference_for_any_block_size(monkeypatch, block_byt
     monkeypatch.setattr(positionwise, "BLOCK_BYTES", block_bytes)
     config = FIXED_CONFIGS["explicit-dilated"]
     x, params, dy = case(config)
-    y, dx, *dparams = value_and_grads(layer_for(config, params, "lc"), x, dy)
-    x_nhwc, dy_nhwc = (a.permute(0, 2, 3, 1).numpy() for a in (x, dy))
-    want_dx, want_dparams = L.vjp(x_nhwc, params, config, dy_nhwc)
-    tol = conformance.tolerance("float64", config, BATCH)
-    assert conformance.relative_error(y.permute(0, 2, 3, 1).numpy(),
-                                      L.forward(x_nhwc, params, config)) <= tol  # fmt: skip
-    assert conformance.relative_error(dx.permute(0, 2, 3, 1).numpy(), want_dx) <= tol
-    names = [n for n, _ in LRLC2d.from_config(config).named_parameters()]
-    got = to_neutral(dict(zip(names, dparams)))
-    assert set(got) == set(want_dparams)
-    for name, want in want_dparams.items():
-        assert conformance.relative_error(got[name], want) <= tol, name
+    assert_matches_reference(layer_for(config, params, "lc"), config, params, x, dy)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,14 +338,74 @@ def test_elementwise_combination_matches_reference(monkeypatch, config):
     monkeypatch.setitem(LF.ELEMENTWISE_COMBINE_MAX_RANK, "cpu", config.rank)
     monkeypatch.setitem(LF.ELEMENTWISE_WEIGHT_GRAD_MAX_RANK, "cpu", config.rank)
     x, params, dy = case(config)
-    y, dx, *dparams = value_and_grads(layer_for(config, params, "conv"), x, dy)
-    layer = layer_for(config, params, "conv")
-    x_nhwc, dy_nhwc = (a.permute(0, 2, 3, 1).numpy() for a in (x, dy))
-    want_dx, want_dparams = L.vjp(x_nhwc, params, config, dy_nhwc)
-    got_dparams = to_neutral(dict(zip([n for n, _ in layer.named_parameters()], dparams)))
-    tol = conformance.tolerance("float64", config, BATCH)
-    want_y = L.forward(x_nhwc, params, config)
-    assert conformance.relative_error(y.permute(0, 2, 3, 1).numpy(), want_y) <= tol
-    assert conformance.relative_error(dx.permute(0, 2, 3, 1).numpy(), want_dx) <= tol
-    for name, want in want_dparams.items():
-        assert conformance.relative_error(got_dparams[name], want) <= tol, name
+    assert_matches_reference(layer_for(config, params, "conv"), config, params, x, dy)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rank 1 with softmax: w = 1 exactly, so the layer is one convolution (spec section 4.3)
+
+RANK_ONE = {
+    "rowcol-same-stride2": L.LRLCConfig(
+        2, 3, 3, rank=1, input_size=(7, 6), stride=2, padding="same"
+    ),
+    "row-dilated-valid": L.LRLCConfig(
+        2, 3, (3, 2), rank=1, input_size=(6, 7), dilation=(1, 2), combining="row"
+    ),
+    "col-explicit-nobias": L.LRLCConfig(
+        3, 2, 3, rank=1, input_size=(6, 5), padding=((2, 0), (1, 1)), combining="col",
+        channel_bias=False,
+    ),
+    "full": L.LRLCConfig(2, 3, 3, rank=1, input_size=(5, 6), padding=1, combining="full"),
+    "idep": L.LRLCConfig(
+        2, 3, 3, rank=1, input_size=(9, 8), padding="same", combining="full",
+        input_dependent=True,
+    ),
+}  # fmt: skip
+
+
+def count_calls(monkeypatch, name):
+    """Count the calls of `lrlc_torch.functional.<name>` (still running it)."""
+    calls = []
+    original = getattr(LF, name)
+
+    def counted(*args, **kwargs):
+        calls.append(name)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(LF, name, counted)
+    return calls
+
+
+@pytest.mark.parametrize("strategy", ["auto", "conv"])
+@pytest.mark.parametrize("config", RANK_ONE.values(), ids=RANK_ONE)
+def test_rank_one_softmax_runs_one_convolution(monkeypatch, config, strategy):
+    """Neither the weights nor g are computed; every logit and g parameter still receives a
+    gradient (not None: autograd.grad would raise), and it is exactly zero."""
+    assert LF.weights_are_ones(config)
+    calls = count_calls(monkeypatch, "combining_weights") + count_calls(monkeypatch, "g_forward")
+    x, params, dy = case(config)
+    grads = assert_matches_reference(layer_for(config, params, strategy), config, params, x, dy)
+    assert calls == []
+    combining = [n for n in grads if n.endswith("logits") or n.startswith("g.")]
+    assert combining, "the configs have logits or g"
+    for name in combining:
+        assert not grads[name].any(), name
+
+
+def test_rank_one_with_other_normalisations_forms_its_weights(monkeypatch):
+    """'l2' and 'none' do not give w = 1 at rank 1: the general path runs."""
+    for normalize in ("l2", "none"):
+        config = dataclasses.replace(RANK_ONE["full"], normalize=normalize)
+        assert not LF.weights_are_ones(config)
+        calls = count_calls(monkeypatch, "combining_weights")
+        x, params, dy = case(config)
+        assert_matches_reference(layer_for(config, params, "auto"), config, params, x, dy)
+        assert calls
+
+
+def test_rank_one_keeps_an_explicit_lc_strategy(monkeypatch):
+    config = RANK_ONE["rowcol-same-stride2"]
+    calls = count_calls(monkeypatch, "lowrank_locally_connected")
+    x, params, dy = case(config)
+    assert_matches_reference(layer_for(config, params, "lc"), config, params, x, dy)
+    assert calls
