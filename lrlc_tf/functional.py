@@ -13,7 +13,9 @@ A fixed layer has two evaluation strategies (`STRATEGIES`, picked by `choose_str
 and 'lc', the locally connected form (each position's filter bank formed from the basis,
 then `apply_banks`, one batched matrix product over positions), whose cost barely does.
 `locally_connected` uses the same `apply_banks`. Input-dependent layers have one bank per
-example and position, so they always run Algorithm 1.
+example and position, so they always run Algorithm 1. At rank 1 with softmax the weights
+are identically 1, so Algorithm 1 is the convolution alone and neither the logits nor g are
+evaluated (`_single_member`).
 """
 
 from __future__ import annotations
@@ -195,13 +197,49 @@ def forward(x, params, config: LRLCConfig, *, strategy: str = "auto"):
     form, fixed layers only) or 'auto' (`choose_strategy`'s cost rule for this batch)."""
     x = check_input(x, config)
     params = check_params(params, config, x.dtype)
-    weights = _combining_weights(params, config, x)
+    chosen = choose_strategy(config, x.shape[0], strategy)
     has_bias = config.spatial_bias or config.channel_bias
     bias = bias_map(params, config, x.dtype) if has_bias else None
-    if choose_strategy(config, x.shape[0], strategy) == "lc":
+    if chosen == "conv" and config.rank == 1 and config.normalize == "softmax":
+        return _single_member(x, params, config, bias)
+    weights = _combining_weights(params, config, x)
+    if chosen == "lc":
         y = apply_banks(x, position_banks(weights, params["basis"]), config)
         return y if bias is None else y + bias
     return combine(basis_responses(x, params["basis"], config), weights, bias)
+
+
+def _single_member(x, params, config: LRLCConfig, bias):
+    """Algorithm 1 at K = 1 with softmax: w = softmax over one member = 1 at every position
+    and for every input (spec section 4.3), so y = I * F^(1) + B, one convolution with
+    C_out outputs; neither the logits nor g are evaluated.
+
+    The softmax's Jacobian p (delta - p) vanishes at p = 1, so every combining parameter's
+    gradient is exactly zero: `_with_zero_gradients` reports those zeros rather than None,
+    which optimizers would warn about (Keras) and callers would have to special-case.
+    """
+    basis = params["basis"]
+    y = _convolution(x, tf.reshape(basis, basis.shape[1:]), config)
+    if bias is not None:
+        y = y + bias
+    unused = [value for name, value in params.items() if _is_combining_param(name)]
+    return _with_zero_gradients(y, *unused)
+
+
+def _is_combining_param(name: str) -> bool:
+    """True for the parameters of the combining weights: logits (eq. 3) or g's (eq. 6)."""
+    return name.endswith("logits") or name.startswith("g.")
+
+
+@tf.custom_gradient
+def _with_zero_gradients(y, *unused):
+    """`y` itself, with exact zero gradients for the tensors `unused`, which `y` does not
+    depend on (zeros of their static shapes, so nothing keeps them alive for the backward)."""
+
+    def grad(dy):
+        return (dy, *[tf.zeros(u.shape, u.dtype) for u in unused])
+
+    return y, grad
 
 
 # ---------------------------------------------------------------------------------------------

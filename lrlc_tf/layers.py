@@ -221,8 +221,10 @@ class LowRankLocallyConnected2D(_WindowedLayer):
     K basis filter banks F^(k), combined at each output position by normalised weights w
     (fixed, or predicted from the input when `input_dependent=True`), plus spatial and
     channel biases; computed by Algorithm 1 (one convolution with K C_out outputs and one
-    fused combination). Arguments are `lrlc_numpy.LRLCConfig`'s, plus `data_format`
-    ('channels_last', the default, or 'channels_first') and Keras's layer arguments.
+    fused combination; at rank 1 with softmax the convolution alone) or, for fixed weights,
+    in the locally connected form (`strategy`; see `lrlc_tf.functional.choose_strategy`).
+    Arguments are `lrlc_numpy.LRLCConfig`'s, plus `data_format` ('channels_last', the
+    default, or 'channels_first'), `strategy` and Keras's layer arguments.
 
     Weights carry the neutral names (`basis`, `row_logits`, ..., `g.reduce.kernel`) with the
     neutral shapes; `get_params`/`set_params` and `save_params`/`load_params` exchange
