@@ -131,22 +131,26 @@ def _convolution(x, kernel, config: LRLCConfig):
 
 
 def basis_responses(x, basis, config: LRLCConfig):
-    """Algorithm 1's convolution step: z[b, i, j, o, k] = (I * F^(k))[b, i, j, o] for every k.
+    """Algorithm 1's convolution step: z[b, i, j, k, o] = (I * F^(k))[b, i, j, o] for every k.
 
-    The K basis filter banks run as ONE convolution with K * C_out output channels, ordered
-    with k innermost (channel o * K + k) so that the combination reduces a contiguous axis.
+    The K basis filter banks run as ONE convolution with K * C_out output channels, k outer
+    (channel k * C_out + o, spec section 4.3): each position's responses are then a
+    (K, C_out) matrix with contiguous rows, which the combination and its gradient reach
+    with batched products over C_out-long rows and row-wise broadcasts (an innermost K axis
+    made them work in strides of K instead).
     """
     rank, kh, kw, c_in, c_out = basis.shape
-    kernel = tf.reshape(tf.transpose(basis, (1, 2, 3, 4, 0)), (kh, kw, c_in, c_out * rank))
+    kernel = tf.reshape(tf.transpose(basis, (1, 2, 3, 0, 4)), (kh, kw, c_in, rank * c_out))
     z = _convolution(x, kernel, config)
     out_h, out_w = config.output_size
-    return tf.reshape(z, (-1, out_h, out_w, c_out, rank))
+    return tf.reshape(z, (-1, out_h, out_w, rank, c_out))
 
 
 @tf.custom_gradient
 def _weighted_sum(responses, weights, *bias):
-    """sum_k w[(b,) i, j, k] z[b, i, j, o, k] (+ bias) as a batched matrix-vector product per
-    position; `bias` is empty or one (H_out, W_out, C_out) tensor.
+    """sum_k w[(b,) i, j, k] z[b, i, j, k, o] (+ bias) as a batched (1, K) x (K, C_out)
+    product per position, fixed weights broadcast over the batch; `bias` is empty or one
+    (H_out, W_out, C_out) tensor.
 
     The gradient is written out so that nothing of z's size is made but dz itself: dw is one
     batched product with z, and dz = w dy is formed only after dw, so that z (dead once dw is
@@ -157,11 +161,11 @@ def _weighted_sum(responses, weights, *bias):
     holds its output and dx. At rank 1 the products are plain multiplications, which skip
     the batched product's per-position overhead.
     """
-    rank_one = responses.shape[-1] == 1
+    rank_one = responses.shape[-2] == 1
     if rank_one:
-        y = responses[..., 0] * weights
+        y = responses[..., 0, :] * weights
     else:
-        y = tf.linalg.matvec(responses, weights)
+        y = tf.squeeze(tf.matmul(weights[..., None, :], responses), axis=-2)
     if bias:
         y = y + bias[0]
 
@@ -169,13 +173,13 @@ def _weighted_sum(responses, weights, *bias):
         with tf.control_dependencies([y]):
             dy = tf.identity(dy)
         if rank_one:
-            dweights = tf.reduce_sum(responses[..., 0] * dy, axis=-1, keepdims=True)
+            dweights = tf.reduce_sum(responses[..., 0, :] * dy, axis=-1, keepdims=True)
         else:
-            dweights = tf.linalg.matvec(responses, dy, transpose_a=True)  # (B, H_out, W_out, K)
+            dweights = tf.linalg.matvec(responses, dy)  # (B, H_out, W_out, K)
         if weights.shape.rank == 3:  # shared by the batch
             dweights = tf.reduce_sum(dweights, axis=0)
         with tf.control_dependencies([dweights]):
-            dresponses = weights[..., None, :] * dy[..., None]
+            dresponses = weights[..., None] * dy[..., None, :]
         dbias = [tf.reduce_sum(dy, axis=0)] if bias else []
         return (dresponses, dweights, *dbias)
 
@@ -183,7 +187,7 @@ def _weighted_sum(responses, weights, *bias):
 
 
 def combine(responses, weights, bias=None):
-    """Algorithm 1's combination step: y[b, i, j, o] = sum_k w[i, j, k] z[b, i, j, o, k] + B.
+    """Algorithm 1's combination step: y[b, i, j, o] = sum_k w[i, j, k] z[b, i, j, k, o] + B.
 
     `weights` is (H_out, W_out, K), or (B, H_out, W_out, K) for an input-dependent layer;
     `bias` is (H_out, W_out, C_out) or None.
