@@ -15,7 +15,7 @@ then `apply_banks`, one batched matrix product over positions), whose cost barel
 `locally_connected` uses the same `apply_banks`. Input-dependent layers have one bank per
 example and position, so they always run Algorithm 1. At rank 1 with softmax the weights
 are identically 1, so Algorithm 1 is the convolution alone and neither the logits nor g are
-evaluated (`_single_member`).
+evaluated (`weights_are_ones`).
 """
 
 from __future__ import annotations
@@ -204,8 +204,8 @@ def forward(x, params, config: LRLCConfig, *, strategy: str = "auto"):
     chosen = choose_strategy(config, x.shape[0], strategy)
     has_bias = config.spatial_bias or config.channel_bias
     bias = bias_map(params, config, x.dtype) if has_bias else None
-    if chosen == "conv" and config.rank == 1 and config.normalize == "softmax":
-        return _single_member(x, params, config, bias)
+    if chosen == "conv" and weights_are_ones(config):
+        return _single_convolution(x, params, config, bias)
     weights = _combining_weights(params, config, x)
     if chosen == "lc":
         y = apply_banks(x, position_banks(weights, params["basis"]), config)
@@ -213,10 +213,16 @@ def forward(x, params, config: LRLCConfig, *, strategy: str = "auto"):
     return combine(basis_responses(x, params["basis"], config), weights, bias)
 
 
-def _single_member(x, params, config: LRLCConfig, bias):
-    """Algorithm 1 at K = 1 with softmax: w = softmax over one member = 1 at every position
-    and for every input (spec section 4.3), so y = I * F^(1) + B, one convolution with
-    C_out outputs; neither the logits nor g are evaluated.
+def weights_are_ones(config: LRLCConfig) -> bool:
+    """Whether w = 1 exactly, whatever the parameters and input: softmax over a single member
+    (rank 1; spec section 4.3). 'l2' and 'none' at rank 1 give w~ / |w~| and w~, which are
+    not."""
+    return config.rank == 1 and config.normalize == "softmax"
+
+
+def _single_convolution(x, params, config: LRLCConfig, bias):
+    """Algorithm 1 when w = 1 (`weights_are_ones`): y = I * F^(1) + B, one convolution with
+    C_out outputs plus the bias map; neither the logits nor g are evaluated.
 
     The softmax's Jacobian p (delta - p) vanishes at p = 1, so every combining parameter's
     gradient is exactly zero: `_with_zero_gradients` reports those zeros rather than None,
@@ -226,13 +232,14 @@ def _single_member(x, params, config: LRLCConfig, bias):
     y = _convolution(x, tf.reshape(basis, basis.shape[1:]), config)
     if bias is not None:
         y = y + bias
-    unused = [value for name, value in params.items() if _is_combining_param(name)]
-    return _with_zero_gradients(y, *unused)
+    return _with_zero_gradients(y, *_combining_parameters(params))
 
 
-def _is_combining_param(name: str) -> bool:
-    """True for the parameters of the combining weights: logits (eq. 3) or g's (eq. 6)."""
-    return name.endswith("logits") or name.startswith("g.")
+def _combining_parameters(params) -> list:
+    """The tensors that enter the layer only through its combining weights: a fixed layer's
+    logits (eq. 3), or an input-dependent layer's network g (eq. 6)."""
+    logits = ("row_logits", "col_logits", "logits")
+    return [value for name, value in params.items() if name in logits or name.startswith("g.")]
 
 
 @tf.custom_gradient

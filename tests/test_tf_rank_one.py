@@ -15,7 +15,7 @@ import keras  # noqa: E402
 
 import conformance  # noqa: E402
 import lrlc_numpy as L  # noqa: E402
-from lrlc_tf import LRLC2D  # noqa: E402
+from lrlc_tf import LRLC2D, functional  # noqa: E402
 
 BATCH = 2
 # Every combining mode, each on a window that takes a different convolution route
@@ -81,6 +81,7 @@ def err(got, want):
 @pytest.mark.parametrize("strategy", ["auto", "conv"])
 @pytest.mark.parametrize("config", RANK_ONE.values(), ids=RANK_ONE)
 def test_rank_one_softmax_is_one_convolution_with_c_out_outputs(config, strategy):
+    assert functional.weights_are_ones(config)
     layer, x, _, _ = loaded(config, strategy=strategy)
     ops = forward_graph_ops(layer, x)
     convolutions = [op for op in ops if op.type.startswith("Conv2D")]
@@ -111,6 +112,7 @@ def test_rank_one_softmax_matches_the_reference(config, strategy):
 def test_rank_one_without_softmax_takes_the_general_path(normalize):
     """'l2' gives w = sign(w~) and 'none' w = w~: not 1, so the weights must be evaluated."""
     config = L.LRLCConfig(3, 4, 3, rank=1, input_size=(7, 6), padding="same", normalize=normalize)
+    assert not functional.weights_are_ones(config)
     layer, x, params, dy = loaded(config)
     # The data's weights differ from 1 somewhere, so a convolution alone would fail below.
     assert np.any(L.combining_weights(params, config) != 1)
