@@ -7,25 +7,26 @@ callable blocks until its results exist (CUDA synchronised, JAX `block_until_rea
 wall-clock interval covers the whole computation.
 
 Peak memory of a training step, each measured in a fresh process:
-- CPU: after one warm-up step (compilation and lazy allocations happen there), freed heap is
-  handed back to the OS (`malloc_trim`) and Linux's peak-RSS counter is reset to the
-  current RSS (writing 5 to /proc/self/clear_refs, which `getrusage`'s ru_maxrss follows);
-  the figure is ru_maxrss after one more step minus the RSS at the reset: the memory the
-  step itself needed above the layer, its input and its cotangent.
-- A backend whose allocator counts its CPU memory (`counts_cpu_allocations`: TensorFlow), on
-  the CPU, and torch and TensorFlow on a GPU: the framework's allocator counters, peak bytes
-  allocated during the step minus the bytes allocated before it. The RSS figure cannot be
-  trusted where the allocator keeps freed buffers resident: TensorFlow's pool does, and with
-  the system allocator (malloc) the RSS at the reset still held the warm-up step's buffers,
-  which the next step reused, so a K = 1 convolution step read 0.3-32 MiB in one process
-  where its allocator counts exactly 32 MiB (its output and input gradient).
-- JAX on a GPU: XLA's own plan of the compiled step (`Workload.memory_plan`), the bytes of
-  its temporaries and of its outputs not aliased to an argument; like the CPU figure, what
-  the step needs beyond the layer, its input and dy. JAX cannot reset its allocator's peak
-  counter, and the lifetime peak includes the convolution autotuning that compilation does
-  on a GPU (on an H100 a K = 1 convolution step read 2.8 GB where torch's allocator counted
-  0.5 GB). On the CPU, where the RSS figure stands, the plan is recorded beside it
-  ('planned') for comparison.
+- CPU (torch, JAX): after one warm-up step (compilation and lazy allocations happen there),
+  freed heap is handed back to the OS (`malloc_trim`) and Linux's peak-RSS counter is reset
+  to the current RSS (writing 5 to /proc/self/clear_refs, which `getrusage`'s ru_maxrss
+  follows); the figure is ru_maxrss after one more step minus the RSS at the reset: the
+  memory the step itself needed above the layer, its input and its cotangent.
+- TensorFlow on the CPU (a backend whose allocator counts its CPU memory:
+  `counts_cpu_allocations`), and torch and TensorFlow on a GPU: the framework's allocator
+  counters, peak bytes allocated during the step minus the bytes allocated before it. The
+  RSS figure cannot be trusted where the allocator keeps freed buffers resident:
+  TensorFlow's pool does, and with the system allocator (malloc) the RSS at the reset still
+  held the warm-up step's buffers, which the next step reused, so a K = 1 convolution step
+  read 0.3-32 MiB in one process where its allocator counts exactly 32 MiB (its output and
+  input gradient).
+- JAX on a GPU: XLA's own plan of the compiled step (`Workload.memory_plan`; compiled, not
+  run), the bytes of its temporaries and of its outputs not aliased to an argument; like
+  the CPU figure, what the step needs beyond the layer, its input and dy. JAX cannot reset
+  its allocator's peak counter, and the lifetime peak includes the convolution autotuning
+  that compilation does on a GPU (on an H100 a K = 1 convolution step read 2.8 GB where
+  torch's allocator counted 0.5 GB). On the CPU, where the RSS figure stands, the plan is
+  recorded beside it ('planned') for comparison.
 """
 
 from __future__ import annotations
