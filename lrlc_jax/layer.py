@@ -23,7 +23,7 @@ from jax import lax
 import lrlc_numpy
 from lrlc_numpy import LRLCConfig, check_input_shape, check_params, param_shapes
 from lrlc_numpy.reference import L2_FLOOR
-from lrlc_numpy.strategy import STRATEGIES, CostModel  # noqa: F401 (STRATEGIES re-exported)
+from lrlc_numpy.strategy import STRATEGIES, CostModel, weights_are_ones  # noqa: F401 (STRATEGIES re-exported)
 
 _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 
@@ -283,13 +283,6 @@ def choose_strategy(
     return _costs(platform).choose_strategy(config, batch, strategy)
 
 
-def _weights_are_ones(config: LRLCConfig) -> bool:
-    """Whether every combining weight is identically 1 whatever the parameters and input:
-    softmax over a single member (spec section 4.3). 'l2' and 'none' at K = 1 give
-    w~ / |w~| and w~, which are not."""
-    return config.rank == 1 and config.normalize == "softmax"
-
-
 def apply(params, x, config: LRLCConfig, *, strategy: str = "auto") -> jax.Array:
     """y[b, i, j, o] = sum_k w[i, j, k] (x * F^(k))[b, i, j, o] + B[i, j, o] (eqs. 2-6).
 
@@ -298,14 +291,14 @@ def apply(params, x, config: LRLCConfig, *, strategy: str = "auto") -> jax.Array
     picks the evaluation: 'conv' (Algorithm 1), 'lc' (the locally connected form, fixed
     layers only) or 'auto' (`choose_strategy`'s cost rule for JAX's default backend); all give
     the same function. Algorithm 1 at K = 1 with softmax, fixed or input-dependent, is one
-    convolution with C_out outputs plus the bias map (w is identically 1; `_weights_are_ones`).
+    convolution with C_out outputs plus the bias map (w is identically 1; `weights_are_ones`).
     Pure, so it composes with `jax.jit` (`config` and `strategy` static), `jax.grad` and
     `jax.vmap`.
     """
     params, x = _prepare(params, config, x)
     chosen = choose_strategy(config, x.shape[0], strategy)
     wide, wide_x = _widened((params, x))
-    if chosen == "conv" and _weights_are_ones(config):
+    if chosen == "conv" and weights_are_ones(config):
         # One convolution plus the bias map, without evaluating the weights (XLA does not
         # fold a softmax over one member to 1, so g would still run); the logits' or g's
         # gradients come out as exact zeros.

@@ -79,3 +79,19 @@ def choose_strategy(config: LRLCConfig, batch: int | None, strategy: str, costs:
     if config.input_dependent or config.rank <= lc_crossover(config, batch, costs):
         return "conv"
     return "lc"
+
+
+def weights_are_ones(config: LRLCConfig) -> bool:
+    """Whether every combining weight is exactly 1, whatever the parameters and input:
+    softmax over a single member (rank 1; spec section 4.3). Algorithm 1 is then one C_out
+    convolution plus the bias, and every backend evaluates it so. 'l2' and 'none' at rank 1
+    give w~ / |w~| and w~, which are not 1."""
+    return config.rank == 1 and config.normalize == "softmax"
+
+
+def combining_parameter_names(names) -> list[str]:
+    """Those of the neutral parameter `names` that enter the layer only through its combining
+    weights: a fixed layer's logits (eq. 3) or an input-dependent layer's network g (eq. 6),
+    sorted. When `weights_are_ones`, their gradients are exactly zero (spec section 4.3)."""
+    logits = ("row_logits", "col_logits", "logits")
+    return sorted(name for name in names if name in logits or name.startswith("g."))

@@ -27,7 +27,7 @@ import tensorflow as tf
 import lrlc_numpy
 from lrlc_numpy import LRLCConfig
 from lrlc_numpy.reference import L2_FLOOR
-from lrlc_numpy.strategy import STRATEGIES, CostModel  # noqa: F401 (STRATEGIES re-exported)
+from lrlc_numpy.strategy import STRATEGIES, CostModel, combining_parameter_names, weights_are_ones  # noqa: F401 (STRATEGIES re-exported)
 
 # ---------------------------------------------------------------------------------------------
 # Checks (spec section 14): on static shapes, so inside tf.function they run once per trace
@@ -214,13 +214,6 @@ def forward(x, params, config: LRLCConfig, *, strategy: str = "auto"):
     return combine(basis_responses(x, params["basis"], config), weights, bias)
 
 
-def weights_are_ones(config: LRLCConfig) -> bool:
-    """Whether w = 1 exactly, whatever the parameters and input: softmax over a single member
-    (rank 1; spec section 4.3). 'l2' and 'none' at rank 1 give w~ / |w~| and w~, which are
-    not."""
-    return config.rank == 1 and config.normalize == "softmax"
-
-
 def _single_convolution(x, params, config: LRLCConfig, bias):
     """Algorithm 1 when w = 1 (`weights_are_ones`): y = I * F^(1) + B, one convolution with
     C_out outputs plus the bias map; neither the logits nor g are evaluated.
@@ -233,14 +226,7 @@ def _single_convolution(x, params, config: LRLCConfig, bias):
     y = _convolution(x, tf.reshape(basis, basis.shape[1:]), config)
     if bias is not None:
         y = y + bias
-    return _with_zero_gradients(y, *_combining_parameters(params))
-
-
-def _combining_parameters(params) -> list:
-    """The tensors that enter the layer only through its combining weights: a fixed layer's
-    logits (eq. 3), or an input-dependent layer's network g (eq. 6)."""
-    logits = ("row_logits", "col_logits", "logits")
-    return [value for name, value in params.items() if name in logits or name.startswith("g.")]
+    return _with_zero_gradients(y, *(params[n] for n in combining_parameter_names(params)))
 
 
 @tf.custom_gradient

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from lrlc_numpy import LRLCConfig, check_input_shape, resize_matrix
 from lrlc_numpy.reference import L2_FLOOR
-from lrlc_numpy.strategy import STRATEGIES, CostModel
+from lrlc_numpy.strategy import STRATEGIES, CostModel, combining_parameter_names, weights_are_ones
 
 from . import positionwise
 from .neutral import check_torch_params
@@ -439,12 +439,6 @@ def layer_bias(params, config: LRLCConfig) -> torch.Tensor | None:
 # The layer (Algorithm 1; eqs. 2-6; spec section 4)
 
 
-def weights_are_ones(config: LRLCConfig) -> bool:
-    """Whether w = 1 exactly: rank 1 with softmax (spec section 4.3). The layer is then one
-    C_out convolution plus its bias, and every logit's gradient is exactly zero."""
-    return config.rank == 1 and config.normalize == "softmax"
-
-
 class _TieZeroGradients(torch.autograd.Function):
     """A copy of `a` that also takes `unused`, tensors the output does not depend on, and
     gives them exact zero gradients: they stay in the graph, as they are in the general
@@ -469,17 +463,12 @@ class _TieZeroGradients(torch.autograd.Function):
         return da, *zeros
 
 
-def _combining_parameters(params) -> list[torch.Tensor]:
-    """The tensors that only enter the layer through its combining weights: a fixed layer's
-    logits, or an input-dependent layer's network g (sorted by name)."""
-    logits = ("row_logits", "col_logits", "logits")
-    return [params[name] for name in sorted(params) if name in logits or name.startswith("g.")]
-
-
 def _single_convolution(x: torch.Tensor, params, config: LRLCConfig) -> torch.Tensor:
     """sum_k w (I * F^(k)) when w = 1 (`weights_are_ones`): the one member's convolution,
     in x's own layout (NCHW, like a plain `nn.Conv2d`), with g not evaluated."""
-    basis = _TieZeroGradients.apply(params["basis"], *_combining_parameters(params))
+    basis = _TieZeroGradients.apply(
+        params["basis"], *(params[n] for n in combining_parameter_names(params))
+    )
     x, padding = _conv_geometry(x, config)
     return F.conv2d(x, basis[0], stride=config.stride, padding=padding, dilation=config.dilation)
 

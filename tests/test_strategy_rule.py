@@ -4,8 +4,14 @@ import math
 
 import pytest
 
-from lrlc_numpy import LRLCConfig
-from lrlc_numpy.strategy import CostModel, choose_strategy, lc_crossover
+from lrlc_numpy import LRLCConfig, param_shapes
+from lrlc_numpy.strategy import (
+    CostModel,
+    choose_strategy,
+    combining_parameter_names,
+    lc_crossover,
+    weights_are_ones,
+)
 
 COSTS = CostModel(product=2.0, patch=64.0, bank=2.0, bank_passes=4)
 
@@ -37,3 +43,31 @@ def test_bad_strategies():
     idep = paper(4, combining="full", input_dependent=True)
     with pytest.raises(ValueError, match="strategy='lc' needs fixed combining weights"):
         choose_strategy(idep, 64, "lc", COSTS)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rank 1 with softmax (spec section 4.3)
+
+
+def test_weights_are_ones_only_for_rank_one_softmax():
+    for rank, normalize, expected in [(1, "softmax", True), (1, "l2", False), (1, "none", False),
+                                      (2, "softmax", False)]:  # fmt: skip
+        config = LRLCConfig(2, 3, 3, rank=rank, input_size=(6, 6), normalize=normalize)
+        assert weights_are_ones(config) is expected
+
+
+def test_combining_parameter_names_are_the_logits_or_g():
+    """The contract's parameter table: logits per combining mode, or every g.* tensor."""
+    expected = {
+        "rowcol": ["col_logits", "row_logits"],
+        "row": ["row_logits"],
+        "col": ["col_logits"],
+        "full": ["logits"],
+    }
+    for combining, names in expected.items():
+        config = LRLCConfig(2, 3, 3, rank=1, input_size=(6, 6), combining=combining)
+        assert combining_parameter_names(param_shapes(config)) == names
+    config = LRLCConfig(2, 3, 3, rank=1, input_size=(9, 9), combining="full", input_dependent=True)
+    shapes = param_shapes(config)
+    got = combining_parameter_names(shapes)
+    assert got == sorted(n for n in shapes if n.split(".")[0] == "g") and len(got) >= 8
