@@ -88,7 +88,10 @@ class Backend:
             width = s.out_channels * (rank if op == "conv_k" else 1)
             fan_in = s.kernel_size**2 * s.in_channels
             kernel = self._random((s.kernel_size, s.kernel_size, s.in_channels, width))
-            params = {"kernel": kernel / np.sqrt(fan_in), "bias": jnp.zeros(width)}
+            # float32 whatever jax_enable_x64 says (a NumPy float64 scalar or jnp.zeros'
+            # default dtype would widen it when x64 is on, as in the test process).
+            scale = np.float32(1 / np.sqrt(fan_in))
+            params = {"kernel": kernel * scale, "bias": jnp.zeros(width, jnp.float32)}
             return _conv, params
         config = s.lrlc_config(rank, input_dependent=op == "lrlc_input_dependent")
         params = lrlc_jax.init(jax.random.key(s.seed), config)
