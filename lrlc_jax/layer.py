@@ -23,7 +23,11 @@ from jax import lax
 import lrlc_numpy
 from lrlc_numpy import LRLCConfig, check_input_shape, check_params, param_shapes
 from lrlc_numpy.reference import L2_FLOOR
-from lrlc_numpy.strategy import STRATEGIES, CostModel, weights_are_ones  # noqa: F401 (STRATEGIES re-exported)
+from lrlc_numpy.strategy import (
+    STRATEGIES,  # noqa: F401 (re-exported)
+    CostModel,
+    weights_are_ones,
+)
 
 _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 

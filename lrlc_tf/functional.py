@@ -27,7 +27,12 @@ import tensorflow as tf
 import lrlc_numpy
 from lrlc_numpy import LRLCConfig
 from lrlc_numpy.reference import L2_FLOOR
-from lrlc_numpy.strategy import STRATEGIES, CostModel, combining_parameter_names, weights_are_ones  # noqa: F401 (STRATEGIES re-exported)
+from lrlc_numpy.strategy import (
+    STRATEGIES,  # noqa: F401 (re-exported)
+    CostModel,
+    combining_parameter_names,
+    weights_are_ones,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Checks (spec section 14): on static shapes, so inside tf.function they run once per trace
