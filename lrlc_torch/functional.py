@@ -399,6 +399,11 @@ def combining_weights(params, config: LRLCConfig, x: torch.Tensor | None = None)
     check_torch_params(params, config)
     if x is not None:  # a fixed layer does not read x, but a wrong one is still an error
         check_input(x, config)
+    return _weights(params, config, x)
+
+
+def _weights(params, config: LRLCConfig, x: torch.Tensor | None) -> torch.Tensor:
+    """`combining_weights` on arguments already checked."""
     if config.input_dependent:
         if x is None:
             raise ValueError("combining_weights: an input-dependent layer needs the input x")
@@ -487,7 +492,7 @@ def forward(x: torch.Tensor, params, config: LRLCConfig, *, strategy: str = "aut
     if chosen == "conv" and weights_are_ones(config):
         y = _single_convolution(x, params, config)
     else:
-        weights = combining_weights(params, config, x)
+        weights = _weights(params, config, x)
         if chosen == "lc":
             y = lowrank_locally_connected(x, weights, params["basis"], config)
         else:

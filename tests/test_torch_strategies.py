@@ -382,7 +382,7 @@ def test_rank_one_softmax_runs_one_convolution(monkeypatch, config, strategy):
     """Neither the weights nor g are computed; every logit and g parameter still receives a
     gradient (not None: autograd.grad would raise), and it is exactly zero."""
     assert LF.weights_are_ones(config)
-    calls = count_calls(monkeypatch, "combining_weights") + count_calls(monkeypatch, "g_forward")
+    calls = count_calls(monkeypatch, "_weights") + count_calls(monkeypatch, "g_forward")
     x, params, dy = case(config)
     grads = assert_matches_reference(layer_for(config, params, strategy), config, params, x, dy)
     assert calls == []
@@ -397,7 +397,7 @@ def test_rank_one_with_other_normalisations_forms_its_weights(monkeypatch):
     for normalize in ("l2", "none"):
         config = dataclasses.replace(RANK_ONE["full"], normalize=normalize)
         assert not LF.weights_are_ones(config)
-        calls = count_calls(monkeypatch, "combining_weights")
+        calls = count_calls(monkeypatch, "_weights")
         x, params, dy = case(config)
         assert_matches_reference(layer_for(config, params, "auto"), config, params, x, dy)
         assert calls
