@@ -10,9 +10,13 @@ from .config import (
     NORMALIZATIONS,
     LRLCConfig,
     check_input_shape,
+    check_lc_shapes,
     check_params,
+    lc_shapes,
     param_shapes,
+    working_dtype_name,
 )
+from .initializers import Initial, glorot_fans, initial_value
 from .reference import (
     check_input,
     combining_weights,
@@ -31,13 +35,18 @@ __all__ = [
     "NORMALIZATIONS",
     "LRLCConfig",
     "check_input",
+    "Initial",
     "check_input_shape",
+    "check_lc_shapes",
     "check_params",
     "combining_weights",
     "conv2d",
     "forward",
+    "glorot_fans",
+    "initial_value",
     "init_params",
     "load_params",
+    "lc_shapes",
     "locally_connected",
     "param_shapes",
     "resize_bilinear",
@@ -45,4 +54,5 @@ __all__ = [
     "save_params",
     "to_locally_connected",
     "vjp",
+    "working_dtype_name",
 ]

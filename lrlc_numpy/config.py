@@ -299,3 +299,48 @@ def check_input_shape(shape, config: LRLCConfig, *, name: str = "x", layout: str
             f"{name} has spatial size {tuple(grid)} (shape {shape}, {layout}); "
             f"the layer was built for input_size={config.input_size}"
         )
+
+
+def lc_shapes(config: LRLCConfig) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Canonical shapes of the locally connected kernel (H_out, W_out, kh, kw, C_in, C_out)
+    and bias (H_out, W_out, C_out) on `config`'s geometry (spec section 11)."""
+    out_h, out_w = config.output_size
+    kh, kw = config.kernel_size
+    kernel = (out_h, out_w, kh, kw, config.in_channels, config.out_channels)
+    return kernel, (out_h, out_w, config.out_channels)
+
+
+def check_lc_shapes(
+    kernel_shape, bias_shape, config: LRLCConfig, *, batch=None, expected=None
+) -> bool:
+    """Raise ValueError unless a locally connected kernel and bias fit `config`; returns
+    whether the kernel is per example (a leading batch axis of size `batch`).
+
+    Shapes only, so every backend calls it on tensors or tracers. `bias_shape` None means no
+    bias; an unknown `batch` (None, or None in the kernel's leading axis) is not compared.
+    `expected` replaces the canonical (kernel, bias) shapes by a backend's native ones.
+    """
+    shared, bias = expected if expected is not None else lc_shapes(config)
+    kernel_shape = tuple(kernel_shape)
+    per_example = len(kernel_shape) == len(shared) + 1
+    lead = kernel_shape[0] if per_example else None
+    if (
+        len(kernel_shape) not in (len(shared), len(shared) + 1)
+        or kernel_shape[len(kernel_shape) - len(shared) :] != shared
+        or (per_example and None not in (lead, batch) and lead != batch)
+    ):
+        per = (batch if batch is not None else "B", *shared)
+        raise ValueError(
+            f"locally connected kernel has shape {kernel_shape}; expected {shared} or "
+            f"({', '.join(map(str, per))}) (one per example)"
+        )
+    if bias_shape is not None and tuple(bias_shape) != bias:
+        raise ValueError(f"locally connected bias has shape {tuple(bias_shape)}; expected {bias}")
+    return per_example
+
+
+def working_dtype_name(dtype_name: str) -> str:
+    """The dtype in which sums and normalisations run for values of dtype `dtype_name`:
+    float32 for the 16-bit floats (whose range underflows the l2 floor and whose sums lose
+    precision), the dtype itself otherwise (spec section 15.4)."""
+    return "float32" if dtype_name in ("float16", "bfloat16") else dtype_name

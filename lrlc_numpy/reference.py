@@ -15,11 +15,14 @@ from .config import (
     LRLCConfig,
     _pair,
     check_input_shape,
+    check_lc_shapes,
     check_params,
+    lc_shapes,
     output_size,
     param_shapes,
     resolve_padding,
 )
+from .initializers import initial_value
 
 # ---------------------------------------------------------------------------------------------
 # Input checks (spec section 14)
@@ -445,21 +448,10 @@ def locally_connected(x, kernel, bias, config: LRLCConfig) -> np.ndarray:
     """y[b, i, j, o] = sum_{u, v, c} xpad[b, i s_h + u d_h, j s_w + v d_w, c] K[i, j, u, v, c, o]
     + bias[i, j, o]. `kernel` may carry a leading batch axis (one kernel per example)."""
     x = check_input(x, config)
-    out_h, out_w = config.output_size
-    kh, kw = config.kernel_size
-    shared = (out_h, out_w, kh, kw, config.in_channels, config.out_channels)
     kernel = as_floating(kernel, "locally connected kernel")
-    if kernel.shape not in (shared, (x.shape[0], *shared)):
-        raise ValueError(
-            f"locally connected kernel has shape {kernel.shape}; expected {shared} "
-            f"or {(x.shape[0], *shared)} (one per example)"
-        )
     bias = as_floating(bias, "locally connected bias")
-    if bias.shape != (out_h, out_w, config.out_channels):
-        raise ValueError(
-            f"locally connected bias has shape {bias.shape}; "
-            f"expected {(out_h, out_w, config.out_channels)}"
-        )
+    check_lc_shapes(kernel.shape, bias.shape, config, batch=x.shape[0])
+    shared, _ = lc_shapes(config)
     patches = _layer_patches(x, config)
     kernel = np.broadcast_to(kernel, (x.shape[0], *shared))
     return np.einsum("bijuvc,bijuvco->bijo", patches, kernel, optimize=True) + bias
@@ -470,21 +462,15 @@ def locally_connected(x, kernel, bias, config: LRLCConfig) -> np.ndarray:
 
 
 def init_params(config: LRLCConfig, seed: int = 0, dtype=np.float64) -> dict[str, np.ndarray]:
-    """Initial parameters: He-uniform basis (fan-in kh kw C_in), zero logits and biases,
-    Glorot-uniform kernels for g. With softmax the layer starts as a convolution with
-    the mean basis filter."""
+    """Initial parameters drawn from `initial_value` (spec section 10): He-uniform basis,
+    'conv_init' logits, Glorot-uniform kernels in g, zero biases. Every fixed layer starts
+    as the convolution with kernel sum_k w_k F^(k), whatever its normalisation."""
     rng = np.random.default_rng(seed)
     params = {}
     for name, shape in param_shapes(config).items():
-        if name == "basis":
-            fan_in = int(np.prod(shape[1:4]))
-            limit = np.sqrt(6.0 / fan_in)
-            params[name] = rng.uniform(-limit, limit, size=shape)
-        elif name.startswith("g.") and name.endswith(".kernel"):
-            fan_in = int(np.prod(shape[:-1]))
-            fan_out = shape[-1] if len(shape) == 2 else int(np.prod(shape[:-1]))
-            limit = np.sqrt(6.0 / (fan_in + fan_out))
-            params[name] = rng.uniform(-limit, limit, size=shape)
+        rule = initial_value(name, config)
+        if rule.uniform:
+            params[name] = rng.uniform(-rule.limit, rule.limit, size=shape)
         else:
-            params[name] = np.zeros(shape)
+            params[name] = np.full(shape, rule.value)
     return {name: value.astype(dtype) for name, value in params.items()}

@@ -116,6 +116,28 @@ def _directional_fd(fun, point, direction):
     return (4 * fine - _central(fun, point, direction, 2 * FD_STEP)) / 3
 
 
+def _relu_pattern(x, params, config):
+    """Which of g's ReLU inputs are positive (None for a fixed layer, which has no kink)."""
+    if not config.input_dependent:
+        return None
+    _, cache = L.reference.g_forward(x, params, config)
+    return cache["pre_squeeze"] > 0
+
+
+def _smooth_direction(rng, shape, pattern_at):
+    """A random direction along which the differences stay on one side of every ReLU kink of
+    g: differences across a kink measure neither one-sided derivative, so the check would
+    fail a correct gradient. `pattern_at(step)` is the ReLU pattern at the point + step."""
+    base = pattern_at(0.0)
+    for _ in range(50):
+        direction = rng.normal(size=shape)
+        if all(
+            np.array_equal(pattern_at(sign * 2 * FD_STEP * direction), base) for sign in (1, -1)
+        ):
+            return direction
+    raise AssertionError("no kink-free direction in 50 draws")
+
+
 def _check_gradients(case, seed):
     config = case.config
     x, params, dy = case_data(case, seed)
@@ -126,7 +148,9 @@ def _check_gradients(case, seed):
     def loss_of_x(point):
         return float((L.forward(point, params, config) * dy).sum())
 
-    direction = rng.normal(size=x.shape)
+    direction = _smooth_direction(
+        rng, x.shape, lambda step: _relu_pattern(x + step, params, config)
+    )
     want = _directional_fd(loss_of_x, x, direction)
     got = float((dx * direction).sum())
     assert abs(got - want) <= FD_TOL * max(1.0, abs(want)), ("x", got, want)
@@ -135,7 +159,10 @@ def _check_gradients(case, seed):
         def loss_of_param(point, name=name):
             return float((L.forward(x, {**params, name: point}, config) * dy).sum())
 
-        direction = rng.normal(size=value.shape)
+        def pattern_at(step, name=name, value=value):
+            return _relu_pattern(x, {**params, name: value + step}, config)
+
+        direction = _smooth_direction(rng, value.shape, pattern_at)
         want = _directional_fd(loss_of_param, value, direction)
         got = float((dparams[name] * direction).sum())
         assert abs(got - want) <= FD_TOL * max(1.0, abs(want)), (name, got, want)
@@ -203,11 +230,49 @@ def test_initialisation_starts_as_mean_filter_convolution():
     limit = np.sqrt(6 / (3 * 3 * 3))
     assert np.abs(params["basis"]).max() <= limit
     assert np.abs(params["basis"]).max() > 0.9 * limit  # uses the whole range
-    for name in ("row_logits", "col_logits", "row_bias", "col_bias", "channel_bias"):
+    for name in ("row_bias", "col_bias", "channel_bias"):
         assert not params[name].any()
     x = np.random.default_rng(1).normal(size=(1, 8, 8, 3))
     want = L.conv2d(x, params["basis"].mean(axis=0))
     np.testing.assert_allclose(L.forward(x, params, config), want, rtol=0, atol=1e-12)
+
+
+# The authors' 'conv_init' (spec section 10): w~ = 1/sqrt(K) at every position, which 'rowcol'
+# splits evenly over its row and column tables. Softmax then gives 1/K, 'l2' and 'none' 1/sqrt(K).
+INITIAL_WEIGHT = {"softmax": lambda k: 1 / k, "l2": lambda k: k**-0.5, "none": lambda k: k**-0.5}
+
+
+@pytest.mark.parametrize("normalize", sorted(INITIAL_WEIGHT))
+@pytest.mark.parametrize("combining", ["rowcol", "row", "col", "full"])
+def test_initialisation_is_a_convolution_in_every_mode(combining, normalize):
+    rank = 4
+    config = L.LRLCConfig(3, 5, 3, rank, (8, 7), combining=combining, normalize=normalize)
+    params = L.init_params(config, seed=2)
+    share = 0.5 if combining == "rowcol" else 1.0
+    for name in ("row_logits", "col_logits", "logits"):
+        if name in params:
+            np.testing.assert_array_equal(params[name], share / np.sqrt(rank))
+    weights = L.combining_weights(params, config)
+    np.testing.assert_allclose(weights, INITIAL_WEIGHT[normalize](rank), rtol=1e-15)
+    x = np.random.default_rng(3).normal(size=(2, 8, 7, 3))
+    kernel = INITIAL_WEIGHT[normalize](rank) * params["basis"].sum(axis=0)
+    np.testing.assert_allclose(L.forward(x, params, config), L.conv2d(x, kernel), atol=1e-12)
+    # Alive: the basis gets a gradient, and the logits' gradient is of ordinary size.
+    _, grads = L.vjp(x, params, config, np.ones((2, 6, 5, 5)))
+    assert np.abs(grads["basis"]).max() > 1e-3
+    logit_grads = [grads[n] for n in ("row_logits", "col_logits", "logits") if n in grads]
+    assert max(np.abs(g).max() for g in logit_grads) < 1e3
+
+
+def test_glorot_fans_follow_keras_for_the_depthwise_kernels():
+    # The authors' depthwise kernels are (3, 3, K, 1) in Keras: fan_in 9 K, fan_out 9.
+    config = L.LRLCConfig(2, 3, 3, 5, (9, 9), combining="full", input_dependent=True)
+    rule = L.initial_value("g.dilated1.kernel", config)
+    assert rule.uniform and rule.limit == pytest.approx(np.sqrt(6 / (9 * 5 + 9)))
+    rule = L.initial_value("g.squeeze.kernel", config)  # dense ((n + 2) K, 3 K); 9x9: r = 1, 2, 4
+    assert rule.limit == pytest.approx(np.sqrt(6 / (5 * 5 + 3 * 5)))
+    assert L.glorot_fans((3, 3, 5, 1)) == (45, 9)
+    assert L.glorot_fans((7, 2)) == (7, 2)
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
