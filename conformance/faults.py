@@ -24,7 +24,7 @@ _original = {
     "resolve_padding": config_module.resolve_padding,
     "fixed_logits": ref.fixed_logits,
     "_window_slices": ref._window_slices,
-    "_bias": ref._bias,
+    "bias_map": ref.bias_map,
 }
 
 
@@ -74,7 +74,7 @@ def _dilation_ignored(out_size, kernel_size, stride, dilation):
 def _channel_bias_dropped(params, config, dtype):
     if config.channel_bias:
         params = {**params, "channel_bias": np.zeros_like(params["channel_bias"])}
-    return _original["_bias"](params, config, dtype)
+    return _original["bias_map"](params, config, dtype)
 
 
 def _resize_half_pixel(n_in, n_out, dtype=np.float64):
@@ -102,7 +102,7 @@ _PATCHES = {
     "row_and_column_logits_swapped": (ref, "fixed_logits", _row_and_column_swapped),
     "kernel_height_and_width_swapped": (ref, "_window_slices", _taps_transposed),
     "dilation_ignored": (ref, "_window_slices", _dilation_ignored),
-    "channel_bias_dropped": (ref, "_bias", _channel_bias_dropped),
+    "channel_bias_dropped": (ref, "bias_map", _channel_bias_dropped),
     "spatial_bias_dropped": (ref, "spatial_bias_map", lambda params, config: None),
     "resize_without_aligned_corners": (ref, "resize_matrix", _resize_half_pixel),
 }

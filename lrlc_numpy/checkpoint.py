@@ -59,3 +59,8 @@ def load_params(path) -> tuple[dict[str, np.ndarray], LRLCConfig]:
                 f"checkpoint {path}: tensor {name!r} has dtype {value.dtype}; expected float"
             )
     return tensors, config
+
+
+# The layer packages' name for the same two functions (one verb across the four packages).
+save_checkpoint = save_params
+load_checkpoint = load_params

@@ -355,7 +355,7 @@ def bias_vjp(dy, config: LRLCConfig) -> dict[str, np.ndarray]:
     return grads
 
 
-def _bias(params, config: LRLCConfig, dtype) -> np.ndarray:
+def bias_map(params, config: LRLCConfig, dtype) -> np.ndarray:
     """B[i, j, c] of eq. 5 as an (H_out, W_out, C_out) array (zeros when both are off)."""
     out_h, out_w = config.output_size
     bias = np.zeros((out_h, out_w, config.out_channels), dtype=dtype)
@@ -371,12 +371,26 @@ def _bias(params, config: LRLCConfig, dtype) -> np.ndarray:
 # The layer (Algorithm 1; eqs. 2-6; spec section 4)
 
 
+def basis_responses(patches, basis) -> np.ndarray:
+    """Algorithm 1's K C_out-output convolution: z[b, i, j, k, o] = (I * F^(k))[b, i, j, o]."""
+    return np.einsum("bijuvc,kuvco->bijko", patches, basis, optimize=True)
+
+
+def combine(per_member, weights, bias) -> np.ndarray:
+    """Algorithm 1's last step: y[b, i, j, o] = sum_k w[b, i, j, k] z[b, i, j, k, o] + B."""
+    return np.einsum("bijko,bijk->bijo", per_member, weights, optimize=True) + bias
+
+
+def position_banks(weights, basis) -> np.ndarray:
+    """Per-position filter banks (eq. 2): F^(i, j) = sum_k w[..., i, j, k] F^(k)."""
+    return np.einsum("...ijk,kuvco->...ijuvco", weights, basis, optimize=True)
+
+
 def _forward_parts(x, params, config: LRLCConfig):
     x = check_input(x, config)
     params = _cast_params(params, config, x.dtype)
     patches = _layer_patches(x, config)
-    # Algorithm 1: one convolution per basis member, z[b, i, j, k, o] = (I * F^(k))_{i, j, o}.
-    per_member = np.einsum("bijuvc,kuvco->bijko", patches, params["basis"], optimize=True)
+    per_member = basis_responses(patches, params["basis"])
     cache = None
     if config.input_dependent:
         logits, cache = g_forward(x, params, config)
@@ -394,8 +408,7 @@ def forward(x, params, config: LRLCConfig) -> np.ndarray:
     `x` is NHWC of size `config.input_size`; returns (B, H_out, W_out, C_out).
     """
     x, params, _, per_member, _, weights, _ = _forward_parts(x, params, config)
-    y = np.einsum("bijko,bijk->bijo", per_member, weights, optimize=True)
-    return y + _bias(params, config, x.dtype)
+    return combine(per_member, weights, bias_map(params, config, x.dtype))
 
 
 def vjp(x, params, config: LRLCConfig, dy) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -440,8 +453,7 @@ def to_locally_connected(params, config: LRLCConfig, x=None):
     """
     weights = combining_weights(params, config, x)
     basis = np.asarray(params["basis"], dtype=weights.dtype)
-    kernel = np.einsum("...ijk,kuvco->...ijuvco", weights, basis, optimize=True)
-    return kernel, _bias(params, config, weights.dtype)
+    return position_banks(weights, basis), bias_map(params, config, weights.dtype)
 
 
 def locally_connected(x, kernel, bias, config: LRLCConfig) -> np.ndarray:
