@@ -13,9 +13,9 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from . import report
 from .data import DataConfig, Dataset, load_dataset
 from .models import VARIANTS, ModelConfig, build_model, count_parameters, matched_width
 from .training import TrainingConfig, train
@@ -228,19 +228,6 @@ def load_model_spec(directory: Path):
     )
 
 
-def select_rank(records: list[dict]) -> int | None:
-    """The rank whose models have the best mean validation accuracy (never the test accuracy);
-    ties go to the smaller rank. None for an unranked variant."""
-    ranks = sorted({r["rank"] for r in records}, key=lambda r: (r is None, r))
-    if ranks == [None]:
-        return None
-    mean_val = {
-        rank: np.mean([r["val_accuracy"] for r in records if r["rank"] == rank]) for rank in ranks
-    }
-    best = max(mean_val.values())
-    return min(rank for rank in ranks if mean_val[rank] == best)
-
-
 def run_experiment(
     config: ExperimentConfig,
     run_dir: Path,
@@ -251,8 +238,6 @@ def run_experiment(
 ) -> dict:
     """Train everything `config` asks for, write the run directory, return the results."""
     from tqdm.auto import tqdm
-
-    from . import report
 
     # Every dataset is read first, so a missing or malformed file stops the run before training.
     datasets = [load_dataset(study.data) for study in config.studies]

@@ -1,5 +1,6 @@
-"""Results: the table in the layout of the paper's Tables 1-3 (markdown and JSON), the checks
-of the paper's qualitative claims, and the figures (Figure 3 and Figure Supp. 7) as PNG."""
+"""Results: each variant's rank chosen on validation, the table in the layout of the paper's
+Tables 1-3 (markdown and JSON), the checks of the paper's qualitative claims, and the figures
+(Figure 3 and Figure Supp. 7) as PNG."""
 
 from __future__ import annotations
 
@@ -54,10 +55,21 @@ def _stats(records: list[dict]) -> dict:
     return out
 
 
+def select_rank(records: list[dict]) -> int | None:
+    """The rank whose models have the best mean validation accuracy (never the test accuracy);
+    ties go to the smaller rank. None for an unranked variant."""
+    ranks = sorted({r["rank"] for r in records}, key=lambda r: (r is None, r))
+    if ranks == [None]:
+        return None
+    mean_val = {
+        rank: np.mean([r["val_accuracy"] for r in records if r["rank"] == rank]) for rank in ranks
+    }
+    best = max(mean_val.values())
+    return min(rank for rank in ranks if mean_val[rank] == best)
+
+
 def summarize(records: list[dict], config) -> dict:
     """One row per (dataset, variant) at the rank chosen on validation, plus every rank's stats."""
-    from .experiment import select_rank
-
     rows = []
     for study in config.studies:
         label = study.data.label

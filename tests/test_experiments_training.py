@@ -141,7 +141,7 @@ def _records(val_by_rank, test_by_rank, seeds=(0, 1)):
 
 def test_rank_is_chosen_on_validation_even_when_test_disagrees():
     records = _records({1: 90.0, 2: 95.0, 4: 93.0}, {1: 99.0, 2: 80.0, 4: 99.5})
-    assert experiment.select_rank(records) == 2
+    assert report.select_rank(records) == 2
     config = experiment.ExperimentConfig(
         studies=(experiment.Study(data.DataConfig(), ("lrlc-3",)),), ranks=(1, 2, 4), seeds=(0, 1)
     )
@@ -155,8 +155,8 @@ def test_rank_is_chosen_on_validation_even_when_test_disagrees():
 
 
 def test_rank_ties_go_to_the_smaller_rank_and_unranked_variants_have_none():
-    assert experiment.select_rank(_records({3: 90.0, 2: 90.0}, {3: 1.0, 2: 2.0})) == 2
-    assert experiment.select_rank(_records({None: 90.0}, {None: 1.0})) is None
+    assert report.select_rank(_records({3: 90.0, 2: 90.0}, {3: 1.0, 2: 2.0})) == 2
+    assert report.select_rank(_records({None: 90.0}, {None: 1.0})) is None
 
 
 def test_input_dependent_variants_skip_rank_one():
