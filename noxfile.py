@@ -9,10 +9,6 @@ nox.options.reuse_existing_virtualenvs = True
 # Sessions use the interpreter nox runs on (no pinned version), so `python -m pip install nox`
 # followed by `nox -s ...` works with whatever Python >= 3.10 the machine has.
 
-BACKENDS = ("numpy", "torch", "jax", "tf")
-EXTRAS = {"numpy": ".", "torch": ".[torch]", "jax": ".[jax]", "tf": ".[tf]"}
-STRATEGIES = {"torch": ("conv", "lc"), "jax": ("conv", "lc"), "tf": ("conv", "lc")}
-
 
 @nox.session
 def tests(session):
@@ -22,30 +18,17 @@ def tests(session):
 
 
 @nox.session
-@nox.parametrize("backend", BACKENDS)
-def conformance(session, backend):
-    """The conformance report for one backend; its venv installs only that backend.
+def conformance(session):
+    """The conformance report: every backend and strategy, each in its own process, then one
+    combined matrix (reports/conformance.{md,json}) printed last.
 
-    Backends with two evaluation strategies are checked under each ('conv' is Algorithm 1,
-    'lc' the locally connected form). Pass `-- --device cpu gpu` to choose devices; by
-    default every device found is used, and requested devices that are absent are reported
-    as skipped.
+    Pass `-- --device cpu gpu` to choose devices (default: every device found; a requested
+    device that is absent is reported as skipped) or `-- --only numpy torch[lc]` for some rows.
     """
-    session.install("-e", EXTRAS[backend])
-    for strategy in STRATEGIES.get(backend, (None,)):
-        options = [] if strategy is None else ["--option", f"strategy={strategy}"]
-        suffix = "" if strategy is None else f"-{strategy}"
-        session.run(
-            "python",
-            "-m",
-            "conformance",
-            "--backend",
-            backend,
-            *options,
-            "--json",
-            f"reports/conformance-{backend}{suffix}.json",
-            *session.posargs,
-        )
+    session.install("-e", ".[all]")
+    session.run(
+        "python", "-m", "conformance.matrix", "run", "--output-dir", "reports", *session.posargs
+    )
 
 
 @nox.session
