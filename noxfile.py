@@ -1,4 +1,5 @@
-"""Sessions: `nox -s tests`, `nox -s conformance [-- --device cpu|gpu|tpu]`, `nox -s lint`."""
+"""Sessions: `nox -s tests`, `nox -s conformance [-- --device cpu|gpu|tpu]`, `nox -s lint`,
+`nox -s docs` (the API reference), `nox -s bench` and `nox -s reproduce`."""
 
 from __future__ import annotations
 
@@ -28,6 +29,24 @@ def conformance(session):
     session.install("-e", ".[all]")
     session.run(
         "python", "-m", "conformance.matrix", "run", "--output-dir", "reports", *session.posargs
+    )
+
+
+@nox.session
+def docs(session):
+    """The API reference of every public name, as HTML in docs/api/ (built offline from the
+    docstrings by pdoc); open docs/api/index.html."""
+    session.install("-e", ".[all,docs]")
+    session.run(
+        "pdoc",
+        "--output-directory",
+        "docs/api",
+        "lrlc_numpy",
+        "lrlc_torch",
+        "lrlc_jax",
+        "lrlc_tf",
+        "conformance",
+        env={"TF_CPP_MIN_LOG_LEVEL": "2"},
     )
 
 
