@@ -14,7 +14,10 @@ import math
 import torch
 from torch import nn
 
+import lrlc_numpy
 import lrlc_torch
+
+from .checks import build_dataclass, check_int, check_mapping, check_type
 
 # Layer kinds a variant can put at a position. 'spatial-bias' is an LRLC layer of rank 1,
 # i.e. a convolution plus row and column biases (paper eq. 5).
@@ -83,19 +86,28 @@ class ModelConfig:
     kernel_size: int = 3
 
     def __post_init__(self):
+        check_type("ModelConfig.variant", self.variant, str)
+        check_type("ModelConfig.input_size", self.input_size, (tuple, list))
         object.__setattr__(self, "input_size", tuple(self.input_size))
+        if len(self.input_size) != 2:
+            raise ValueError(
+                f"ModelConfig.input_size must be (height, width), got {self.input_size!r}"
+            )
+        for i, side in enumerate(self.input_size):
+            check_int(f"ModelConfig.input_size[{i}]", side, minimum=1)
         if self.variant not in VARIANTS:
             raise ValueError(
                 f"unknown model variant {self.variant!r}; expected one of {sorted(VARIANTS)}"
             )
         variant = VARIANTS[self.variant]
-        if variant.ranked and (not isinstance(self.rank, int) or self.rank < 1):
+        if variant.ranked and (
+            isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1
+        ):
             raise ValueError(f"variant {self.variant!r} needs a rank >= 1, got {self.rank!r}")
         if not variant.ranked and self.rank is not None:
             raise ValueError(f"variant {self.variant!r} takes no rank, got rank={self.rank!r}")
         for name in ("in_channels", "num_classes", "width", "depth", "kernel_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
+            check_int(f"ModelConfig.{name}", getattr(self, name), minimum=1)
         if isinstance(variant.positions, tuple) and max(variant.positions, default=0) > self.depth:
             raise ValueError(
                 f"variant {self.variant!r} changes layer {max(variant.positions)} but the "
@@ -135,6 +147,11 @@ class ModelConfig:
         del fields["variant"], fields["rank"]
         return (VARIANTS[self.variant].coordconv, tuple(layers), tuple(sorted(fields.items())))
 
+    @classmethod
+    def from_dict(cls, fields: dict, where: str = "ModelConfig") -> ModelConfig:
+        """From a model.json's dict; `where` names the file and key in errors."""
+        return build_dataclass(cls, check_mapping(where, fields), where)
+
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
         out["input_size"] = list(self.input_size)
@@ -152,11 +169,12 @@ class AppendCoordinates(nn.Module):
         return torch.cat([x, grid.expand(batch, -1, -1, -1)], dim=1)
 
 
-def _he_uniform_conv(layer: nn.Conv2d) -> None:
-    """He-uniform weights (fan-in) and zero bias: the same rule lrlc_numpy uses for the LRLC basis,
-    so a convolution and an LRLC layer of rank 1 start from the same distribution."""
-    fan_in = layer.weight[0].numel()
-    bound = math.sqrt(6.0 / fan_in)
+def _he_uniform_conv(layer: nn.Conv2d, input_size: tuple[int, int]) -> None:
+    """The LRLC basis's initial distribution (lrlc_numpy.initial_value) and a zero bias, so a
+    convolution and an LRLC layer of rank 1 start from the same distribution."""
+    out_channels, in_channels, k, _ = layer.weight.shape
+    basis = lrlc_numpy.LRLCConfig(in_channels, out_channels, k, 1, input_size)
+    bound = lrlc_numpy.initial_value("basis", basis).limit
     with torch.no_grad():
         layer.weight.uniform_(-bound, bound)
         if layer.bias is not None:
@@ -168,7 +186,7 @@ def _make_layer(kind, in_channels, out_channels, config: ModelConfig, position: 
     k = config.kernel_size
     if kind in ("conv", "wide-conv"):
         layer = nn.Conv2d(in_channels, out_channels, k)
-        _he_uniform_conv(layer)
+        _he_uniform_conv(layer, size)
         return layer
     if kind == "lc":
         return lrlc_torch.LocallyConnected2d(in_channels, out_channels, k, input_size=size)

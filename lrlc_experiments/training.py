@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .checks import build_dataclass, check_int, check_mapping, check_number, check_type
 from .data import Dataset, Split
 
 
@@ -24,15 +25,19 @@ class TrainingConfig:
 
     def __post_init__(self):
         for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainingConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 <= self.warmup_epochs <= self.epochs:
+            check_int(f"TrainingConfig.{name}", getattr(self, name), minimum=1)
+        check_int("TrainingConfig.warmup_epochs", self.warmup_epochs, minimum=0)
+        if self.warmup_epochs > self.epochs:
             raise ValueError(
                 f"TrainingConfig.warmup_epochs must lie in [0, epochs={self.epochs}], "
                 f"got {self.warmup_epochs}"
             )
-        if not self.peak_lr > 0:
-            raise ValueError(f"TrainingConfig.peak_lr must be positive, got {self.peak_lr}")
+        check_number("TrainingConfig.peak_lr", self.peak_lr, positive=True)
+
+    @classmethod
+    def from_dict(cls, fields: dict, where: str = "TrainingConfig") -> TrainingConfig:
+        """From a config file's dict; `where` names the file and key in errors."""
+        return build_dataclass(cls, check_mapping(where, fields), where)
 
 
 def learning_rate(step: int, *, total_steps: int, warmup_steps: int, peak_lr: float) -> float:
@@ -50,11 +55,23 @@ def learning_rate(step: int, *, total_steps: int, warmup_steps: int, peak_lr: fl
 
 
 def select_device(device: str = "auto") -> torch.device:
-    """'auto' picks CUDA when present, else the CPU; 'cpu' and 'cuda[:n]' are taken as given."""
+    """'auto' picks CUDA when present, else the CPU; 'cpu', 'cuda' and 'cuda:N' are taken as
+    given, and refused when that device is absent."""
+    check_type("device", device, str)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
+    if device == "cpu":
+        return torch.device("cpu")
+    kind, colon, index = device.partition(":")
+    if kind != "cuda" or (colon and not index.isdigit()):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    if not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but no CUDA device is available")
+    if index and int(index) >= torch.cuda.device_count():
+        raise ValueError(
+            f"device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) "
+            "are present"
+        )
     return torch.device(device)
 
 
@@ -84,11 +101,14 @@ def train(
     seed: int,
     device: torch.device,
     progress=None,
+    after_epoch=None,
 ) -> dict:
     """Train `model` in place on dataset.train; return final accuracies on every split.
 
     `seed` fixes the order of the minibatches (the model's initialisation is seeded by its
-    builder). `progress`, when given, is a tqdm bar advanced once per epoch.
+    builder). `progress`, when given, is a tqdm bar advanced once per epoch. `after_epoch`,
+    when given, is called as after_epoch(epoch, model, loss) after each epoch (1-based), e.g.
+    to record training curves; it must leave the model's parameters alone.
     """
     model.to(device)
     images = torch.from_numpy(dataset.train.images)
@@ -122,6 +142,8 @@ def train(
         if progress is not None:
             progress.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
             progress.update(1)
+        if after_epoch is not None:
+            after_epoch(len(losses), model, losses[-1])
     return {
         "train_accuracy": accuracy(model, dataset.train, device),
         "val_accuracy": accuracy(model, dataset.val, device),
