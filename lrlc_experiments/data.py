@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import math
 import struct
 from pathlib import Path
 
@@ -18,7 +19,13 @@ import numpy as np
 
 import lrlc_numpy
 
+from .checks import build_dataclass, check_int, check_mapping, check_number, check_type
+
 DATASETS = ("digits", "mnist", "cifar10", "celeba")
+# Where `on_canvas` pastes each image: at a uniformly random position, or at the centre.
+POSITIONS = ("random", "centre")
+# Image side when DataConfig.image_size is None: digits and CelebA are resized to it.
+DEFAULT_SIZES = {"digits": 16, "mnist": 28, "cifar10": 32, "celeba": 32}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,9 +67,11 @@ class DataConfig:
     name: one of DATASETS. root: the directory holding the dataset's files (unused for digits).
     image_size: the grid digits (default 16) and CelebA's crop (default 32, the paper's) are
     resized to; MNIST and CIFAR-10 keep their own 28² and 32² grids.
-    translate_canvas: when set, each image is placed at a random position in a canvas of this
-    size filled with uniform noise (the paper's Translated CelebA protocol, Section 4.2).
-    split_seed: fixes the digits split and the translation offsets and noise.
+    canvas_size: when set, each image is pasted on a canvas of this size filled with uniform
+    noise (the paper's Translated CelebA protocol, Section 4.2), at a uniformly random
+    position ('random') or at the centre ('centre'), as `position` says. The two positions
+    draw the same noise, so a centred and a translated dataset differ only in alignment.
+    split_seed: fixes the digits split and the canvas noise and offsets.
     val_fraction, test_fraction: the digits split (MNIST, CIFAR-10 and CelebA use the paper's).
     max_train: keep only the first max_train training examples (None: all), for quick runs.
     """
@@ -70,23 +79,49 @@ class DataConfig:
     name: str = "digits"
     root: str | None = None
     image_size: int | None = None
-    translate_canvas: int | None = None
+    canvas_size: int | None = None
+    position: str = "random"
     split_seed: int = 0
     val_fraction: float = 0.2
     test_fraction: float = 0.2
     max_train: int | None = None
 
     def __post_init__(self):
+        check_type("DataConfig.name", self.name, str)
         if self.name not in DATASETS:
             raise ValueError(f"DataConfig.name: unknown dataset {self.name!r}; expected {DATASETS}")
+        if self.root is not None:
+            check_type("DataConfig.root", self.root, str)
+        if self.name == "digits" and self.root is not None:
+            raise ValueError(
+                f"DataConfig.root: the digits are embedded and read no files, got {self.root!r}"
+            )
         if self.name != "digits" and self.root is None:
             raise ValueError(
                 f"DataConfig.root: dataset {self.name!r} needs the directory of its files"
             )
+        for name in ("image_size", "canvas_size", "max_train"):
+            if getattr(self, name) is not None:
+                check_int(f"DataConfig.{name}", getattr(self, name), minimum=1)
+        check_int("DataConfig.split_seed", self.split_seed, minimum=0)
         if self.image_size is not None and self.name in ("mnist", "cifar10"):
             raise ValueError(f"DataConfig.image_size: {self.name} images are not resized")
-        if self.image_size is not None and self.image_size < 1:
-            raise ValueError(f"DataConfig.image_size must be >= 1, got {self.image_size}")
+        if self.position not in POSITIONS:
+            raise ValueError(
+                f"DataConfig.position: expected one of {POSITIONS}, got {self.position!r}"
+            )
+        if self.canvas_size is None and self.position != "random":
+            raise ValueError(
+                f"DataConfig.position={self.position!r} places images on a canvas; "
+                "set canvas_size too"
+            )
+        if self.canvas_size is not None and self.canvas_size < self.grid_size:
+            raise ValueError(
+                f"DataConfig.canvas_size={self.canvas_size} is smaller than the "
+                f"{self.grid_size}×{self.grid_size} {self.name} images"
+            )
+        for name in ("val_fraction", "test_fraction"):
+            check_number(f"DataConfig.{name}", getattr(self, name))
         if not (0 < self.val_fraction < 1 and 0 < self.test_fraction < 1) or (
             self.val_fraction + self.test_fraction >= 1
         ):
@@ -95,17 +130,42 @@ class DataConfig:
                 f"{self.test_fraction} must lie in (0, 1) and sum to less than 1"
             )
 
+    @classmethod
+    def from_dict(cls, fields: dict, where: str = "DataConfig") -> DataConfig:
+        """From a config file's dict; `where` names the file and key in errors."""
+        return build_dataclass(cls, check_mapping(where, fields), where)
+
+    @property
+    def grid_size(self) -> int:
+        """The side of the images before any canvas: image_size, or the dataset's own."""
+        return self.image_size or DEFAULT_SIZES[self.name]
+
     @property
     def label(self) -> str:
-        """Short name used in tables, e.g. 'digits-translated'."""
-        return self.name + ("-translated" if self.translate_canvas else "")
+        """Short name used in tables: 'digits', 'digits-centred' or 'digits-translated'."""
+        if self.canvas_size is None:
+            return self.name
+        return self.name + ("-translated" if self.position == "random" else "-centred")
+
+
+def translation_pairs(configs) -> list[tuple[DataConfig, DataConfig]]:
+    """(centred, translated) among `configs`: data that differ only in the images' position
+    on the canvas, the translation experiment of Section 4.2."""
+    configs = list(configs)
+    return [
+        (centred, translated)
+        for centred in configs
+        if centred.canvas_size is not None and centred.position == "centre"
+        for translated in configs
+        if translated == dataclasses.replace(centred, position="random")
+    ]
 
 
 def load_dataset(config: DataConfig) -> Dataset:
     """Build the dataset `config` describes."""
     if config.name == "digits":
         dataset = load_digits(
-            image_size=config.image_size or 16,
+            image_size=config.grid_size,
             split_seed=config.split_seed,
             val_fraction=config.val_fraction,
             test_fraction=config.test_fraction,
@@ -115,14 +175,19 @@ def load_dataset(config: DataConfig) -> Dataset:
     elif config.name == "cifar10":
         dataset = load_cifar10(config.root)
     else:
-        dataset = load_celeba(config.root, image_size=config.image_size or 32)
+        dataset = load_celeba(config.root, image_size=config.grid_size)
     if config.max_train is not None:
         train = Split(
             dataset.train.images[: config.max_train], dataset.train.labels[: config.max_train]
         )
         dataset = dataclasses.replace(dataset, train=train)
-    if config.translate_canvas:
-        dataset = translate(dataset, config.translate_canvas, seed=config.split_seed)
+    if config.canvas_size is not None:
+        dataset = on_canvas(
+            dataset, config.canvas_size, position=config.position, seed=config.split_seed
+        )
+    for part in ("train", "val", "test"):
+        if len(getattr(dataset, part)) == 0:
+            raise ValueError(f"dataset {config.label!r}: the {part} split holds no images")
     return dataset
 
 
@@ -155,15 +220,20 @@ def load_digits(
     return Dataset("digits", train, val, test, num_classes=10)
 
 
-def translate(dataset: Dataset, canvas_size: int, seed: int = 0) -> Dataset:
-    """Each image pasted at a uniformly random position on a canvas of uniform noise in [0, 1].
+def on_canvas(dataset: Dataset, canvas_size: int, *, position: str, seed: int = 0) -> Dataset:
+    """Each image pasted on a canvas of uniform noise in [0, 1], at a uniformly random
+    position ('random': the paper's translated dataset) or at the centre ('centre').
 
-    Offsets and noise are drawn once from `seed`, so the translated dataset is fixed.
+    Noise and offsets are drawn from `seed` in the same order for both positions, so with
+    one seed the centred and the translated datasets share every canvas's noise field and
+    differ only in where the image lies (and so in which noise it covers).
     """
+    if position not in POSITIONS:
+        raise ValueError(f"on_canvas: position must be one of {POSITIONS}, got {position!r}")
     channels, height, width = dataset.image_shape
     if canvas_size < max(height, width):
         raise ValueError(
-            f"translate: canvas_size={canvas_size} is smaller than the images ({height}×{width})"
+            f"on_canvas: canvas_size={canvas_size} is smaller than the images ({height}×{width})"
         )
     rng = np.random.default_rng(seed)
 
@@ -173,12 +243,16 @@ def translate(dataset: Dataset, canvas_size: int, seed: int = 0) -> Dataset:
         canvas = canvas.astype(np.float32)
         tops = rng.integers(0, canvas_size - height + 1, size=n)
         lefts = rng.integers(0, canvas_size - width + 1, size=n)
+        if position == "centre":
+            tops = np.full(n, (canvas_size - height) // 2)
+            lefts = np.full(n, (canvas_size - width) // 2)
         for i, (top, left) in enumerate(zip(tops, lefts)):
             canvas[i, :, top : top + height, left : left + width] = split.images[i]
         return Split(canvas, split.labels)
 
+    suffix = "-translated" if position == "random" else "-centred"
     return Dataset(
-        dataset.name + "-translated",
+        dataset.name + suffix,
         place(dataset.train),
         place(dataset.val),
         place(dataset.test),
@@ -235,7 +309,7 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
     if len(data) < header:
         raise ValueError(f"{path}: malformed IDX file: truncated header")
     shape = struct.unpack(f">{ndim}I", data[4:header])
-    expected = header + int(np.prod(shape))
+    expected = header + math.prod(shape)  # Python integers: a forged header cannot overflow
     if len(data) != expected:
         raise ValueError(
             f"{path}: malformed IDX file: {len(data)} bytes for shape {shape}; expected {expected}"
@@ -245,6 +319,8 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
 
 def _labelled(images_path, labels_path, num_classes):
     images = read_idx(images_path, 3)
+    if images.shape[0] == 0:
+        raise ValueError(f"{images_path}: IDX file holds 0 images; expected at least one")
     labels = read_idx(labels_path, 1).astype(np.int64)
     if images.shape[0] != labels.shape[0]:
         raise ValueError(
@@ -262,6 +338,12 @@ def load_mnist(root, val_fraction: float = 0.08) -> Dataset:
     paths = {key: _find_file(root, name, (name + ".gz",)) for key, name in MNIST_FILES.items()}
     train_images, train_labels = _labelled(paths["train_images"], paths["train_labels"], 10)
     test_images, test_labels = _labelled(paths["test_images"], paths["test_labels"], 10)
+    if test_images.shape[2:] != train_images.shape[2:]:
+        raise ValueError(
+            f"{paths['test_images']} holds {test_images.shape[2]}×{test_images.shape[3]} images "
+            f"but {paths['train_images']} holds {train_images.shape[2]}×{train_images.shape[3]}; "
+            "expected one size"
+        )
     train, val = _validation_head(train_images, train_labels, val_fraction)
     return Dataset("mnist", train, val, Split(test_images, test_labels), num_classes=10)
 

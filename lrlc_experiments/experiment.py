@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from . import report
+from .checks import build_dataclass, check_int, check_mapping, check_type
 from .data import DataConfig, Dataset, load_dataset
 from .models import VARIANTS, ModelConfig, build_model, count_parameters, matched_width
 from .training import TrainingConfig, train
@@ -29,12 +30,37 @@ class Study:
     variants: tuple[str, ...]
 
     def __post_init__(self):
+        check_type("Study.data", self.data, DataConfig)
+        check_type("Study.variants", self.variants, (tuple, list))
         object.__setattr__(self, "variants", tuple(self.variants))
-        unknown = [v for v in self.variants if v not in VARIANTS]
+        if not self.variants:
+            raise ValueError(f"Study.variants of {self.data.label!r} is empty")
+        unknown = [v for v in self.variants if not isinstance(v, str) or v not in VARIANTS]
         if unknown:
             raise ValueError(
                 f"unknown model variants {unknown}; expected some of {sorted(VARIANTS)}"
             )
+        if len(set(self.variants)) != len(self.variants):
+            raise ValueError(f"Study.variants lists a variant twice: {list(self.variants)}")
+
+    @classmethod
+    def from_dict(cls, fields: dict, where: str = "Study") -> Study:
+        fields = dict(check_mapping(where, fields))
+        if "data" in fields:
+            fields["data"] = DataConfig.from_dict(fields["data"], f"{where}.data")
+        return build_dataclass(cls, fields, where)
+
+
+def translation_studies(data: DataConfig, variants) -> tuple[Study, Study]:
+    """The translation experiment (Section 4.2, Figure Supp. 6) on `data`, which has a canvas:
+    the same images on the same noise canvases, centred in one study and at uniformly random
+    positions in the other, so that only their alignment differs."""
+    if data.canvas_size is None:
+        raise ValueError(f"translation_studies: {data.label!r} has no canvas_size")
+    return tuple(
+        Study(dataclasses.replace(data, position=position), tuple(variants))
+        for position in ("centre", "random")
+    )
 
 
 def variant_ranks(config: ExperimentConfig, variant: str) -> tuple[int | None, ...]:
@@ -48,10 +74,15 @@ def variant_ranks(config: ExperimentConfig, variant: str) -> tuple[int | None, .
     return config.ranks
 
 
+TRANSLATION_VARIANTS = ("conv", "lrlc-3", "lrlc-input-dependent-3")
+
+
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     """Defaults are the paper's protocol (Section 4), on the embedded digits.
 
+    studies: every variant on the digits (Tables 1-3), and the translation experiment
+    (Section 4.2) at the paper's canvas ratio, 32 px faces on 48 px: 16 px digits on 24 px.
     ranks: the grid every ranked variant is trained at; the reported rank is the one with
     the best mean validation accuracy. seeds: the model seeds (paper: 10 initialisations).
     width, depth, kernel_size: the network (paper: 64, 3, 3).
@@ -59,10 +90,7 @@ class ExperimentConfig:
 
     studies: tuple[Study, ...] = (
         Study(DataConfig("digits"), tuple(VARIANTS)),
-        Study(
-            DataConfig("digits", translate_canvas=24),
-            ("conv", "lrlc-3", "lrlc-input-dependent-3"),
-        ),
+        *translation_studies(DataConfig("digits", canvas_size=24), TRANSLATION_VARIANTS),
     )
     ranks: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
     seeds: tuple[int, ...] = tuple(range(10))
@@ -73,13 +101,27 @@ class ExperimentConfig:
 
     def __post_init__(self):
         for name in ("studies", "ranks", "seeds"):
+            check_type(f"ExperimentConfig.{name}", getattr(self, name), (tuple, list))
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if not self.studies:
             raise ValueError("ExperimentConfig.studies is empty")
+        for i, study in enumerate(self.studies):
+            check_type(f"ExperimentConfig.studies[{i}]", study, Study)
         if not self.seeds:
             raise ValueError("ExperimentConfig.seeds is empty")
-        if not self.ranks or min(self.ranks) < 1:
-            raise ValueError(f"ExperimentConfig.ranks must be ranks >= 1, got {self.ranks}")
+        for i, seed in enumerate(self.seeds):
+            check_int(f"ExperimentConfig.seeds[{i}]", seed, minimum=0)
+        if not self.ranks:
+            raise ValueError("ExperimentConfig.ranks is empty")
+        for i, rank in enumerate(self.ranks):
+            check_int(f"ExperimentConfig.ranks[{i}]", rank, minimum=1)
+        for name in ("seeds", "ranks"):
+            values = getattr(self, name)
+            if len(set(values)) != len(values):
+                raise ValueError(f"ExperimentConfig.{name} lists a value twice: {list(values)}")
+        check_type("ExperimentConfig.training", self.training, TrainingConfig)
+        for name in ("width", "depth", "kernel_size"):
+            check_int(f"ExperimentConfig.{name}", getattr(self, name), minimum=1)
         for study in self.studies:
             for variant in study.variants:
                 if not variant_ranks(self, variant):
@@ -95,13 +137,38 @@ class ExperimentConfig:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
     @classmethod
-    def from_dict(cls, data: dict) -> ExperimentConfig:
-        data = dict(data)
-        studies = [
-            Study(DataConfig(**s["data"]), tuple(s["variants"])) for s in data.pop("studies")
-        ]
-        training = TrainingConfig(**data.pop("training"))
-        return cls(studies=tuple(studies), training=training, **data)
+    def from_dict(cls, data: dict, where: str = "ExperimentConfig") -> ExperimentConfig:
+        """From a config.json's dict (as `to_dict` writes it). 'studies' is required; the
+        other keys default to the paper's values. `where` names the file in errors."""
+        data = dict(check_mapping(where, data))
+        if "studies" not in data:
+            raise ValueError(f"{where}: missing key 'studies' (a list of {{data, variants}})")
+        check_type(f"{where}: studies", data["studies"], list)
+        data["studies"] = tuple(
+            Study.from_dict(s, f"{where}: studies[{i}]") for i, s in enumerate(data["studies"])
+        )
+        if "training" in data:
+            data["training"] = TrainingConfig.from_dict(data["training"], f"{where}: training")
+        return build_dataclass(cls, data, where)
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from `path`; a missing or malformed file is named in the error."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found (or not a file)")
+    try:
+        value = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: invalid JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def load_config(path: Path) -> ExperimentConfig:
+    """An ExperimentConfig from a config.json (e.g. an earlier run's)."""
+    return ExperimentConfig.from_dict(read_json(path), str(path))
 
 
 PRESETS = {
@@ -111,16 +178,17 @@ PRESETS = {
     # fewer epochs and seeds, smaller batches (batch 512 would give one or two steps an
     # epoch here), and the comparisons the paper draws. Half the scans are the test set:
     # a small training set leaves room for inductive biases to matter, and a large test
-    # set resolves smaller differences.
+    # set resolves smaller differences. The translation experiment keeps the paper's canvas
+    # ratio (10 px digits on 15 px).
     "quick": ExperimentConfig(
         studies=(
             Study(
                 DataConfig("digits", image_size=12, test_fraction=0.5),
                 ("conv", "spatial-bias-3", "lrlc-3"),
             ),
-            Study(
-                DataConfig("digits", image_size=10, translate_canvas=15, test_fraction=0.5),
-                ("conv", "lrlc-3", "lrlc-input-dependent-3"),
+            *translation_studies(
+                DataConfig("digits", image_size=10, canvas_size=15, test_fraction=0.5),
+                TRANSLATION_VARIANTS,
             ),
         ),
         ranks=(1, 2, 4),
@@ -219,11 +287,20 @@ def load_model_spec(directory: Path):
     path = Path(directory) / "model.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: not a model directory of a run")
-    spec = json.loads(path.read_text())
+    spec = read_json(path)
+    expected = ("data", "model", "training", "seed")
+    missing = [key for key in expected if key not in spec]
+    unknown = sorted(set(spec) - set(expected))
+    if missing or unknown:
+        raise ValueError(
+            f"{path}: expected the keys {list(expected)}; "
+            + (f"missing {missing}" if missing else f"unknown {unknown}")
+        )
+    check_int(f"{path}: seed", spec["seed"], minimum=0)
     return (
-        DataConfig(**spec["data"]),
-        ModelConfig(**spec["model"]),
-        TrainingConfig(**spec["training"]),
+        DataConfig.from_dict(spec["data"], f"{path}: data"),
+        ModelConfig.from_dict(spec["model"], f"{path}: model"),
+        TrainingConfig.from_dict(spec["training"], f"{path}: training"),
         spec["seed"],
     )
 
@@ -235,12 +312,16 @@ def run_experiment(
     device: torch.device,
     progress: bool = True,
     figures: bool = True,
+    datasets: list[Dataset] | None = None,
 ) -> dict:
-    """Train everything `config` asks for, write the run directory, return the results."""
+    """Train everything `config` asks for, write the run directory, return the results.
+
+    `datasets`, one per study, saves reading them again when the caller already has."""
     from tqdm.auto import tqdm
 
     # Every dataset is read first, so a missing or malformed file stops the run before training.
-    datasets = [load_dataset(study.data) for study in config.studies]
+    if datasets is None:
+        datasets = [load_dataset(study.data) for study in config.studies]
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")

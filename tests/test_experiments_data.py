@@ -4,6 +4,7 @@ loaders on tiny synthetic files written in their real formats, including malform
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 
 import numpy as np
@@ -63,7 +64,7 @@ def _tiny_dataset(n=6, size=4, channels=1, seed=0):
 
 def test_translate_places_each_image_whole_on_a_noise_canvas():
     dataset = _tiny_dataset()
-    moved = data.translate(dataset, 9, seed=0)
+    moved = data.on_canvas(dataset, 9, position="random", seed=0)
     assert moved.name == "tiny-translated" and moved.image_shape == (1, 9, 9)
     offsets = []
     for original, canvas in zip(dataset.test.images, moved.test.images):
@@ -77,10 +78,50 @@ def test_translate_places_each_image_whole_on_a_noise_canvas():
     assert len(set(offsets)) > 1
     np.testing.assert_array_equal(moved.test.labels, dataset.test.labels)
     np.testing.assert_array_equal(
-        data.translate(dataset, 9, seed=0).train.images, moved.train.images
+        data.on_canvas(dataset, 9, position="random", seed=0).train.images, moved.train.images
     )
     with pytest.raises(ValueError, match="canvas_size=3"):
-        data.translate(dataset, 3)
+        data.on_canvas(dataset, 3, position="random")
+
+
+def test_centred_and_translated_canvases_share_images_noise_and_labels():
+    """Section 4.2 with a control: the centred and the translated dataset hold the same images
+    on the same noise canvases, and differ only in where each image lies."""
+    dataset = _tiny_dataset(n=8)
+    centred = data.on_canvas(dataset, 9, position="centre", seed=3)
+    moved = data.on_canvas(dataset, 9, position="random", seed=3)
+    assert centred.name == "tiny-centred" and centred.image_shape == (1, 9, 9)
+    for part in ("train", "val", "test"):
+        original, a, b = (getattr(d, part) for d in (dataset, centred, moved))
+        np.testing.assert_array_equal(a.labels, original.labels)
+        np.testing.assert_array_equal(b.labels, original.labels)
+        offsets = set()
+        for image, on_centre, on_random in zip(original.images, a.images, b.images):
+            # (9 - 4) // 2 = 2: the centred image starts at row and column 2.
+            np.testing.assert_array_equal(on_centre[:, 2:6, 2:6], image)
+            rows, cols = np.nonzero(on_random[0] >= 2.0)
+            top, left = rows.min(), cols.min()
+            offsets.add((top, left))
+            np.testing.assert_array_equal(on_random[:, top : top + 4, left : left + 4], image)
+            # Outside both images the canvases hold the same noise.
+            outside = np.ones((9, 9), bool)
+            outside[2:6, 2:6] = False
+            outside[top : top + 4, left : left + 4] = False
+            np.testing.assert_array_equal(on_centre[0][outside], on_random[0][outside])
+            assert on_centre[0][outside].max() <= 1
+        assert len(offsets) > 1
+    with pytest.raises(ValueError, match="position must be one of"):
+        data.on_canvas(dataset, 9, position="middle")
+
+
+def test_translation_pairs_match_data_that_differ_only_in_position():
+    centred = data.DataConfig(image_size=10, canvas_size=15, position="centre")
+    translated = data.DataConfig(image_size=10, canvas_size=15, position="random")
+    other = data.DataConfig(image_size=10, canvas_size=16, position="random")
+    assert (centred.label, translated.label) == ("digits-centred", "digits-translated")
+    configs = [data.DataConfig(), translated, other, centred]
+    assert data.translation_pairs(configs) == [(centred, translated)]
+    assert data.translation_pairs([centred, other]) == []
 
 
 def test_data_config_rejects_bad_values():
@@ -92,6 +133,36 @@ def test_data_config_rejects_bad_values():
         data.DataConfig("cifar10", root="x", image_size=16)
     with pytest.raises(ValueError, match="sum to less than 1"):
         data.DataConfig(val_fraction=0.5, test_fraction=0.5)
+
+
+@pytest.mark.parametrize(
+    "fields, error, message",
+    [
+        ({"root": "somewhere"}, ValueError, "the digits are embedded and read no files"),
+        ({"position": "middle"}, ValueError, "DataConfig.position: expected one of"),
+        ({"position": "centre"}, ValueError, "set canvas_size too"),
+        ({"canvas_size": 12}, ValueError, "canvas_size=12 is smaller than the 16×16 digits"),
+        ({"image_size": 10, "canvas_size": 9}, ValueError, "canvas_size=9 is smaller"),
+        ({"image_size": 0}, ValueError, "DataConfig.image_size must be >= 1, got 0"),
+        ({"max_train": 0}, ValueError, "DataConfig.max_train must be >= 1, got 0"),
+        ({"image_size": 12.0}, TypeError, "DataConfig.image_size must be an integer"),
+        ({"canvas_size": True}, TypeError, "DataConfig.canvas_size must be an integer"),
+        ({"split_seed": -1}, ValueError, "DataConfig.split_seed must be >= 0, got -1"),
+        ({"val_fraction": "0.2"}, TypeError, "DataConfig.val_fraction must be a number"),
+        ({"test_fraction": math.nan}, ValueError, "test_fraction must be a finite number"),
+        ({"name": 3}, TypeError, "DataConfig.name must be str"),
+    ],
+)
+def test_data_config_names_each_bad_field(fields, error, message):
+    with pytest.raises(error, match=message):
+        data.DataConfig(**fields)
+
+
+def test_data_config_from_a_file_names_unknown_keys():
+    with pytest.raises(ValueError, match=r"run.json: data: unknown key\(s\) \['canvas'\]"):
+        data.DataConfig.from_dict({"canvas": 24}, "run.json: data")
+    with pytest.raises(TypeError, match="run.json: data: expected a JSON object, got list"):
+        data.DataConfig.from_dict([], "run.json: data")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,6 +228,39 @@ def test_mnist_malformed_images_file_is_named(tmp_path, corrupt, message):
     with pytest.raises(ValueError, match=message) as info:
         data.load_mnist(tmp_path)
     assert "train-images-idx3-ubyte" in str(info.value)
+
+
+def test_mnist_header_whose_size_overflows_int64_is_named(tmp_path):
+    _write_mnist(tmp_path)
+    path = tmp_path / "train-images-idx3-ubyte"
+    # Three dimensions of 2^32 - 1: their product overflows a 64-bit integer.
+    header = struct.pack(">HBB", 0, 0x08, 3) + struct.pack(">3I", *(3 * [2**32 - 1]))
+    path.write_bytes(header + bytes(100))
+    with pytest.raises(ValueError, match="malformed IDX file: 116 bytes for shape") as info:
+        data.load_mnist(tmp_path)
+    assert str(path) in str(info.value)
+
+
+def test_mnist_without_images_is_named(tmp_path):
+    _write_mnist(tmp_path, n_test=0)
+    with pytest.raises(ValueError, match="t10k-images-idx3-ubyte: IDX file holds 0 images"):
+        data.load_mnist(tmp_path)
+
+
+def test_mnist_test_images_of_another_size_are_named(tmp_path):
+    _write_mnist(tmp_path)
+    images = np.zeros((5, 27, 27))
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(_idx(images))
+    with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte holds 27×27 images but .*28×28"):
+        data.load_mnist(tmp_path)
+
+
+def test_a_split_left_empty_is_named(tmp_path):
+    # One training image: the first 8% of it (the validation split) rounds to none.
+    _write_mnist(tmp_path, n_train=1)
+    config = data.DataConfig("mnist", root=str(tmp_path))
+    with pytest.raises(ValueError, match="dataset 'mnist': the val split holds no images"):
+        data.load_dataset(config)
 
 
 def test_mnist_label_problems_are_named(tmp_path):

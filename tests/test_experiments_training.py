@@ -288,6 +288,15 @@ def test_cli_run_writes_a_rerunnable_run_directory(tmp_path, capsys):
             val = {k: np.mean([r["val_accuracy"] for r in mine if r["rank"] == k]) for k in ranks}
             assert row["rank"] == min(k for k in val if val[k] == max(val.values()))
         assert "| " + row["label"] + " |" in printed
+    # The translation experiment: every model on the centred and the translated digits.
+    (comparison,) = results["translation"]
+    assert [m["variant"] for m in comparison["models"]] == [
+        "conv",
+        "lrlc-3",
+        "lrlc-input-dependent-3",
+    ]
+    assert len(comparison["checks"]) == len(report.TRANSLATION_CLAIMS)
+    assert "| Layer | digits-centred | digits-translated | Drop |" in printed
     # Convolution + spatial bias is LRLC of rank 1: the same networks, trained once.
     by_key = {(r["dataset"], r["variant"], r["rank"], r["seed"]): r for r in results["records"]}
     for seed in (0, 1):
