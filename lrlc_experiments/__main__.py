@@ -1,31 +1,72 @@
-"""Command line: `python -m lrlc_experiments {run,rerun,variants} ...` (see --help)."""
+"""Command line: `python -m lrlc_experiments {run,rerun,variants} ...` (see --help).
+
+Every bad option or file ends the command with one line on stderr naming it, and exit
+status 2, before any training starts.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import datetime
-import json
+import importlib.util
+import math
 import sys
 from pathlib import Path
 
-import torch
+# Modules of the [experiments] extra, by import name (scikit-learn is sklearn, pillow is PIL).
+EXTRA_MODULES = ("torch", "sklearn", "matplotlib", "tqdm", "PIL", "safetensors")
 
-from .data import DATASETS, DataConfig
-from .experiment import (
-    PRESETS,
-    ExperimentConfig,
-    Study,
-    load_model_spec,
-    run_experiment,
-    train_one,
-)
-from .models import VARIANTS
-from .training import select_device
+
+def missing_extra_modules() -> list[str]:
+    return [name for name in EXTRA_MODULES if importlib.util.find_spec(name) is None]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (argparse prints the usage first)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _integer(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _learning_rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def _device(text: str):
+    from .training import select_device
+
+    try:
+        return select_device(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from .data import DATASETS
+    from .experiment import PRESETS
+    from .models import VARIANTS
+
+    parser = _Parser(
         prog="python -m lrlc_experiments",
         description="Reproduce the experiments of 'Revisiting Spatial Invariance with Low-Rank "
         "Local Connectivity' (Elsayed et al., ICML 2020).",
@@ -33,33 +74,36 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="train a grid of models and write a run directory")
-    run.add_argument(
+    start = run.add_mutually_exclusive_group()
+    start.add_argument(
         "--preset",
         choices=sorted(PRESETS),
-        default="quick",
         help="starting configuration (default: quick); options below override it",
     )
-    run.add_argument(
+    start.add_argument(
         "--config",
         type=Path,
         help="an experiment config.json (e.g. from an earlier run) instead of a preset",
     )
-    run.add_argument("--out", type=Path, help="run directory (default: runs/<timestamp>)")
+    run.add_argument("--out", type=Path, help="a new run directory (default: runs/<timestamp>)")
     run.add_argument(
         "--dataset",
         choices=DATASETS,
-        help="train on this dataset only (one study) instead of the preset's studies",
+        help="train on this dataset only (one study) instead of the preset's studies; with "
+        "--translate-canvas, the translation experiment on it",
     )
     run.add_argument(
-        "--data-dir", help="directory with the dataset's files (mnist, cifar10, celeba)"
+        "--data-dir", help="directory with the --dataset's files (mnist, cifar10, celeba)"
     )
-    run.add_argument("--image-size", type=int, help="digits grid / CelebA crop size")
+    run.add_argument("--image-size", type=_integer(1), help="digits grid / CelebA crop size")
     run.add_argument(
         "--translate-canvas",
-        type=int,
-        help="place each image at a random position in a noise canvas of this size",
+        type=_integer(1),
+        metavar="SIZE",
+        help="the translation experiment's noise canvas size: the images centred on it, and "
+        "at random positions on it (paper: 48 for 32 px CelebA)",
     )
-    run.add_argument("--max-train", type=int, help="use only the first N training examples")
+    run.add_argument("--max-train", type=_integer(1), help="use only the first N training examples")
     run.add_argument(
         "--variants",
         nargs="+",
@@ -67,13 +111,20 @@ def _parser() -> argparse.ArgumentParser:
         metavar="VARIANT",
         help="model variants (see `python -m lrlc_experiments variants`)",
     )
-    run.add_argument("--ranks", nargs="+", type=int, help="rank grid of the ranked variants")
-    run.add_argument("--seeds", type=int, help="number of seeds (0 .. N-1)")
-    run.add_argument("--epochs", type=int)
-    run.add_argument("--batch-size", type=int)
-    run.add_argument("--lr", type=float, help="peak learning rate")
-    run.add_argument("--warmup-epochs", type=int)
-    run.add_argument("--width", type=int, help="channels per layer (paper: 64)")
+    run.add_argument(
+        "--ranks", nargs="+", type=_integer(1), help="rank grid of the ranked variants"
+    )
+    run.add_argument("--seeds", type=_integer(1), help="number of seeds (0 .. N-1)")
+    run.add_argument("--epochs", type=_integer(1))
+    run.add_argument("--batch-size", type=_integer(1))
+    run.add_argument("--lr", type=_learning_rate, help="peak learning rate")
+    run.add_argument(
+        "--warmup-epochs",
+        type=_integer(0),
+        help="linear warm-up epochs; when --epochs is shorter than the preset's warm-up and "
+        "this is not given, the warm-up is clamped to --epochs (with a note)",
+    )
+    run.add_argument("--width", type=_integer(1), help="channels per layer (paper: 64)")
     _add_runtime(run)
     run.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
 
@@ -86,10 +137,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_runtime(parser):
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    parser.add_argument(
+        "--device", type=_device, default="auto", help="auto (CUDA when present), cpu or cuda[:N]"
+    )
     parser.add_argument(
         "--threads",
-        type=int,
+        type=_integer(1),
         default=1,
         help="CPU threads for torch (default 1: the networks are small, more threads rarely pay "
         "for their overhead, and the CPU may be shared)",
@@ -97,21 +150,45 @@ def _add_runtime(parser):
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def experiment_from_args(args) -> ExperimentConfig:
+def experiment_from_args(args):
     """The preset (or --config file) with the command line's overrides applied."""
+    from .data import DataConfig
+    from .experiment import PRESETS, Study, load_config, translation_studies
+
     if args.config is not None:
-        config = ExperimentConfig.from_dict(json.loads(args.config.read_text()))
+        config, source = load_config(args.config), str(args.config)
     else:
-        config = PRESETS[args.preset]
+        config, source = PRESETS[args.preset or "quick"], f"preset {args.preset or 'quick'!r}"
     studies = list(config.studies)
+    if args.data_dir is not None and args.dataset in (None, "digits"):
+        raise ValueError(
+            "--data-dir is read only with --dataset mnist, cifar10 or celeba "
+            "(the digits are embedded)"
+        )
     if args.dataset is not None:
+        if args.dataset != "digits" and args.data_dir is None:
+            raise ValueError(f"--dataset {args.dataset} needs --data-dir DIR with its files")
         data = DataConfig(args.dataset, root=args.data_dir)
-        studies = [Study(data, studies[0].variants)]
-    data_overrides = {
-        "image_size": args.image_size,
-        "translate_canvas": args.translate_canvas,
-        "max_train": args.max_train,
-    }
+        if args.translate_canvas is None:
+            studies = [Study(data, studies[0].variants)]
+        else:
+            # The variants of the source's translation experiment, if it has one.
+            canvas = [s for s in studies if s.data.canvas_size is not None] or studies
+            data = dataclasses.replace(data, canvas_size=args.translate_canvas)
+            studies = list(translation_studies(data, canvas[0].variants))
+    elif args.translate_canvas is not None:
+        if not any(s.data.canvas_size is not None for s in studies):
+            raise ValueError(
+                f"--translate-canvas: the {source} has no study on a canvas; add --dataset NAME "
+                "to run the translation experiment on that dataset"
+            )
+        studies = [
+            s
+            if s.data.canvas_size is None
+            else Study(dataclasses.replace(s.data, canvas_size=args.translate_canvas), s.variants)
+            for s in studies
+        ]
+    data_overrides = {"image_size": args.image_size, "max_train": args.max_train}
     data_overrides = {k: v for k, v in data_overrides.items() if v is not None}
     studies = [
         Study(
@@ -126,10 +203,22 @@ def experiment_from_args(args) -> ExperimentConfig:
         "peak_lr": args.lr,
         "warmup_epochs": args.warmup_epochs,
     }
-    training = dataclasses.replace(
-        config.training, **{k: v for k, v in training.items() if v is not None}
-    )
-    overrides = {"studies": tuple(studies), "training": training}
+    training = {k: v for k, v in training.items() if v is not None}
+    epochs = training.get("epochs", config.training.epochs)
+    if args.warmup_epochs is not None and args.warmup_epochs > epochs:
+        raise ValueError(f"--warmup-epochs {args.warmup_epochs} exceeds the {epochs} epochs")
+    if args.warmup_epochs is None and config.training.warmup_epochs > epochs:
+        training["warmup_epochs"] = epochs
+        print(
+            f"lrlc_experiments: note: the {source}'s warm-up of {config.training.warmup_epochs} "
+            f"epochs exceeds --epochs {epochs}; warm-up clamped to {epochs} epochs "
+            "(--warmup-epochs sets it)",
+            file=sys.stderr,
+        )
+    overrides = {
+        "studies": tuple(studies),
+        "training": dataclasses.replace(config.training, **training),
+    }
     if args.ranks:
         overrides["ranks"] = tuple(args.ranks)
     if args.seeds is not None:
@@ -140,46 +229,77 @@ def experiment_from_args(args) -> ExperimentConfig:
 
 
 def main(argv=None) -> int:
+    missing = missing_extra_modules()
+    if missing:
+        print(
+            "python -m lrlc_experiments: error: needs the 'experiments' extra (missing modules: "
+            f"{', '.join(missing)}); install it with pip install '.[experiments]' in a clone of "
+            "lrlc, or pip install 'lrlc[experiments]'",
+            file=sys.stderr,
+        )
+        return 2
     args = _parser().parse_args(argv)
     try:
         return _main(args)
-    except (FileNotFoundError, ValueError) as err:
-        # Missing or malformed dataset files and bad options: the message names the culprit.
-        print(f"error: {err}", file=sys.stderr)
+    except (FileNotFoundError, ValueError, TypeError) as err:
+        # Missing or malformed dataset or config files and bad options: the message names them.
+        print(f"python -m lrlc_experiments: error: {err}", file=sys.stderr)
         return 2
+    except FloatingPointError as err:
+        print(f"python -m lrlc_experiments: {err}", file=sys.stderr)
+        return 1
 
 
 def _main(args) -> int:
+    import torch
+
+    from .data import load_dataset
+    from .experiment import run_experiment
+    from .models import VARIANTS
+
     if args.command == "variants":
         for name, variant in VARIANTS.items():
             print(f"{name:24} {variant.label}" + ("  [ranked]" if variant.ranked else ""))
         return 0
-    device = select_device(args.device)
-    if args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
     if args.command == "rerun":
-        data, model, training, seed = load_model_spec(args.model_dir)
-        metrics, _ = train_one(
-            data, model, training, seed, device=device, progress=not args.no_progress
-        )
-        recorded = json.loads((args.model_dir / "metrics.json").read_text())
-        for key in ("train_accuracy", "val_accuracy", "test_accuracy"):
-            print(f"{key}: {metrics[key]:.2f} (recorded: {recorded[key]:.2f})")
-        return 0
+        return _rerun(args)
     config = experiment_from_args(args)
     run_dir = args.out or Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    where = f"device {device}, CPU threads {args.threads}"
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise ValueError(f"--out {run_dir}: exists and is not an empty directory")
+    # Every dataset is read first, so a bad file stops the run before anything is written.
+    datasets = [load_dataset(study.data) for study in config.studies]
+    where = f"device {args.device}, CPU threads {args.threads}"
     print(f"lrlc_experiments: run directory {run_dir} ({where})", file=sys.stderr)
     run_experiment(
         config,
         run_dir,
-        device=device,
+        device=args.device,
         progress=not args.no_progress,
         figures=not args.no_figures,
+        datasets=datasets,
     )
     print((run_dir / "results.md").read_text())
     print(f"Results, figures and every model's config and seed are in {run_dir}/")
+    return 0
+
+
+def _rerun(args) -> int:
+    from .experiment import load_model_spec, read_json, train_one
+
+    data, model, training, seed = load_model_spec(args.model_dir)
+    metrics_path = args.model_dir / "metrics.json"
+    recorded = read_json(metrics_path)
+    keys = ("train_accuracy", "val_accuracy", "test_accuracy")
+    missing = [key for key in keys if not isinstance(recorded.get(key), int | float)]
+    if missing:
+        raise ValueError(f"{metrics_path}: expected numbers under {missing}")
+    metrics, _ = train_one(
+        data, model, training, seed, device=args.device, progress=not args.no_progress
+    )
+    for key in keys:
+        print(f"{key}: {metrics[key]:.2f} (recorded: {recorded[key]:.2f})")
     return 0
 
 
