@@ -132,6 +132,20 @@ def _parser() -> argparse.ArgumentParser:
     rerun.add_argument("model_dir", type=Path, help="a directory runs/<run>/models/.../seed<N>")
     _add_runtime(rerun)
 
+    diagnose = commands.add_parser(
+        "diagnose",
+        help="why input-dependent LRLC trails fixed LRLC: curves, weight spread, learning rate",
+    )
+    diagnose.add_argument(
+        "--out", type=Path, help="a new output directory (default: runs/diagnose-<timestamp>)"
+    )
+    diagnose.add_argument("--seeds", type=_integer(1), help="number of seeds (default: quick's)")
+    diagnose.add_argument("--rank", type=_integer(2), default=2, help="LRLC rank (default 2)")
+    diagnose.add_argument(
+        "--lrs", nargs="+", type=_learning_rate, help="peak learning rates to try for LRLC"
+    )
+    _add_runtime(diagnose)
+
     commands.add_parser("variants", help="list the model variants")
     return parser
 
@@ -210,9 +224,9 @@ def experiment_from_args(args):
     if args.warmup_epochs is None and config.training.warmup_epochs > epochs:
         training["warmup_epochs"] = epochs
         print(
-            f"lrlc_experiments: note: the {source}'s warm-up of {config.training.warmup_epochs} "
-            f"epochs exceeds --epochs {epochs}; warm-up clamped to {epochs} epochs "
-            "(--warmup-epochs sets it)",
+            f"lrlc_experiments: note: --epochs {epochs} is shorter than the "
+            f"{config.training.warmup_epochs}-epoch warm-up of {source}; warm-up clamped to "
+            f"{epochs} epochs (--warmup-epochs sets it)",
             file=sys.stderr,
         )
     overrides = {
@@ -264,10 +278,10 @@ def _main(args) -> int:
     torch.set_num_threads(args.threads)
     if args.command == "rerun":
         return _rerun(args)
+    if args.command == "diagnose":
+        return _diagnose(args)
     config = experiment_from_args(args)
-    run_dir = args.out or Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        raise ValueError(f"--out {run_dir}: exists and is not an empty directory")
+    run_dir = _new_directory(args.out, "")
     # Every dataset is read first, so a bad file stops the run before anything is written.
     datasets = [load_dataset(study.data) for study in config.studies]
     where = f"device {args.device}, CPU threads {args.threads}"
@@ -282,6 +296,29 @@ def _main(args) -> int:
     )
     print((run_dir / "results.md").read_text())
     print(f"Results, figures and every model's config and seed are in {run_dir}/")
+    return 0
+
+
+def _new_directory(out: Path | None, prefix: str) -> Path:
+    """--out, or runs/<prefix><timestamp>; refused when it already holds files."""
+    out = out or Path("runs") / (prefix + datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"--out {out}: exists and is not an empty directory")
+    return out
+
+
+def _diagnose(args) -> int:
+    from .diagnose import LEARNING_RATES, DiagnosisConfig, diagnose
+    from .experiment import PRESETS
+
+    base = PRESETS["quick"]
+    if args.seeds is not None:
+        base = dataclasses.replace(base, seeds=tuple(range(args.seeds)))
+    config = DiagnosisConfig(base, rank=args.rank, learning_rates=args.lrs or LEARNING_RATES)
+    out = _new_directory(args.out, "diagnose-")
+    print(f"lrlc_experiments: diagnosis in {out} (device {args.device})", file=sys.stderr)
+    diagnose(config, out, device=args.device, progress=not args.no_progress)
+    print((out / "diagnosis.md").read_text())
     return 0
 
 

@@ -350,20 +350,20 @@ def translation_markdown(comparison: dict) -> list[str]:
     return lines
 
 
-def _json_ready(value):
+def json_ready(value):
     """NaN becomes null, so the file is strict JSON."""
     if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_ready(v) for k, v in value.items()}
+        return {k: json_ready(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_ready(v) for v in value]
+        return [json_ready(v) for v in value]
     return value
 
 
 def write_results(results: dict, run_dir: Path) -> None:
     run_dir = Path(run_dir)
-    (run_dir / "results.json").write_text(json.dumps(_json_ready(results), indent=2) + "\n")
+    (run_dir / "results.json").write_text(json.dumps(json_ready(results), indent=2) + "\n")
     (run_dir / "results.md").write_text(markdown(results))
 
 

@@ -122,7 +122,7 @@ def test_epochs_shorter_than_the_presets_warmup_clamp_it_and_say_so(capsys):
     assert (config.training.epochs, config.training.warmup_epochs) == (1, 1)
     assert config.seeds == (0,)
     err = capsys.readouterr().err
-    assert "preset 'quick''s warm-up of 4 epochs exceeds --epochs 1" in err
+    assert "--epochs 1 is shorter than the 4-epoch warm-up of preset 'quick'" in err
     assert "warm-up clamped to 1 epochs" in err
     # An explicit warm-up is taken as given, and a warm-up that fits is left alone.
     config = experiment_from_args(_parse(["--epochs", "1", "--warmup-epochs", "0"]))
@@ -363,3 +363,17 @@ def test_command_line_without_the_extra_names_it():
     assert "missing modules: sklearn, matplotlib, tqdm" in lines[0]
     assert "pip install '.[experiments]'" in lines[0] and "lrlc[experiments]" in lines[0]
     assert done.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--rank", "1"], "argument --rank: expected an integer >= 2, got '1'"),
+        (["--lrs", "0.01", "inf"], "argument --lrs: expected a finite number > 0, got 'inf'"),
+        (["--seeds", "0"], "argument --seeds: expected an integer >= 1, got '0'"),
+    ],
+)
+def test_diagnose_option_out_of_range_is_one_line_exit_2(argv, fragment, capsys, tmp_path):
+    status, err = cli(["diagnose", "--out", str(tmp_path / "d"), *argv], capsys)
+    assert_one_line_error(status, err, fragment)
+    assert not (tmp_path / "d").exists()
