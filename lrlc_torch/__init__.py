@@ -3,15 +3,15 @@
     layer = lrlc_torch.LRLC2d(16, 32, 3, rank=4, input_size=(28, 28), padding="same")
     y = layer(torch.randn(8, 16, 28, 28))        # (8, 32, 28, 28)
 
-Modules: `LowRankLocallyConnected2d` (alias `LRLC2d`) and `LocallyConnected2d`; the same
-computations as functions in `lrlc_torch.functional`; `convert_convs` upgrades the
-convolutions of an existing model; `to_neutral`/`from_neutral` and the layers'
-`save_neutral`/`load_neutral` speak the neutral contract.
+Modules (`layers`): `LowRankLocallyConnected2d` (alias `LRLC2d`) and `LocallyConnected2d`;
+the same computations as functions in `functional`; the strategy rule in `costs`; neutral
+parameters in `checkpoint`, and the layers' `save_neutral`/`load_neutral`; `convert_convs`
+upgrades the convolutions of an existing model.
 """
 
-from . import functional
+from . import costs, functional
+from .checkpoint import from_neutral, lc_from_neutral, lc_to_neutral, to_neutral, torch_param_shapes
 from .layers import LocallyConnected2d, LowRankLocallyConnected2d, LRLC2d
-from .neutral import from_neutral, lc_from_neutral, lc_to_neutral, to_neutral, torch_param_shapes
 from .surgery import convert_convs
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "LocallyConnected2d",
     "LowRankLocallyConnected2d",
     "convert_convs",
+    "costs",
     "from_neutral",
     "functional",
     "lc_from_neutral",

@@ -1,12 +1,9 @@
-"""The computations of lrlc_torch as functions (the modules call these; spec/SPEC.md sections 3-11).
+"""The computations of lrlc_torch as functions (the modules call these; spec sections 3-11).
 
-Data is NCHW. `params` maps the neutral names (spec section 9) to tensors; every tensor is
-in its neutral layout except `basis`, which is stored as one convolution weight per member,
-`basis[k, c_out, c_in, u, v]` (torch's `[C_out, C_in, kh, kw]` with a leading K axis).
-`dict(layer.named_parameters())` of a `LowRankLocallyConnected2d` is such a mapping.
-
-Combining weights are channel-first, `w[k, i, j]` (fixed) or `w[b, k, i, j]` (input-dependent),
-so that they broadcast against NCHW outputs without copies.
+Data is NCHW. `params` maps the neutral names (spec section 9) to tensors in their neutral
+layouts, except `basis`: one torch convolution weight per member, (K, C_out, C_in, kh, kw).
+`dict(layer.named_parameters())` of an `LRLC2d` is such a mapping. Combining weights are
+channel-first, w[k, i, j] or w[b, k, i, j], so they broadcast against NCHW outputs.
 """
 
 from __future__ import annotations
@@ -17,34 +14,39 @@ import torch
 import torch.nn.functional as F
 
 from lrlc_numpy import LRLCConfig, check_input_shape, resize_matrix
+from lrlc_numpy import check_params as check_neutral_params
 from lrlc_numpy.reference import L2_FLOOR
-from lrlc_numpy.strategy import STRATEGIES, CostModel, combining_parameter_names, weights_are_ones
+from lrlc_numpy.strategy import combining_parameter_names, weights_are_ones
 
 from . import positionwise
-from .neutral import check_torch_params
+from .checkpoint import _BASIS_TO_NEUTRAL, torch_param_shapes
+from .costs import choose_strategy
 
 __all__ = [
-    "STRATEGIES",
     "algorithm1",
-    "basis_conv2d",
+    "basis_responses",
+    "bias_map",
     "check_input",
-    "choose_strategy",
+    "check_params",
     "combine",
     "combining_weights",
+    "depthwise_conv3x3",
     "fixed_logits",
     "forward",
     "g_forward",
-    "layer_bias",
-    "lc_crossover",
     "locally_connected",
     "lowrank_locally_connected",
     "normalize_weights",
     "pad_input",
+    "position_banks",
     "resize_bilinear",
     "spatial_bias_map",
     "to_locally_connected",
-    "weights_are_ones",
 ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks (spec section 14)
 
 
 def check_input(x, config: LRLCConfig, *, name: str = "x") -> None:
@@ -54,6 +56,24 @@ def check_input(x, config: LRLCConfig, *, name: str = "x") -> None:
     check_input_shape(x.shape, config, name=name, layout="NCHW")
     if not x.is_floating_point():
         raise TypeError(f"{name} must have a floating dtype, got {x.dtype}")
+
+
+def check_params(params: Mapping[str, torch.Tensor], config: LRLCConfig) -> None:
+    """Raise unless `params` holds exactly `config`'s tensors, in lrlc_torch's layouts and
+    of floating dtype (the reference's `check_params`, seen through the basis layout)."""
+    if isinstance(params, Mapping) and isinstance(params.get("basis"), torch.Tensor):
+        basis, want = params["basis"], torch_param_shapes(config)["basis"]
+        if tuple(basis.shape) != want:
+            raise ValueError(
+                f"params['basis'] has shape {tuple(basis.shape)}; expected {want} "
+                "(K, C_out, C_in, kh, kw)"
+            )
+        params = {**params, "basis": basis.permute(_BASIS_TO_NEUTRAL)}
+    check_neutral_params(params, config)
+    for name, value in params.items():
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            got = value.dtype if isinstance(value, torch.Tensor) else type(value).__name__
+            raise TypeError(f"params[{name!r}] must be a floating tensor, got {got}")
 
 
 def pad_input(x: torch.Tensor, config: LRLCConfig) -> torch.Tensor:
@@ -67,15 +87,14 @@ def pad_input(x: torch.Tensor, config: LRLCConfig) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 # Algorithm 1: one convolution for the whole basis, then the weighted sum over K.
 #
-# The convolution runs channels-last (NHWC in memory): on CPU that is oneDNN's native layout
-# (faster than NCHW here), and it puts the K * C_out values of one position next to each
-# other, so the combination is one batched product over positions that reads the
-# (B, K * C_out, H_out, W_out) intermediate once and allocates nothing of its size.
+# The convolution runs channels-last: oneDNN's native layout on CPUs, and it puts the
+# K * C_out values of a position next to each other, so the combination is one batched
+# product that reads z once (docs/performance.md, 'PyTorch', 'conv').
 
 
 def _conv_geometry(x: torch.Tensor, config: LRLCConfig):
-    """(x, padding) for F.conv2d: the conv pads symmetric padding itself (no padded copy);
-    asymmetric padding ('same' at some strides) is applied to x first."""
+    """(x, padding) for F.conv2d: symmetric padding is left to the convolution (no padded
+    copy); asymmetric padding ('same' at some strides) is applied to x first."""
     (top, bottom), (left, right) = config.padding_pairs
     if top == bottom and left == right:
         return x, (top, left)
@@ -83,7 +102,7 @@ def _conv_geometry(x: torch.Tensor, config: LRLCConfig):
 
 
 def _channels_last(a: torch.Tensor) -> torch.Tensor:
-    """`a` (N, C, H, W) stored channels-last (NHWC in memory); permutes, so vmap can batch it."""
+    """`a` (N, C, H, W) stored channels-last; by permutes, so that vmap can batch it."""
     return a.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
 
 
@@ -92,19 +111,17 @@ def _stacked_kernel(basis: torch.Tensor) -> torch.Tensor:
     return _channels_last(basis.flatten(0, 1))
 
 
-def _basis_conv(x, basis, stride, padding, dilation) -> torch.Tensor:
-    """z (B, K, C_out, H_out, W_out), channels-last in memory (see `basis_conv2d`)."""
+def _basis_responses(x, basis, stride, padding, dilation) -> torch.Tensor:
+    """`basis_responses` on x already padded for the convolution."""
     z = F.conv2d(x, _stacked_kernel(basis), stride=stride, padding=padding, dilation=dilation)
     return z.unflatten(1, basis.shape[:2])
 
 
-def basis_conv2d(x: torch.Tensor, basis: torch.Tensor, config: LRLCConfig) -> torch.Tensor:
-    """Every member's output z[b, k, o, i, j] = (I * F^(k))[b, o, i, j] (Algorithm 1, line 4).
-
-    One convolution with K * C_out output channels; the result is channels-last in memory.
-    """
+def basis_responses(x: torch.Tensor, basis: torch.Tensor, config: LRLCConfig) -> torch.Tensor:
+    """z[b, k, o, i, j] = (I * F^(k))[b, o, i, j] (Algorithm 1, line 4): one convolution
+    with K * C_out outputs, channels-last in memory."""
     x, padding = _conv_geometry(x, config)
-    return _basis_conv(x, basis, config.stride, padding, config.dilation)
+    return _basis_responses(x, basis, config.stride, padding, config.dilation)
 
 
 def _positions_first(per_member: torch.Tensor) -> torch.Tensor:
@@ -112,12 +129,9 @@ def _positions_first(per_member: torch.Tensor) -> torch.Tensor:
     return per_member.permute(0, 3, 4, 1, 2)
 
 
-# On CUDA, the batched (1 x K) x (K x C_out) products of the combination and of its weight
-# gradient run as cuBLAS gemv kernels that are slow for small K; a broadcast multiply and a
-# sum is faster there up to these ranks (H100, batch 512, 32x32, C_out 64: combination at
-# K = 4 0.76 ms against 0.97 ms, weight gradient at K = 1 0.34 ms against 0.91 ms and at K = 2
-# 0.66 against 1.03; at K = 4 the product wins, 1.09 against 1.26). On CPUs the products win.
-# Largest rank that takes the elementwise form, per device type (absent: never).
+# Largest rank at which the combination and its weight gradient take a broadcast multiply
+# and sum instead of batched products, per device type (absent: never). cuBLAS runs the
+# small products as slow gemv kernels (docs/performance.md, 'GPU', first GPU run).
 ELEMENTWISE_COMBINE_MAX_RANK = {"cuda": 4}
 ELEMENTWISE_WEIGHT_GRAD_MAX_RANK = {"cuda": 2}
 
@@ -129,8 +143,7 @@ def _elementwise(a: torch.Tensor, rank: int, max_rank: dict) -> bool:
 def combine(per_member: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """y[b, o, i, j] = sum_k w[(b,) k, i, j] z[b, k, o, i, j] (Algorithm 1, line 6; eq. 2).
 
-    Fixed weights (K, H_out, W_out) are shared by the batch, input-dependent ones carry it
-    (B, K, H_out, W_out). At each (b, i, j) this is a (1, K) x (K, C_out) product.
+    Fixed weights (K, H_out, W_out) are shared by the batch, input-dependent ones carry it.
     """
     rank = per_member.shape[1]
     if rank == 1:  # a scale: one multiply beats B H_out W_out 1x1 products
@@ -154,14 +167,13 @@ def _saved_tensors_expire() -> bool:
 
 
 class _Algorithm1(torch.autograd.Function):
-    """Algorithm 1 as one autograd node: y = combine(basis_conv(x), w).
+    """Algorithm 1 as one autograd node: y = combine(basis_responses(x), w).
 
-    The backward (spec section 12.2-12.3) needs z for dw and then dz = w dy, as large as z,
-    for the convolution's backward. z is dead once dw is read, so dz is written into z's
-    buffer unless the graph is kept: then the step holds one tensor of K * C_out channels,
-    like the K * C_out convolution's own training step. When the backward is itself
-    differentiated (create_graph, torch.func), z and the channels-last x are recomputed
-    from the inputs, so that the recorded graph reaches them.
+    The backward (spec sections 12.2-12.3) needs z for dw, then dz = w dy, as large as z,
+    for the convolution's backward: dz is written into z's buffer unless the graph is kept,
+    so a step holds one K * C_out tensor, like the K * C_out convolution's own step. A
+    recorded backward (create_graph, torch.func) recomputes z and the channels-last x from
+    the inputs, so that the recorded graph reaches them.
     """
 
     generate_vmap_rule = True
@@ -169,7 +181,7 @@ class _Algorithm1(torch.autograd.Function):
     @staticmethod
     def forward(x, weights, basis, stride, padding, dilation):
         x = _channels_last(x)  # converted once, kept for the backward
-        per_member = _basis_conv(x, basis, stride, padding, dilation)
+        per_member = _basis_responses(x, basis, stride, padding, dilation)
         return combine(per_member, weights), per_member, x
 
     @staticmethod
@@ -188,7 +200,7 @@ class _Algorithm1(torch.autograd.Function):
             return None, None, None, None, None, None
         if torch.is_grad_enabled():  # this backward is being recorded: start from the inputs
             x_channels_last = _channels_last(x)
-            per_member = _basis_conv(x_channels_last, basis, *ctx.geometry)
+            per_member = _basis_responses(x_channels_last, basis, *ctx.geometry)
         need_x, need_weights, need_basis = ctx.needs_input_grad[:3]
         # Compute in the forward's dtype (lower than the inputs' under autocast).
         dtype = per_member.dtype
@@ -219,8 +231,8 @@ class _Algorithm1(torch.autograd.Function):
 
 
 def algorithm1(x: torch.Tensor, weights: torch.Tensor, basis: torch.Tensor, config: LRLCConfig):
-    """sum_k w[(b,) k, i, j] (I * F^(k))[b, o, i, j] without biases, by Algorithm 1
-    (`combine(basis_conv2d(x, basis, config), weights)` with a lean backward)."""
+    """sum_k w[(b,) k, i, j] (I * F^(k))[b, o, i, j] without biases: `combine(basis_responses(x,
+    basis, config), weights)` as one node with a lean backward."""
     x, padding = _conv_geometry(x, config)
     y, *_ = _Algorithm1.apply(x, weights, basis, config.stride, padding, config.dilation)
     return y
@@ -241,11 +253,11 @@ def _autocast_inputs(*tensors):
 
 
 class _LowRankLocallyConnected(torch.autograd.Function):
-    """sum_k w[k, p] basis[k] formed per position, applied to that position's patches."""
+    """Each position's bank sum_k w[k, p] basis[k] (eq. 2) applied to its patches."""
 
     @staticmethod
     def forward(x, weights, basis, config):
-        return positionwise.forward(x, positionwise.BasisKernels(weights, basis), config)
+        return positionwise.apply_banks(x, positionwise.BasisKernels(weights, basis), config)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -261,17 +273,16 @@ class _LowRankLocallyConnected(torch.autograd.Function):
         kernels = positionwise.BasisKernels(
             weights, basis, need_weights=need_weights, need_basis=need_basis
         )
-        dx = positionwise.backward(
+        dx = positionwise.apply_banks_vjp(
             x, dy, kernels, ctx.config, need_x=need_x, need_kernels=need_weights or need_basis
         )
         return dx, kernels.weights_grad(weights.shape), kernels.basis_grad(), None
 
 
 def lowrank_locally_connected(x, weights, basis, config: LRLCConfig) -> torch.Tensor:
-    """The same values as `algorithm1` for fixed weights (K, H_out, W_out), computed in the
-    locally connected form: each position's filter bank sum_k w[k, i, j] basis[k] (eq. 2) is
-    formed, then all positions are one batched product with their patches. Its cost does not
-    grow with K beyond forming the banks (see `positionwise`)."""
+    """`algorithm1`'s values for fixed weights (K, H_out, W_out), in the locally connected
+    form: the position banks (eq. 2) applied to the patches block by block, at a cost that
+    grows with K only in forming the banks (see `positionwise`)."""
     if weights.dim() != 3:
         raise ValueError(
             f"the locally connected strategy takes fixed weights (K, H_out, W_out), got shape "
@@ -279,49 +290,6 @@ def lowrank_locally_connected(x, weights, basis, config: LRLCConfig) -> torch.Te
         )
     x, weights, basis = _autocast_inputs(x, weights, basis)
     return _LowRankLocallyConnected.apply(x, weights, basis, config)
-
-
-# The cost rule's constants, in multiply-adds of the convolution, fitted on this project's
-# 2-core CPU single-threaded (docs/performance.md): a multiply-add of the locally connected
-# products costs PRODUCT_COST (MKL's small batched GEMMs against oneDNN's direct
-# convolution), one patch element's moves in a step (copy, copy again, fold) PATCH_COST, a
-# multiply-add of the bank products (forming banks, d(basis), d(w)) BANK_COST.
-PRODUCT_COST = 3.4
-PATCH_COST = 100.0
-BANK_COST = 2.0
-
-
-# This backend forms banks twice (forward, again in the backward) and contracts their
-# gradient twice.
-COSTS = CostModel(product=PRODUCT_COST, patch=PATCH_COST, bank=BANK_COST, bank_passes=4)
-
-# CUDA devices: the same model, fitted on an NVIDIA H100 at TF32 (docs/performance.md,
-# "GPU"). PRODUCT_COST from the profiled kernels (the three batched products of an 'lc' step
-# 1.67 ms against 0.77 ms for the convolution's fprop, dgrad and wgrad kernels of the same
-# size), PATCH_COST so that the crossover is the measured one (paper layer, batch 512:
-# 'conv' 5.6 ms at K = 4 and 8.9 ms at K = 8, 'lc' 7.8 ms at every K: K ~ 6.8). There the
-# convolutions run on tensor cores while the locally connected form is bound by moving
-# patches through memory, so PATCH_COST dominates.
-CUDA_COSTS = CostModel(product=2.2, patch=880.0, bank=2.0, bank_passes=4)
-DEVICE_COSTS = {"cpu": COSTS, "cuda": CUDA_COSTS}
-
-
-def _costs(device) -> CostModel:
-    """The cost model for a device (a torch.device or its name); other devices get the
-    CPU's constants."""
-    return DEVICE_COSTS.get(torch.device(device).type, COSTS)
-
-
-def lc_crossover(config: LRLCConfig, batch: int | None, device="cpu") -> float:
-    """The shared rule's crossover rank (lrlc_numpy.strategy) with this backend's costs on
-    `device`."""
-    return _costs(device).lc_crossover(config, batch)
-
-
-def choose_strategy(config: LRLCConfig, batch: int | None, strategy="auto", device="cpu") -> str:
-    """The shared rule (lrlc_numpy.strategy.choose_strategy) with this backend's costs on
-    `device`: 'conv' or 'lc'."""
-    return _costs(device).choose_strategy(config, batch, strategy)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,8 +313,7 @@ def normalize_weights(logits: torch.Tensor, mode: str) -> torch.Tensor:
     """Normalise over the K axis (dim -3): eq. 4 for 'softmax', spec section 6 for 'l2'."""
     if mode == "softmax":
         return torch.softmax(logits, dim=-3)
-    if mode == "l2":
-        # Summed in at least float32 so that the 1e-12 floor cannot underflow in 16 bits.
+    if mode == "l2":  # summed in at least float32, where the 1e-12 floor cannot underflow
         wide = logits.to(torch.promote_types(logits.dtype, torch.float32))
         norm = wide.square().sum(dim=-3, keepdim=True).clamp_min(L2_FLOOR).sqrt()
         return (wide / norm).to(logits.dtype)
@@ -369,7 +336,7 @@ def resize_bilinear(a: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def _pointwise(a: torch.Tensor, params, name: str) -> torch.Tensor:
-    """A 1x1 convolution with a neutral (C_in, C_out) kernel, on NCHW data: per example a
+    """A 1x1 convolution with a neutral (C_in, C_out) kernel on NCHW data: per example a
     (C_out, C_in) x (C_in, H W) product plus the bias, one batched op that permutes nothing."""
     kernel, bias = params[f"{name}.kernel"], params[f"{name}.bias"]
     maps = a.flatten(2)
@@ -378,15 +345,20 @@ def _pointwise(a: torch.Tensor, params, name: str) -> torch.Tensor:
     return torch.baddbmm(bias, per_example, maps).unflatten(-1, a.shape[2:])
 
 
+def depthwise_conv3x3(a: torch.Tensor, kernel: torch.Tensor, bias, rate: int) -> torch.Tensor:
+    """g's dilated depthwise 3x3 convolution, 'valid', of NCHW `a` with a neutral (3, 3, K)
+    kernel (spec section 8)."""
+    depthwise = kernel.permute(2, 0, 1).unsqueeze(1)  # (K, 1, 3, 3)
+    return F.conv2d(a, depthwise, bias, dilation=rate, groups=kernel.shape[-1])
+
+
 def g_forward(x: torch.Tensor, params, config: LRLCConfig) -> torch.Tensor:
     """Logits w~[b, k, i, j] predicted from the input by the network g (eq. 6; spec section 8)."""
     low = _pointwise(x, params, "g.reduce")
     branches = [low, low.mean(dim=(2, 3), keepdim=True)]
     for r in config.g_dilations:
-        kernel = params[f"g.dilated{r}.kernel"]  # neutral (3, 3, K) -> depthwise (K, 1, 3, 3)
-        depthwise = kernel.permute(2, 0, 1).unsqueeze(1)
-        bias = params[f"g.dilated{r}.bias"]
-        branches.append(F.conv2d(low, depthwise, bias, dilation=r, groups=config.rank))
+        kernel, bias = params[f"g.dilated{r}.kernel"], params[f"g.dilated{r}.bias"]
+        branches.append(depthwise_conv3x3(low, kernel, bias, r))
     cat = torch.cat([resize_bilinear(b, config.output_size) for b in branches], dim=1)
     squeeze = torch.relu(_pointwise(cat, params, "g.squeeze"))
     excite = torch.sigmoid(_pointwise(squeeze, params, "g.excite"))
@@ -396,7 +368,7 @@ def g_forward(x: torch.Tensor, params, config: LRLCConfig) -> torch.Tensor:
 def combining_weights(params, config: LRLCConfig, x: torch.Tensor | None = None) -> torch.Tensor:
     """Normalised weights w (eq. 4): (K, H_out, W_out), or (B, K, H_out, W_out) predicted
     from `x` for an input-dependent layer (eq. 6)."""
-    check_torch_params(params, config)
+    check_params(params, config)
     if x is not None:  # a fixed layer does not read x, but a wrong one is still an error
         check_input(x, config)
     return _weights(params, config, x)
@@ -431,8 +403,9 @@ def spatial_bias_map(params, config: LRLCConfig) -> torch.Tensor | None:
     return params["spatial_bias"]
 
 
-def layer_bias(params, config: LRLCConfig) -> torch.Tensor | None:
-    """B[o, i, j] of eq. 5, broadcastable to (C_out, H_out, W_out); None when both are off."""
+def bias_map(params, config: LRLCConfig) -> torch.Tensor | None:
+    """B[o, i, j] of eq. 5, broadcastable to (C_out, H_out, W_out); None when both are off
+    (never materialised: the add broadcasts)."""
     spatial = spatial_bias_map(params, config)
     channel = params["channel_bias"][:, None, None] if config.channel_bias else None
     if spatial is None:
@@ -481,12 +454,11 @@ def _single_convolution(x: torch.Tensor, params, config: LRLCConfig) -> torch.Te
 def forward(x: torch.Tensor, params, config: LRLCConfig, *, strategy: str = "auto"):
     """y[b, o, i, j] = sum_k w[i, j, k] (I * F^(k))[b, o, i, j] + B[o, i, j] (eqs. 2-5).
 
-    `x` is NCHW of size `config.input_size`; returns (B, C_out, H_out, W_out). `strategy`
-    picks the evaluation: 'conv' (Algorithm 1), 'lc' (the locally connected form, fixed
-    layers only) or 'auto' (`choose_strategy`'s cost rule). Algorithm 1 at rank 1 with
-    softmax is one convolution (`weights_are_ones`): neither the weights nor g are computed.
+    `x` is NCHW of size `config.input_size`; returns (B, C_out, H_out, W_out). `strategy`:
+    'conv' (Algorithm 1), 'lc' (the locally connected form, fixed layers only) or 'auto'
+    (`costs.choose_strategy`). Algorithm 1 at rank 1 with softmax is one convolution.
     """
-    check_torch_params(params, config)
+    check_params(params, config)
     check_input(x, config)
     chosen = choose_strategy(config, x.shape[0], strategy, x.device)
     if chosen == "conv" and weights_are_ones(config):
@@ -497,9 +469,9 @@ def forward(x: torch.Tensor, params, config: LRLCConfig, *, strategy: str = "aut
             y = lowrank_locally_connected(x, weights, params["basis"], config)
         else:
             y = algorithm1(x, weights, params["basis"], config)
-    bias = layer_bias(params, config)
-    # NCHW out, like the input; the combination leaves y channels-last. With the bias first,
-    # the sum takes the bias's (NCHW) layout: one pass instead of a copy and an add.
+    bias = bias_map(params, config)
+    # The combination leaves y channels-last; with the bias first, the sum takes the bias's
+    # (NCHW) layout: one pass instead of a copy and an add.
     return y.contiguous() if bias is None else bias + y
 
 
@@ -507,17 +479,19 @@ def forward(x: torch.Tensor, params, config: LRLCConfig, *, strategy: str = "aut
 # Locally connected form (spec section 11)
 
 
-def to_locally_connected(params, config: LRLCConfig, x: torch.Tensor | None = None):
-    """The equivalent locally connected (weight, bias) in `locally_connected`'s layout.
+def position_banks(weights: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """Per-position filter banks (eq. 2): bank[(b,) i, j] = sum_k w[(b,) k, i, j] basis[k],
+    (..., H_out, W_out, C_out, C_in, kh, kw), `locally_connected`'s weight layout."""
+    return torch.einsum("...kij,kocuv->...ijocuv", weights, basis)
 
-    weight[(b,) i, j, o, c, u, v] = sum_k w[(b,) k, i, j] basis[k, o, c, u, v]: one
-    (C_out, C_in, kh, kw) filter bank per output position, per example when the layer is
-    input-dependent (then `x` is required). bias is (C_out, H_out, W_out), zeros when the
-    layer has no bias.
-    """
+
+def to_locally_connected(params, config: LRLCConfig, x: torch.Tensor | None = None):
+    """The equivalent locally connected (weight, bias) in `locally_connected`'s layout: the
+    position banks, per example when the layer is input-dependent (then `x` is required),
+    and the bias (C_out, H_out, W_out), zeros when the layer has none."""
     weights = combining_weights(params, config, x)
-    weight = torch.einsum("...kij,kocuv->...ijocuv", weights, params["basis"])
-    bias = layer_bias(params, config)
+    weight = position_banks(weights, params["basis"])
+    bias = bias_map(params, config)
     out_shape = (config.out_channels, *config.output_size)
     if bias is None:
         bias = weight.new_zeros(out_shape)
@@ -529,11 +503,7 @@ def locally_connected(
 ) -> torch.Tensor:
     """A locally connected layer (spec section 11) with `config`'s padding, stride, dilation:
     y[b, o, i, j] = sum_{c,u,v} xpad[b, c, i s_h + u d_h, j s_w + v d_w] weight[i, j, o, c, u, v]
-    + bias[o, i, j].
-
-    `weight` is (H_out, W_out, C_out, C_in, kh, kw), or (B, H_out, W_out, ...) with one
-    kernel per example. A shared weight is applied by `positionwise` (one batched product
-    over positions, with its own backward).
+    + bias[o, i, j]; `weight` may carry a leading batch axis (one kernel per example).
     """
     check_input(x, config)
     for name, value in (("weight", weight), ("bias", bias)):
@@ -556,7 +526,7 @@ def locally_connected(
         y = _LocallyConnected.apply(x, weight, config)
     else:  # one bank per example and position: a batched vector product per (b, p)
         padded = positionwise.batch_last(x, config)
-        patches = positionwise.patches(padded, config, 0, out_h)  # (P, C_in kh kw, B)
+        patches = positionwise.extract_patches(padded, config, 0, out_h)  # (P, C_in kh kw, B)
         y = torch.einsum("pcb,bpoc->bop", patches, weight.flatten(-3).flatten(1, 2))
         y = y.unflatten(-1, (out_h, out_w))
     # NCHW out; with the bias first, the sum takes the bias's layout (see `forward`).
@@ -568,7 +538,7 @@ class _LocallyConnected(torch.autograd.Function):
 
     @staticmethod
     def forward(x, weight, config):
-        return positionwise.forward(x, positionwise.WeightKernels(weight), config)
+        return positionwise.apply_banks(x, positionwise.WeightKernels(weight), config)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -582,7 +552,7 @@ class _LocallyConnected(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         need_x, need_weight = ctx.needs_input_grad[:2]
         kernels = positionwise.WeightKernels(weight)
-        dx = positionwise.backward(
+        dx = positionwise.apply_banks_vjp(
             x, dy, kernels, ctx.config, need_x=need_x, need_kernels=need_weight
         )
         return dx, kernels.weight_grad() if need_weight else None, None

@@ -17,7 +17,8 @@ import lrlc_numpy
 from lrlc_numpy import LRLCConfig
 
 from . import functional
-from .neutral import from_neutral, lc_from_neutral, lc_to_neutral, to_neutral, torch_param_shapes
+from .checkpoint import from_neutral, lc_from_neutral, lc_to_neutral, to_neutral, torch_param_shapes
+from .costs import choose_strategy
 
 __all__ = ["LRLC2d", "LocallyConnected2d", "LowRankLocallyConnected2d"]
 
@@ -85,7 +86,7 @@ class LowRankLocallyConnected2d(nn.Module):
             channel_bias=channel_bias,
             input_dependent=input_dependent,
         )
-        functional.choose_strategy(self.config, 1, strategy)  # rejects unknown or unfit ones
+        choose_strategy(self.config, 1, strategy)  # rejects unknown or unfit ones
         self.strategy = strategy
         shapes = torch_param_shapes(self.config)
         factory = {"device": device, "dtype": dtype}

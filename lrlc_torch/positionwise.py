@@ -1,30 +1,16 @@
-"""Locally connected products as one batched matrix product over output positions (spec
-section 11): the kernel of `LocallyConnected2d` and of `LRLC2d(strategy='lc')`.
+"""The locally connected kernel: `apply_banks` applies one filter bank per output position
+to that position's patches, all positions as one batched matrix product (spec section 11).
+`LocallyConnected2d` and `LRLC2d(strategy='lc')` run it.
 
-At output position p = (i, j) a locally connected layer computes y[:, :, p] from that
-position's patches (B, C_in kh kw) and filter bank (C_out, C_in kh kw). All positions
-together are one `torch.bmm`, with the arithmetic of a single convolution with C_out
-outputs; the banks come from a kernel source:
-
-- `WeightKernels`: a locally connected layer's weight, read as it is;
-- `BasisKernels`: banks formed from an LRLC basis, kernel_p = sum_k w[k, p] basis[k]
-  (eq. 2), a (P, K) x (K, C_out C_in kh kw) matrix product. With P = H_out W_out that costs
-  2 P K C_out C_in kh kw flops, a factor B / K less than a convolution with C_out outputs,
-  so the whole evaluation grows far slower with K than Algorithm 1's K C_out convolution.
-
-Layouts are chosen so that nothing large is permuted by a general permutation: the padded
-input is kept as (H_pad, W_pad, C_in, B), batch innermost (made by 2-D transposes, which
-torch copies in cache-sized tiles); the patches of a block of output rows are copied from a
-strided view of it into a buffer (n, C_in, kh, kw, B), whose rows follow torch's (c, u, v)
-weight order; bank x patches products land in (P, C_out, B), which one 2-D transpose turns
-into y's (C_out, B, P). Positions are processed a block of rows at a time, so the patches,
-the formed banks and their gradients exist for one block only: the working memory is two
-buffers of about `BLOCK_BYTES` whatever the layer's size and rank.
-
-The backward (spec section 12.3, with the bank in place of the basis) is hand-written:
-d(patches) = bank^T dy per position, folded back onto the input; d(bank) = dy patches^T per
-position, which `BasisKernels` contracts to d(basis) and d(w) block by block, so neither
-the banks nor their gradients are ever held for all positions at once.
+Banks come from a kernel source: `WeightKernels` reads a locally connected weight as it
+is; `BasisKernels` forms the position banks sum_k w[k, p] basis[k] (eq. 2) of an LRLC layer.
+Positions are processed a block of output rows at a time, so the patches, the banks and
+their gradients exist for one block only: the working memory is two buffers of about
+`BLOCK_BYTES` whatever the layer's size and rank. The padded input is kept as (H_pad,
+W_pad, C_in, B), batch innermost, so that only 2-D transposes (copied by torch in
+cache-sized tiles) reorder large tensors. The backward (spec section 12.3, with the bank
+in place of the basis) is hand-written: d(patches) = bank^T dy folded back onto the input,
+d(bank) = dy patches^T handed block by block to the kernel source.
 """
 
 from __future__ import annotations
@@ -38,20 +24,15 @@ __all__ = [
     "DEVICE_BLOCK_BYTES",
     "BasisKernels",
     "WeightKernels",
-    "backward",
+    "apply_banks",
+    "apply_banks_vjp",
     "batch_last",
-    "forward",
-    "patches",
+    "extract_patches",
 ]
 
-# Target size of one block's buffers (patches; formed banks), per device type: they bound the
-# working memory, while each block costs about 18 tensor operations plus kh kw strided adds
-# in the backward. On a CPU each operation's fixed cost grows a lot when the machine is
-# oversubscribed (it waits for every intra-op thread to be scheduled); 32 MiB splits the
-# benchmark layer (batch 64) into 6 blocks. On a GPU every operation is a kernel launch of
-# some microseconds and memory is plentiful: with 32 MiB the benchmark layer at batch 512
-# took 32 one-row blocks and ran launch-bound (docs/performance.md), so GPUs take blocks of
-# up to 2 GiB (one block for that layer).
+# Target size of one block's buffers, per device type: smaller blocks bound the working
+# memory, fewer blocks mean fewer kernel calls, which dominate on GPUs
+# (docs/performance.md, 'PyTorch' 'lc' and 'GPU', first GPU run).
 BLOCK_BYTES = 32 * 2**20
 DEVICE_BLOCK_BYTES = {"cuda": 2 * 2**30}
 
@@ -108,7 +89,7 @@ def _window_view(padded: torch.Tensor, config: LRLCConfig, start: int, stop: int
     return first_row.as_strided((*shape, padded.shape[3]), (*strides, b_stride))
 
 
-def patches(padded: torch.Tensor, config: LRLCConfig, start: int, stop: int, out=None):
+def extract_patches(padded: torch.Tensor, config: LRLCConfig, start: int, stop: int, out=None):
     """The patches of output rows [start, stop) as (n, C_in kh kw, B), n = their positions,
     rows in (c, u, v) order; copied into `out` (a buffer at least that large) when given."""
     window = _window_view(padded, config, start, stop)
@@ -120,9 +101,9 @@ def patches(padded: torch.Tensor, config: LRLCConfig, start: int, stop: int, out
     return out
 
 
-def _fold(dpadded, dpatches, config: LRLCConfig, start: int, stop: int) -> None:
-    """Scatter-add the patch gradients (n, C_in kh kw, B) of output rows [start, stop) onto
-    `dpadded` (the adjoint of `patches`): one strided add per kernel offset (u, v), since
+def _extract_patches_vjp(dpadded, dpatches, config: LRLCConfig, start: int, stop: int) -> None:
+    """Add the patch gradients (n, C_in kh kw, B) of output rows [start, stop) onto `dpadded`
+    (the adjoint of `extract_patches`): one strided add per kernel offset (u, v), since
     windows overlap."""
     (sh, sw), (dh, dw) = config.stride, config.dilation
     rows, out_w = stop - start, config.output_size[1]
@@ -161,11 +142,11 @@ class WeightKernels:
 
 
 class BasisKernels:
-    """Banks formed from an LRLC basis (K, C_out, C_in, kh, kw) and fixed combining weights
-    (K, H_out, W_out): bank_p = sum_k w[k, p] basis[k] (eq. 2), formed block by block into
-    one reused buffer, which then also takes the block's bank gradients (the backward is
-    done with a block's banks when it asks for `grad_buffer`). `accumulate` contracts them
-    to d(basis) (summed over positions) and d(w) (per position)."""
+    """The position banks (eq. 2; `functional.position_banks`) of an LRLC basis (K, C_out,
+    C_in, kh, kw) and fixed weights (K, H_out, W_out), formed block by block into one reused
+    buffer, which then also takes the block's bank gradients (the backward is done with a
+    block's banks when it asks for `grad_buffer`). `accumulate` contracts those to d(basis)
+    (summed over positions) and d(w) (per position)."""
 
     def __init__(self, weights, basis, *, need_weights=False, need_basis=False):
         self.basis_shape = basis.shape
@@ -203,7 +184,7 @@ class BasisKernels:
         return None if self.dbasis is None else self.dbasis.view(self.basis_shape)
 
 
-def forward(x: torch.Tensor, kernels, config: LRLCConfig) -> torch.Tensor:
+def apply_banks(x: torch.Tensor, kernels, config: LRLCConfig) -> torch.Tensor:
     """y[b, o, p] = sum_{c, u, v} bank_p[o, (c, u, v)] patch_p[(c, u, v), b], no bias.
 
     Returns (B, C_out, H_out, W_out) as a transposed view of a (C_out, B, H_out, W_out)
@@ -218,13 +199,13 @@ def forward(x: torch.Tensor, kernels, config: LRLCConfig) -> torch.Tensor:
         first, end = start * out_w, stop * out_w
         if buffer is None:
             buffer = x.new_empty(end - first, _bank_width(config), batch)
-        block = patches(padded, config, start, stop, buffer)
+        block = extract_patches(padded, config, start, stop, buffer)
         torch.bmm(kernels.banks(first, end), block, out=y[first:end])
     y = _transposed(y, out_h * out_w)  # (P, C_out, B) -> (C_out, B, P)
     return y.view(config.out_channels, batch, out_h, out_w).transpose(0, 1)
 
 
-def backward(x, dy, kernels, config: LRLCConfig, *, need_x: bool, need_kernels: bool):
+def apply_banks_vjp(x, dy, kernels, config: LRLCConfig, *, need_x: bool, need_kernels: bool):
     """The gradient for x (None unless `need_x`); with `need_kernels`, hands each block's
     bank gradients d(bank_p) = dy_p patch_p^T to `kernels.accumulate`."""
     batch = x.shape[0]
@@ -243,9 +224,9 @@ def backward(x, dy, kernels, config: LRLCConfig, *, need_x: bool, need_kernels: 
         if need_x:
             banks = kernels.banks(first, end)
             dpatches = torch.bmm(banks.transpose(1, 2), dy_block, out=buffer[: end - first])
-            _fold(dpadded, dpatches, config, start, stop)
+            _extract_patches_vjp(dpadded, dpatches, config, start, stop)
         if need_kernels:
-            block = patches(padded, config, start, stop, buffer)
+            block = extract_patches(padded, config, start, stop, buffer)
             dbanks = torch.bmm(dy_block, block.transpose(1, 2), out=kernels.grad_buffer(first, end))
             kernels.accumulate(first, end, dbanks)
     if not need_x:

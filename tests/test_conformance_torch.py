@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import conformance
 from conformance import backends
-from lrlc_torch import functional as LF
+from lrlc_torch import costs
 
 STRATEGIES = ("conv", "lc")
 
@@ -41,8 +41,8 @@ def test_catalogue_exercises_the_locally_connected_form():
     cases = conformance.catalogue()
     fixed = [c for c in cases if not c.config.input_dependent]
     assert len(fixed) > len(cases) // 2
-    assert all(LF.choose_strategy(c.config, c.batch, "lc") == "lc" for c in fixed)
-    assert all(LF.choose_strategy(c.config, c.batch, "auto") == "conv" for c in cases)
+    assert all(costs.choose_strategy(c.config, c.batch, "lc") == "lc" for c in fixed)
+    assert all(costs.choose_strategy(c.config, c.batch, "auto") == "conv" for c in cases)
 
 
 def test_adapter_reports_what_this_install_offers(torch_backend):

@@ -120,12 +120,12 @@ def test_algorithm1_is_one_convolution_then_one_weighted_sum(monkeypatch):
     assert FIXED.padding_pairs == ((1, 1), (0, 1))
     per_member = torch.stack([torch.nn.functional.conv2d(xpad, f, stride=2) for f in layer.basis])
     torch.testing.assert_close(
-        LF.basis_conv2d(x, layer.basis, FIXED), per_member.transpose(0, 1), rtol=0, atol=1e-13
+        LF.basis_responses(x, layer.basis, FIXED), per_member.transpose(0, 1), rtol=0, atol=1e-13
     )
     weights = layer.combining_weights()
     explicit = sum(weights[k] * per_member[k] for k in range(FIXED.rank))
     torch.testing.assert_close(
-        LF.combine(LF.basis_conv2d(x, layer.basis, FIXED), weights), explicit
+        LF.combine(LF.basis_responses(x, layer.basis, FIXED), weights), explicit
     )
 
 
@@ -279,7 +279,7 @@ TINY_IDEP = L.LRLCConfig(
 )
 
 
-RANK_ONE = {  # one convolution: lrlc_torch.functional.weights_are_ones
+RANK_ONE = {  # one convolution: lrlc_numpy.strategy.weights_are_ones
     "fixed-rank1": dataclasses.replace(TINY_FIXED, rank=1),
     "idep-rank1": dataclasses.replace(TINY_IDEP, rank=1),
 }

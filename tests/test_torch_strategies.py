@@ -14,7 +14,8 @@ import torch
 
 import conformance
 import lrlc_numpy as L
-from lrlc_torch import LocallyConnected2d, LRLC2d, positionwise, to_neutral
+from lrlc_numpy.strategy import weights_are_ones
+from lrlc_torch import LocallyConnected2d, LRLC2d, costs, positionwise, to_neutral
 from lrlc_torch import functional as LF
 
 BATCH = 2
@@ -87,10 +88,10 @@ def small_blocks(monkeypatch):
 def documented_crossover(c_out, batch):
     """docs/performance.md: 'lc' when
     K (3 B - 4 BANK_COST) > B (3 PRODUCT_COST + PATCH_COST / C_out)."""
-    slope = 3 * batch - 4 * LF.BANK_COST
+    slope = 3 * batch - 4 * costs.BANK_COST
     if slope <= 0:
         return math.inf
-    return batch * (3 * LF.PRODUCT_COST + LF.PATCH_COST / c_out) / slope
+    return batch * (3 * costs.PRODUCT_COST + costs.PATCH_COST / c_out) / slope
 
 
 @pytest.mark.parametrize("c_out", [4, 16, 64, 256])
@@ -99,22 +100,22 @@ def test_auto_follows_the_documented_cost_rule(c_out, batch):
     for rank in range(1, 9):
         config = L.LRLCConfig(8, c_out, 3, rank=rank, input_size=(6, 6))
         want = "lc" if rank > documented_crossover(c_out, batch) else "conv"
-        assert LF.choose_strategy(config, batch) == want, (rank, c_out, batch)
-        assert LF.lc_crossover(config, batch) == documented_crossover(c_out, batch)
+        assert costs.choose_strategy(config, batch) == want, (rank, c_out, batch)
+        assert costs.lc_crossover(config, batch) == documented_crossover(c_out, batch)
 
 
 def test_auto_crossover_for_the_papers_layer():
     # The benchmark layer (64 -> 64 channels, batch 64) switches between rank 4 and 5,
     # where the measurements in docs/performance.md put the crossover.
     paper = L.LRLCConfig(64, 64, 3, rank=5, input_size=(32, 32), padding="same")
-    assert 4 < LF.lc_crossover(paper, 64) < 5
-    assert LF.choose_strategy(paper, 64) == "lc"
+    assert 4 < costs.lc_crossover(paper, 64) < 5
+    assert costs.choose_strategy(paper, 64) == "lc"
 
 
 def test_auto_never_picks_lc_for_input_dependent_layers():
     config = L.LRLCConfig(64, 64, 3, rank=32, input_size=(8, 8), combining="full",
                           input_dependent=True)  # fmt: skip
-    assert LF.choose_strategy(config, 512) == "conv"
+    assert costs.choose_strategy(config, 512) == "conv"
 
 
 @pytest.mark.parametrize("strategy, batch, convolutions", [("auto", 1, 1), ("auto", 64, 0)])
@@ -381,7 +382,7 @@ def count_calls(monkeypatch, name):
 def test_rank_one_softmax_runs_one_convolution(monkeypatch, config, strategy):
     """Neither the weights nor g are computed; every logit and g parameter still receives a
     gradient (not None: autograd.grad would raise), and it is exactly zero."""
-    assert LF.weights_are_ones(config)
+    assert weights_are_ones(config)
     calls = count_calls(monkeypatch, "_weights") + count_calls(monkeypatch, "g_forward")
     x, params, dy = case(config)
     grads = assert_matches_reference(layer_for(config, params, strategy), config, params, x, dy)
@@ -396,7 +397,7 @@ def test_rank_one_with_other_normalisations_forms_its_weights(monkeypatch):
     """'l2' and 'none' do not give w = 1 at rank 1: the general path runs."""
     for normalize in ("l2", "none"):
         config = dataclasses.replace(RANK_ONE["full"], normalize=normalize)
-        assert not LF.weights_are_ones(config)
+        assert not weights_are_ones(config)
         calls = count_calls(monkeypatch, "_weights")
         x, params, dy = case(config)
         assert_matches_reference(layer_for(config, params, "auto"), config, params, x, dy)

@@ -15,7 +15,7 @@ from . import Unavailable
 
 class Backend:
     name = "torch"
-    strategies = tuple(s for s in lrlc_torch.functional.STRATEGIES if s != "auto")
+    strategies = tuple(s for s in lrlc_torch.costs.STRATEGIES if s != "auto")
 
     def __init__(self, settings):
         if settings.device == "gpu" and not torch.cuda.is_available():
@@ -63,9 +63,7 @@ class Backend:
 
     def chosen_strategy(self, rank: int) -> str:
         config = self.settings.lrlc_config(rank)
-        return lrlc_torch.functional.choose_strategy(
-            config, self.settings.batch, device=self.device
-        )
+        return lrlc_torch.costs.choose_strategy(config, self.settings.batch, device=self.device)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":

@@ -1,11 +1,10 @@
-"""Conversion between lrlc_torch's tensors and the neutral contract (spec section 9 and 11).
+"""Neutral parameters for lrlc_torch (spec sections 9 and 11).
 
-Only layouts change, never values, so the round trip is exact. In lrlc_torch every LRLC
-parameter keeps its neutral layout except the basis, stored as one torch convolution weight
-per member: neutral (K, kh, kw, C_in, C_out) <-> torch (K, C_out, C_in, kh, kw). A locally
-connected kernel is neutral (..., H_out, W_out, kh, kw, C_in, C_out) and torch
-(..., H_out, W_out, C_out, C_in, kh, kw); its bias neutral (H_out, W_out, C_out) and torch
-(C_out, H_out, W_out).
+Only layouts change, never values, so round trips are exact. Every LRLC parameter keeps
+its neutral layout except the basis, one torch convolution weight per member: neutral
+(K, kh, kw, C_in, C_out) <-> torch (K, C_out, C_in, kh, kw). A locally connected kernel is
+neutral (..., H_out, W_out, kh, kw, C_in, C_out) and torch (..., H_out, W_out, C_out, C_in,
+kh, kw); its bias neutral (H_out, W_out, C_out) and torch (C_out, H_out, W_out).
 """
 
 from __future__ import annotations
@@ -15,10 +14,9 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from lrlc_numpy import LRLCConfig, check_params, param_shapes
+from lrlc_numpy import LRLCConfig, param_shapes
 
 __all__ = [
-    "check_torch_params",
     "from_neutral",
     "lc_from_neutral",
     "lc_to_neutral",
@@ -28,6 +26,9 @@ __all__ = [
 
 _BASIS_TO_TORCH = (0, 4, 3, 1, 2)
 _BASIS_TO_NEUTRAL = (0, 3, 4, 2, 1)
+# A locally connected kernel's last four axes (the window and channels).
+_LC_TO_TORCH = (3, 2, 0, 1)
+_LC_TO_NEUTRAL = (2, 3, 1, 0)
 
 
 def torch_param_shapes(config: LRLCConfig) -> dict[str, tuple[int, ...]]:
@@ -35,24 +36,6 @@ def torch_param_shapes(config: LRLCConfig) -> dict[str, tuple[int, ...]]:
     shapes = param_shapes(config)
     shapes["basis"] = tuple(shapes["basis"][axis] for axis in _BASIS_TO_TORCH)
     return shapes
-
-
-def check_torch_params(params: Mapping[str, torch.Tensor], config: LRLCConfig) -> None:
-    """Raise unless `params` holds exactly `config`'s tensors, in lrlc_torch's layouts and
-    of floating dtype (the reference's `check_params`, seen through the basis layout)."""
-    if isinstance(params, Mapping) and isinstance(params.get("basis"), torch.Tensor):
-        basis, want = params["basis"], torch_param_shapes(config)["basis"]
-        if tuple(basis.shape) != want:
-            raise ValueError(
-                f"params['basis'] has shape {tuple(basis.shape)}; expected {want} "
-                "(K, C_out, C_in, kh, kw)"
-            )
-        params = {**params, "basis": basis.permute(_BASIS_TO_NEUTRAL)}
-    check_params(params, config)
-    for name, value in params.items():
-        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
-            got = value.dtype if isinstance(value, torch.Tensor) else type(value).__name__
-            raise TypeError(f"params[{name!r}] must be a floating tensor, got {got}")
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
@@ -94,7 +77,7 @@ def from_neutral(params: Mapping, *, dtype=None, device=None) -> dict[str, torch
 def lc_to_neutral(weight: torch.Tensor, bias: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """A locally connected (weight, bias) in torch layout as the neutral (kernel, bias)."""
     lead = tuple(range(weight.dim() - 4))
-    kernel = weight.permute(*lead, *(len(lead) + a for a in (2, 3, 1, 0)))
+    kernel = weight.permute(*lead, *(len(lead) + a for a in _LC_TO_NEUTRAL))
     return _numpy(kernel), _numpy(bias.permute(1, 2, 0))
 
 
@@ -102,5 +85,5 @@ def lc_from_neutral(kernel, bias, *, dtype=None, device=None):
     """Neutral locally connected (kernel, bias) as torch-layout (weight, bias) tensors."""
     kernel = _tensor("kernel", kernel, dtype, device)
     lead = tuple(range(kernel.dim() - 4))
-    weight = kernel.permute(*lead, *(len(lead) + a for a in (3, 2, 0, 1))).contiguous()
+    weight = kernel.permute(*lead, *(len(lead) + a for a in _LC_TO_TORCH)).contiguous()
     return weight, _tensor("bias", bias, dtype, device).permute(2, 0, 1).contiguous()
