@@ -10,34 +10,114 @@ import dataclasses
 import json
 import math
 from collections.abc import Mapping
+from typing import NamedTuple
 
 COMBINING_MODES = ("rowcol", "full", "row", "col")
 NORMALIZATIONS = ("softmax", "l2", "none")
 # Dilation rates of the input-dependent network's parallel branches (spec section 8).
 G_DILATIONS = (1, 2, 4, 8)
+# The fields a mixed basis gives per basis filter bank (spec section 16).
+PER_BASIS_FIELDS = ("kernel_size", "dilation")
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _pair(name, value):
     """An int or a pair of ints, as a pair of positive ints."""
+    expected = f"LRLCConfig.{name} must be an int or a pair of ints, got {value!r}"
+    if name in PER_BASIS_FIELDS:
+        expected = (
+            f"LRLCConfig.{name} must be an int, a pair of ints or a list of one int or pair "
+            f"per basis filter bank, got {value!r}"
+        )
     if isinstance(value, bool):
-        raise TypeError(f"LRLCConfig.{name} must be an int or a pair of ints, got {value!r}")
+        raise TypeError(expected)
     if isinstance(value, int):
         value = (value, value)
     try:
         pair = tuple(value)
     except TypeError:
-        raise TypeError(
-            f"LRLCConfig.{name} must be an int or a pair of ints, got {value!r}"
-        ) from None
-    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
-        raise TypeError(f"LRLCConfig.{name} must be an int or a pair of ints, got {value!r}")
+        raise TypeError(expected) from None
+    if len(pair) != 2 or not all(map(_is_int, pair)):
+        raise TypeError(expected)
     if min(pair) < 1:
         raise ValueError(f"LRLCConfig.{name} must be positive, got {value!r}")
     return pair
 
 
+class PerBasis:
+    """A `kernel_size` or `dilation` given per basis filter bank: one (h, w) pair per basis
+    (spec section 16). `pairs` is the tuple of K pairs.
+
+    Deliberately not a sequence: unpacking (`kh, kw = config.kernel_size`), indexing,
+    iteration and `np.asarray` raise TypeError, so code written for one shared window fails
+    loudly on a mixed config instead of reading two bases' pairs as (kh, kw). Read
+    `config.kernel_sizes` and `config.dilations` (K pairs, for every config) instead.
+    """
+
+    __slots__ = ("name", "pairs")
+
+    def __init__(self, pairs, name="kernel_size"):
+        object.__setattr__(self, "pairs", tuple(tuple(pair) for pair in pairs))
+        object.__setattr__(self, "name", name)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("PerBasis is immutable")
+
+    def _misuse(self, *args):
+        raise TypeError(
+            f"LRLCConfig.{self.name} is per basis (a mixed basis of {len(self.pairs)} filter "
+            f"banks: {self!r}), not one (h, w) pair; read config.{self.name}s[k] for basis k, "
+            "or config.locally_connected_config() for the window covering them all"
+        )
+
+    __iter__ = __getitem__ = __array__ = _misuse
+
+    def __eq__(self, other):
+        return isinstance(other, PerBasis) and self.pairs == other.pairs
+
+    def __hash__(self):
+        return hash(self.pairs)
+
+    def __repr__(self):
+        return f"PerBasis({self.pairs!r})"
+
+    def __reduce__(self):
+        return (PerBasis, (self.pairs, self.name))
+
+
+def _given_per_basis(value) -> bool:
+    """A list (as in the authors' layer), or a tuple holding pairs, is one entry per basis; a
+    tuple of two ints is always one (h, w) pair shared by every basis."""
+    if isinstance(value, (list, PerBasis)):
+        return True
+    return isinstance(value, tuple) and any(isinstance(v, (tuple, list)) for v in value)
+
+
+def _per_basis_pairs(name, value):
+    """The entries of a per-basis `value` as positive pairs; raises naming the bad entry."""
+    if isinstance(value, PerBasis):
+        return value.pairs
+    pairs = []
+    for index, entry in enumerate(value):
+        expected = (
+            f"LRLCConfig.{name}[{index}] must be a positive int or a pair of positive ints "
+            f"(one entry per basis filter bank), got {entry!r} in {value!r}"
+        )
+        if _is_int(entry):
+            entry = (entry, entry)
+        if not (isinstance(entry, (tuple, list)) and len(entry) == 2 and all(map(_is_int, entry))):
+            raise TypeError(expected)
+        if min(entry) < 1:
+            raise ValueError(expected)
+        pairs.append(tuple(entry))
+    return tuple(pairs)
+
+
 def _is_nonneg_int(v):
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+    return _is_int(v) and v >= 0
 
 
 def _normalize_padding(padding):
@@ -89,12 +169,24 @@ def output_size(input_size, padding_pairs, kernel_size, stride, dilation):
     )
 
 
+class BasisGroup(NamedTuple):
+    """Bases that share a kernel size and dilation (hence padding): one convolution."""
+
+    members: tuple[int, ...]
+    kernel_size: tuple[int, int]
+    dilation: tuple[int, int]
+    padding_pairs: tuple[tuple[int, int], tuple[int, int]]
+
+
 @dataclasses.dataclass(frozen=True)
 class LRLCConfig:
     """Hyper-parameters of one low-rank locally connected layer.
 
     Pairs given as a single int are stored as pairs; padding is stored as 'valid',
-    'same' or ((top, bottom), (left, right)). See spec section 2.
+    'same' or ((top, bottom), (left, right)). See spec section 2. A `kernel_size` or
+    `dilation` given as a list of `rank` entries makes a mixed basis (spec section 16):
+    both fields are then stored as `PerBasis`, which refuses to unpack as one pair; read
+    `kernel_sizes`, `dilations` and `basis_padding_pairs` (K entries for every config).
     """
 
     in_channels: int
@@ -118,9 +210,17 @@ class LRLCConfig:
                 raise TypeError(f"LRLCConfig.{name} must be an int, got {value!r}")
             if value < 1:
                 raise ValueError(f"LRLCConfig.{name} must be >= 1, got {value!r}")
-        for name in ("kernel_size", "stride", "dilation", "input_size"):
+        for name in ("stride", "input_size"):
             object.__setattr__(self, name, _pair(name, getattr(self, name)))
+        self._set_window_fields()
+        given_padding = self.padding
         object.__setattr__(self, "padding", _normalize_padding(self.padding))
+        if self.mixed and self.padding != "same":
+            raise ValueError(
+                f"LRLCConfig.padding: a per-basis kernel_size or dilation needs padding='same' "
+                f"(each basis is padded as TensorFlow's SAME pads its own kernel and dilation, "
+                f"so every basis has the same output grid), got {given_padding!r}"
+            )
         if self.combining not in COMBINING_MODES:
             raise ValueError(
                 f"LRLCConfig.combining: unknown mode {self.combining!r}; "
@@ -147,20 +247,135 @@ class LRLCConfig:
                 f"gives an empty output grid {(out_h, out_w)}"
             )
 
-    # Derived quantities (spec section 3).
+    def _set_window_fields(self):
+        """Normalise `kernel_size` and `dilation`: pairs, or both PerBasis when either is
+        given per basis (the other then applies to every basis; spec section 16.1)."""
+        given = {name: getattr(self, name) for name in PER_BASIS_FIELDS}
+        per_basis = {
+            name: _per_basis_pairs(name, value)
+            for name, value in given.items()
+            if _given_per_basis(value)
+        }
+        if not per_basis:
+            for name, value in given.items():
+                object.__setattr__(self, name, _pair(name, value))
+            return
+        if len({len(pairs) for pairs in per_basis.values()}) > 1:
+            raise ValueError(
+                f"LRLCConfig: kernel_size {given['kernel_size']!r} has "
+                f"{len(per_basis['kernel_size'])} per-basis entries and dilation "
+                f"{given['dilation']!r} has {len(per_basis['dilation'])}; each needs exactly "
+                f"rank={self.rank} entries"
+            )
+        for name, value in given.items():
+            pairs = per_basis[name] if name in per_basis else (_pair(name, value),) * self.rank
+            if len(pairs) != self.rank:
+                raise ValueError(
+                    f"LRLCConfig.{name}: a list gives one entry per basis filter bank, so it "
+                    f"needs exactly rank={self.rank} entries; got {len(pairs)} in {value!r} "
+                    "(for one (h, w) pair shared by every basis, pass a tuple)"
+                )
+            object.__setattr__(self, name, PerBasis(pairs, name))
+
+    # Derived quantities (spec sections 3 and 16).
 
     @property
-    def padding_pairs(self) -> tuple[tuple[int, int], tuple[int, int]]:
-        """The explicit ((top, bottom), (left, right)) padding; 'same' follows TensorFlow."""
-        return resolve_padding(
-            self.padding, self.input_size, self.kernel_size, self.stride, self.dilation
+    def mixed(self) -> bool:
+        """Whether each basis has its own kernel size and dilation (`kernel_size` and
+        `dilation` are then PerBasis, and the parameters `basis.0` ... `basis.{K-1}`)."""
+        return isinstance(self.kernel_size, PerBasis)
+
+    @property
+    def kernel_sizes(self) -> tuple[tuple[int, int], ...]:
+        """One (k_h, k_w) per basis, K pairs, for every config."""
+        return self.kernel_size.pairs if self.mixed else (self.kernel_size,) * self.rank
+
+    @property
+    def dilations(self) -> tuple[tuple[int, int], ...]:
+        """One (d_h, d_w) per basis, K pairs, for every config."""
+        return self.dilation.pairs if self.mixed else (self.dilation,) * self.rank
+
+    @property
+    def basis_padding_pairs(self) -> tuple[tuple[tuple[int, int], tuple[int, int]], ...]:
+        """One ((top, bottom), (left, right)) per basis: a mixed basis pads each basis by
+        TensorFlow's SAME rule for its own kernel and dilation."""
+        return tuple(
+            resolve_padding(self.padding, self.input_size, kernel, self.stride, dilation)
+            for kernel, dilation in zip(self.kernel_sizes, self.dilations)
         )
 
     @property
+    def padding_pairs(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """The explicit ((top, bottom), (left, right)) padding; 'same' follows TensorFlow.
+        A mixed basis has none shared by all bases: use `basis_padding_pairs`."""
+        if self.mixed:
+            raise TypeError(
+                "LRLCConfig.padding_pairs: a mixed basis pads each basis for its own kernel "
+                "and dilation; read config.basis_padding_pairs[k] for basis k, or "
+                "config.locally_connected_config().padding_pairs for the window covering all"
+            )
+        return self.basis_padding_pairs[0]
+
+    @property
     def output_size(self) -> tuple[int, int]:
-        """(H_out, W_out), the grid the combining weights and spatial biases live on."""
+        """(H_out, W_out), the grid the combining weights and spatial biases live on (the
+        same for every basis: ceil(H / s_h) x ceil(W / s_w) for a mixed basis)."""
         return output_size(
-            self.input_size, self.padding_pairs, self.kernel_size, self.stride, self.dilation
+            self.input_size,
+            self.basis_padding_pairs[0],
+            self.kernel_sizes[0],
+            self.stride,
+            self.dilations[0],
+        )
+
+    @property
+    def basis_names(self) -> tuple[str, ...]:
+        """Neutral names of the basis tensors: ('basis',) stacked, or `basis.k` per basis."""
+        if self.mixed:
+            return tuple(f"basis.{k}" for k in range(self.rank))
+        return ("basis",)
+
+    @property
+    def basis_groups(self) -> tuple[BasisGroup, ...]:
+        """The bases grouped by equal (kernel size, dilation), in order of first member:
+        Algorithm 1 runs one convolution per group (spec section 16.3). A plain config has
+        one group holding every basis."""
+        members = {}
+        for k, key in enumerate(zip(self.kernel_sizes, self.dilations)):
+            members.setdefault(key, []).append(k)
+        pads = self.basis_padding_pairs
+        return tuple(
+            BasisGroup(tuple(ks), kernel, dilation, pads[ks[0]])
+            for (kernel, dilation), ks in members.items()
+        )
+
+    def locally_connected_config(self) -> LRLCConfig:
+        """The plain config whose window the equivalent locally connected layer uses (spec
+        section 16.5); `self` for a plain config.
+
+        For a mixed basis, per axis: basis k's tap u reads input row i*s + u*d_k - p_k
+        (p_k its SAME padding before); the window spans the union of these offsets, from
+        -max_k p_k to max_k ((k_k - 1) d_k - p_k), with dilation 1 and explicit padding
+        (max_k p_k before; after, enough for the last output's window, never negative).
+        Stride, channels, rank, input size and modes are unchanged; the output grid too.
+        """
+        if not self.mixed:
+            return self
+        window, padding = [], []
+        for axis in range(2):
+            n, s = self.input_size[axis], self.stride[axis]
+            first = max(pads[axis][0] for pads in self.basis_padding_pairs)
+            last = max(
+                (kernel[axis] - 1) * dilation[axis] - pads[axis][0]
+                for kernel, dilation, pads in zip(
+                    self.kernel_sizes, self.dilations, self.basis_padding_pairs
+                )
+            )
+            n_out = self.output_size[axis]
+            window.append(first + last + 1)
+            padding.append((first, max((n_out - 1) * s + last + 1 - n, 0)))
+        return dataclasses.replace(
+            self, kernel_size=tuple(window), dilation=1, padding=tuple(padding)
         )
 
     @property
@@ -172,10 +387,12 @@ class LRLCConfig:
     # Serialisation (spec section 13).
 
     def to_dict(self) -> dict:
-        """JSON-ready dict with pairs as lists."""
+        """JSON-ready dict with pairs as lists (a per-basis field as a list of K pairs)."""
         out = {}
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
+            if isinstance(value, PerBasis):
+                value = value.pairs
             if isinstance(value, tuple):
                 value = json.loads(json.dumps(value))
             out[field.name] = value
@@ -183,7 +400,11 @@ class LRLCConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> LRLCConfig:
-        """Inverse of `to_dict`; unknown or missing keys are errors."""
+        """Inverse of `to_dict`; unknown or missing keys are errors.
+
+        JSON has no tuples, so lists become tuples, except that a `kernel_size` or
+        `dilation` list holding lists, or not of length 2, stays a list: one entry per basis.
+        """
         if not isinstance(data, Mapping):
             raise TypeError(f"LRLCConfig.from_dict expects a mapping, got {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
@@ -195,7 +416,11 @@ class LRLCConfig:
         kwargs = {}
         for key, value in data.items():
             if isinstance(value, list):
-                value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+                entries = [tuple(v) if isinstance(v, list) else v for v in value]
+                per_basis = key in PER_BASIS_FIELDS and (
+                    len(value) != 2 or any(isinstance(v, list) for v in value)
+                )
+                value = entries if per_basis else tuple(entries)
             kwargs[key] = value
         try:
             return cls(**kwargs)
@@ -219,9 +444,15 @@ class LRLCConfig:
 def param_shapes(config: LRLCConfig) -> dict[str, tuple[int, ...]]:
     """Neutral parameter names and shapes for `config` (spec section 9)."""
     k = config.rank
-    kh, kw = config.kernel_size
     out_h, out_w = config.output_size
-    shapes = {"basis": (k, kh, kw, config.in_channels, config.out_channels)}
+    channels = (config.in_channels, config.out_channels)
+    if config.mixed:  # one tensor per basis, each with its own window (spec section 16.4)
+        shapes = {
+            name: (*kernel, *channels)
+            for name, kernel in zip(config.basis_names, config.kernel_sizes)
+        }
+    else:
+        shapes = {"basis": (k, *config.kernel_size, *channels)}
     has_row = config.combining in ("rowcol", "row")
     has_col = config.combining in ("rowcol", "col")
     if not config.input_dependent:
@@ -303,9 +534,10 @@ def check_input_shape(shape, config: LRLCConfig, *, name: str = "x", layout: str
 
 def lc_shapes(config: LRLCConfig) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Canonical shapes of the locally connected kernel (H_out, W_out, kh, kw, C_in, C_out)
-    and bias (H_out, W_out, C_out) on `config`'s geometry (spec section 11)."""
+    and bias (H_out, W_out, C_out) on the geometry of `config.locally_connected_config()`
+    (spec sections 11 and 16.5)."""
     out_h, out_w = config.output_size
-    kh, kw = config.kernel_size
+    kh, kw = config.locally_connected_config().kernel_size
     kernel = (out_h, out_w, kh, kw, config.in_channels, config.out_channels)
     return kernel, (out_h, out_w, config.out_channels)
 

@@ -2,7 +2,8 @@
 
 Each function cites the spec section (spec/SPEC.md) and paper equation it implements.
 Layouts are canonical: data NHWC `x[b, i, j, c]`, kernels HWIO, the basis
-`basis[k, u, v, c_in, c_out]`. Computation happens in the floating dtype of `x`.
+`basis[k, u, v, c_in, c_out]` (a mixed basis: one `basis.k[u, v, c_in, c_out]` per basis,
+each with its own window; spec section 16). Computation happens in the floating dtype of `x`.
 """
 
 from __future__ import annotations
@@ -112,10 +113,13 @@ def conv2d(x, kernel, *, stride=1, padding="valid", dilation=1):
     return np.einsum("bijuvc,uvco->bijo", patches, kernel, optimize=True)
 
 
-def _layer_patches(x, config: LRLCConfig):
-    return extract_patches(
-        x, config.kernel_size, config.stride, config.dilation, config.padding_pairs
-    )
+def group_patches(x, config: LRLCConfig) -> list[np.ndarray]:
+    """Eq. 1's patches for each of `config.basis_groups` (one group unless the basis is
+    mixed), each with that group's kernel size, dilation and padding (spec section 16.3)."""
+    return [
+        extract_patches(x, group.kernel_size, config.stride, group.dilation, group.padding_pairs)
+        for group in config.basis_groups
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,9 +375,33 @@ def bias_map(params, config: LRLCConfig, dtype) -> np.ndarray:
 # The layer (Algorithm 1; eqs. 2-6; spec section 4)
 
 
+def basis_members(params, config: LRLCConfig) -> list[np.ndarray]:
+    """The K filter banks F^(k) (k_h, k_w, C_in, C_out): `basis[k]`, or `basis.k` when mixed."""
+    if config.mixed:
+        return [params[name] for name in config.basis_names]
+    return list(params["basis"])
+
+
+def group_basis(members, group) -> np.ndarray:
+    """The bases of one group stacked (|group|, k_h, k_w, C_in, C_out)."""
+    return np.stack([members[k] for k in group.members])
+
+
 def basis_responses(patches, basis) -> np.ndarray:
     """Algorithm 1's K C_out-output convolution: z[b, i, j, k, o] = (I * F^(k))[b, i, j, o]."""
     return np.einsum("bijuvc,kuvco->bijko", patches, basis, optimize=True)
+
+
+def stack_responses(responses, config: LRLCConfig) -> np.ndarray:
+    """z (B, H_out, W_out, K, C_out) from each group's `basis_responses`, the K axis in
+    basis order (a mixed basis's groups need not be contiguous; spec section 16.3)."""
+    if len(responses) == 1:
+        return responses[0]
+    first = responses[0]
+    z = np.empty((*first.shape[:3], config.rank, first.shape[4]), dtype=first.dtype)
+    for group, response in zip(config.basis_groups, responses):
+        z[:, :, :, list(group.members)] = response
+    return z
 
 
 def combine(per_member, weights, bias) -> np.ndarray:
@@ -389,8 +417,15 @@ def position_banks(weights, basis) -> np.ndarray:
 def _forward_parts(x, params, config: LRLCConfig):
     x = check_input(x, config)
     params = _cast_params(params, config, x.dtype)
-    patches = _layer_patches(x, config)
-    per_member = basis_responses(patches, params["basis"])
+    patches = group_patches(x, config)
+    members = basis_members(params, config)
+    per_member = stack_responses(
+        [
+            basis_responses(windows, group_basis(members, group))
+            for group, windows in zip(config.basis_groups, patches)
+        ],
+        config,
+    )
     cache = None
     if config.input_dependent:
         logits, cache = g_forward(x, params, config)
@@ -426,11 +461,23 @@ def vjp(x, params, config: LRLCConfig, dy) -> tuple[np.ndarray, dict[str, np.nda
     # y = sum_k w_k z_k: the weights see dy . z_k, each member's output sees w_k dy.
     dweights = np.einsum("bijo,bijko->bijk", dy, per_member, optimize=True)
     dper_member = np.einsum("bijo,bijk->bijko", dy, weights, optimize=True)
-    grads["basis"] = np.einsum("bijuvc,bijko->kuvco", patches, dper_member, optimize=True)
-    dpatches = np.einsum("bijko,kuvco->bijuvc", dper_member, params["basis"], optimize=True)
-    dx = extract_patches_vjp(
-        dpatches, x.shape, config.kernel_size, config.stride, config.dilation, config.padding_pairs
-    )
+    # Per group's convolution: its bases' gradients, and its patch gradients scattered onto x.
+    members = basis_members(params, config)
+    dmembers = [None] * config.rank
+    dx = np.zeros_like(x)
+    for group, windows in zip(config.basis_groups, patches):
+        dz = dper_member[:, :, :, list(group.members)]
+        dbasis = np.einsum("bijuvc,bijko->kuvco", windows, dz, optimize=True)
+        for k, dmember in zip(group.members, dbasis):
+            dmembers[k] = dmember
+        dpatches = np.einsum("bijko,kuvco->bijuvc", dz, group_basis(members, group), optimize=True)
+        dx += extract_patches_vjp(
+            dpatches, x.shape, group.kernel_size, config.stride, group.dilation, group.padding_pairs
+        )
+    if config.mixed:
+        grads.update(zip(config.basis_names, dmembers))
+    else:
+        grads["basis"] = np.stack(dmembers)
     dlogits = normalize_weights_vjp(dweights, logits, weights, config.normalize)
     if config.input_dependent:
         dx_g, g_grads = g_vjp(dlogits, x, params, config, cache)
@@ -445,26 +492,52 @@ def vjp(x, params, config: LRLCConfig, dy) -> tuple[np.ndarray, dict[str, np.nda
 # Locally connected form (spec section 11)
 
 
+def embedded_basis(params, config: LRLCConfig) -> np.ndarray:
+    """The basis on the window of `config.locally_connected_config()`: (K, k_h, k_w, C_in,
+    C_out). A plain basis as it is; basis.k of a mixed basis placed at its own taps, which
+    start at (window padding before - basis k's padding before) with step d_k, and zeros
+    elsewhere (spec section 16.5)."""
+    window = config.locally_connected_config()
+    if window is config:
+        return np.asarray(params["basis"])
+    (top, _), (left, _) = window.padding_pairs
+    members = basis_members(params, config)
+    out = np.zeros((config.rank, *window.kernel_size, *members[0].shape[2:]), members[0].dtype)
+    for k, (member, (dh, dw), ((pad_top, _), (pad_left, _))) in enumerate(
+        zip(members, config.dilations, config.basis_padding_pairs)
+    ):
+        row, col = top - pad_top, left - pad_left
+        kh, kw = member.shape[:2]
+        out[k, row : row + (kh - 1) * dh + 1 : dh, col : col + (kw - 1) * dw + 1 : dw] = member
+    return out
+
+
 def to_locally_connected(params, config: LRLCConfig, x=None):
     """Equivalent locally connected (kernel, bias): kernel[..., i, j] = sum_k w[..., i, j, k] F^(k).
 
     kernel is (H_out, W_out, kh, kw, C_in, C_out), or (B, H_out, W_out, ...) per example for
-    an input-dependent layer (then `x` is required); bias is (H_out, W_out, C_out).
+    an input-dependent layer (then `x` is required); bias is (H_out, W_out, C_out). The window
+    (kh, kw) is that of `config.locally_connected_config()`: a mixed basis's union window.
     """
     weights = combining_weights(params, config, x)
-    basis = np.asarray(params["basis"], dtype=weights.dtype)
+    bases = {name: np.asarray(params[name], dtype=weights.dtype) for name in config.basis_names}
+    basis = embedded_basis(bases, config)
     return position_banks(weights, basis), bias_map(params, config, weights.dtype)
 
 
 def locally_connected(x, kernel, bias, config: LRLCConfig) -> np.ndarray:
     """y[b, i, j, o] = sum_{u, v, c} xpad[b, i s_h + u d_h, j s_w + v d_w, c] K[i, j, u, v, c, o]
-    + bias[i, j, o]. `kernel` may carry a leading batch axis (one kernel per example)."""
+    + bias[i, j, o], on the geometry of `config.locally_connected_config()` (`config` itself
+    unless the basis is mixed). `kernel` may carry a leading batch axis (one per example)."""
     x = check_input(x, config)
     kernel = as_floating(kernel, "locally connected kernel")
     bias = as_floating(bias, "locally connected bias")
     check_lc_shapes(kernel.shape, bias.shape, config, batch=x.shape[0])
     shared, _ = lc_shapes(config)
-    patches = _layer_patches(x, config)
+    window = config.locally_connected_config()
+    patches = extract_patches(
+        x, window.kernel_size, window.stride, window.dilation, window.padding_pairs
+    )
     kernel = np.broadcast_to(kernel, (x.shape[0], *shared))
     return np.einsum("bijuvc,bijuvco->bijo", patches, kernel, optimize=True) + bias
 

@@ -41,15 +41,45 @@ def padded_pixel(x, b, row, col, c, pads):
     return 0.0
 
 
-def output_grid(config, pads):
+def basis_geometry(config):
+    """(kernel, dilation, pads) of each basis: shared, or for a mixed basis each basis's own
+    kernel and dilation with SAME padding for them (spec section 16.2)."""
+    if not config.mixed:
+        return [(config.kernel_size, config.dilation, explicit_padding(config))] * config.rank
+    return [
+        (
+            kernel,
+            dilation,
+            tuple(
+                same_padding(n, k, s, d)
+                for n, k, s, d in zip(config.input_size, kernel, config.stride, dilation)
+            ),
+        )
+        for kernel, dilation in zip(config.kernel_sizes, config.dilations)
+    ]
+
+
+def output_grid(config, kernel, dilation, pads):
     (top, bottom), (left, right) = pads
-    kh, kw = config.kernel_size
-    (sh, sw), (dh, dw) = config.stride, config.dilation
+    kh, kw = kernel
+    (sh, sw), (dh, dw) = config.stride, dilation
     h, w = config.input_size
     return (
         (h + top + bottom - (kh - 1) * dh - 1) // sh + 1,
         (w + left + right - (kw - 1) * dw - 1) // sw + 1,
     )
+
+
+def window_sum(x, b, i, j, o, filt, config, kernel, dilation, pads):
+    """Sum over the window at output (i, j) of xpad * filt[..., o] (eq. 1)."""
+    (sh, sw), (dh, dw) = config.stride, dilation
+    total = 0.0
+    for u in range(kernel[0]):
+        for v in range(kernel[1]):
+            for c in range(config.in_channels):
+                pixel = padded_pixel(x, b, i * sh + u * dh, j * sw + v * dw, c, pads)
+                total += pixel * filt[u, v, c, o]
+    return total
 
 
 def normalise(logits, mode):
@@ -122,11 +152,12 @@ def g_logits(xb, params, config, out_h, out_w):
 
 
 def lrlc_forward(x, params, config):
-    """O[b, i, j] = I_ij * (sum_k w_ij^k F^k) + B_ij (eqs. 1-6), one position at a time."""
-    pads = explicit_padding(config)
-    out_h, out_w = output_grid(config, pads)
-    kh, kw = config.kernel_size
-    (sh, sw), (dh, dw) = config.stride, config.dilation
+    """O[b, i, j] = I_ij * (sum_k w_ij^k F^k) + B_ij (eqs. 1-6), one position at a time.
+
+    A mixed basis has no shared window, so there each basis is applied with its own
+    (sum_k w_ij^k (I * F^k)_ij, Algorithm 1's order)."""
+    geometry = basis_geometry(config)
+    out_h, out_w = output_grid(config, *geometry[0])
     batch = x.shape[0]
     k = config.rank
     y = np.zeros((batch, out_h, out_w, config.out_channels))
@@ -147,7 +178,6 @@ def lrlc_forward(x, params, config):
                 else:
                     logits = list(params["logits"][i, j])
                 w = normalise(logits, config.normalize)  # eq. 4
-                filt = sum(w[q] * params["basis"][q] for q in range(k))  # eq. 2
                 bias = 0.0
                 if config.spatial_bias:  # eq. 5
                     if config.combining in ("rowcol", "row"):
@@ -158,12 +188,12 @@ def lrlc_forward(x, params, config):
                         bias += params["spatial_bias"][i, j]
                 for o in range(config.out_channels):
                     total = bias + (params["channel_bias"][o] if config.channel_bias else 0.0)
-                    for u in range(kh):
-                        for v in range(kw):
-                            for c in range(config.in_channels):
-                                pixel = padded_pixel(
-                                    x, b, i * sh + u * dh, j * sw + v * dw, c, pads
-                                )
-                                total += pixel * filt[u, v, c, o]  # eq. 1
+                    if config.mixed:
+                        for q in range(k):
+                            bank = params[f"basis.{q}"]
+                            total += w[q] * window_sum(x, b, i, j, o, bank, config, *geometry[q])
+                    else:
+                        filt = sum(w[q] * params["basis"][q] for q in range(k))  # eq. 2
+                        total += window_sum(x, b, i, j, o, filt, config, *geometry[0])
                     y[b, i, j, o] = total
     return y

@@ -49,6 +49,77 @@ def test_bad_config(overrides, error, words):
         assert word in str(info.value)
 
 
+SAME = dict(padding="same")
+
+
+@pytest.mark.parametrize(
+    "overrides, error, words",
+    [
+        # A list is one entry per basis: exactly `rank` of them.
+        (dict(kernel_size=[3, 5, 7], **SAME), ValueError, ["kernel_size", "[3, 5, 7]", "rank=2"]),
+        (dict(dilation=[1], **SAME), ValueError, ["dilation", "[1]", "rank=2", "got 1"]),
+        (dict(kernel_size=[], **SAME), ValueError, ["kernel_size", "[]", "rank=2"]),
+        (dict(kernel_size=[3, 5], rank=3, **SAME), ValueError, ["rank=3", "pass a tuple"]),
+        # Both lists, of different lengths: both named.
+        (
+            dict(kernel_size=[3, 5], dilation=[1, 2, 1], **SAME),
+            ValueError,
+            ["kernel_size [3, 5]", "2 per-basis", "dilation [1, 2, 1]", "3", "rank=2"],
+        ),
+        # Padding must be 'same': each basis padded for its own kernel and dilation.
+        (dict(kernel_size=[3, 5]), ValueError, ["padding", "'valid'", "padding='same'"]),
+        (dict(dilation=[1, 2], padding=1), ValueError, ["padding", "got 1", "'same'"]),
+        (
+            dict(kernel_size=[3, 5], padding=((1, 1), (2, 2))),
+            ValueError,
+            ["padding", "((1, 1), (2, 2))", "'same'"],
+        ),
+        # Entries: a positive int or a pair of positive ints.
+        (dict(kernel_size=[3, 0], **SAME), ValueError, ["kernel_size[1]", "0", "positive"]),
+        (dict(kernel_size=[3, (2, -1)], **SAME), ValueError, ["kernel_size[1]", "(2, -1)"]),
+        (dict(kernel_size=[3, 2.5], **SAME), TypeError, ["kernel_size[1]", "2.5", "int"]),
+        (dict(dilation=[1, True], **SAME), TypeError, ["dilation[1]", "True"]),
+        (dict(kernel_size=[(3, 3, 3), 5], **SAME), TypeError, ["kernel_size[0]", "(3, 3, 3)"]),
+        (dict(kernel_size=["3", 5], **SAME), TypeError, ["kernel_size[0]", "'3'"]),
+        (dict(kernel_size=((3, 3), (5, 5)), **SAME), None, []),  # a tuple of pairs: valid
+    ],
+)
+def test_bad_mixed_basis(overrides, error, words):
+    if error is None:
+        assert config(**overrides).mixed
+        return
+    with pytest.raises(error) as info:
+        config(**overrides)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_mixed_checkpoint_with_a_stacked_basis_is_rejected(tmp_path):
+    plain = config(padding="same")
+    mixed = config(kernel_size=[3, 5], padding="same")
+    path = tmp_path / "c.safetensors"
+    _write(path, L.init_params(plain), {"lrlc_config": mixed.to_json()})
+    with pytest.raises(ValueError, match="missing tensors \\['basis.0', 'basis.1'\\]") as info:
+        L.load_params(path)
+    assert "unexpected tensors ['basis']" in str(info.value)
+    bad = {**mixed.to_dict(), "padding": "valid"}
+    _write(path, L.init_params(mixed), {"lrlc_config": json.dumps(bad)})
+    with pytest.raises(ValueError, match="c.safetensors.*padding='same'"):
+        L.load_params(path)
+
+
+def test_mixed_params_and_lc_kernel_shapes_are_checked():
+    mixed = config(kernel_size=[3, 5], dilation=[1, 2], padding="same")
+    params = L.init_params(mixed)
+    x = np.zeros((1, 7, 6, 3))
+    with pytest.raises(ValueError, match="'basis.1'.*\\(3, 3, 3, 4\\).*expected \\(5, 5, 3, 4\\)"):
+        L.forward(x, {**params, "basis.1": np.zeros((3, 3, 3, 4))}, mixed)
+    kernel, bias = L.to_locally_connected(params, mixed)
+    assert kernel.shape == (7, 6, 9, 9, 3, 4)  # the union window
+    with pytest.raises(ValueError, match="expected \\(7, 6, 9, 9, 3, 4\\)"):
+        L.locally_connected(x, kernel[:, :, 2:-2, 2:-2], bias, mixed)
+
+
 def test_config_from_dict_rejects_unknown_and_missing_fields():
     data = config().to_dict()
     with pytest.raises(ValueError, match="unknown fields \\['ranks'\\]"):
