@@ -64,10 +64,25 @@ GEOMETRY_MODES = (
     dict(combining="full", normalize="softmax", input_dependent=True),
 )
 
+# Mixed bases (spec section 16): one kernel size and dilation per basis, padding 'same'.
+# The first is the authors' verified pair; the rest add an even kernel (SAME's odd pixel
+# after), stride 2 with non-square pairs, rank 1, and groups of equal geometry that are
+# not contiguous (bases 0 and 2 share one convolution).
+MIXED_GEOMETRIES = {
+    "mixed-3x3d1-5x5d2": dict(kernel_size=[3, 5], dilation=[1, 2], input_size=(9, 8)),
+    "mixed-1x1-2x2-3x3d2": dict(kernel_size=[1, 2, 3], dilation=[1, 1, 2], input_size=(8, 7)),
+    "mixed-stride2": dict(
+        kernel_size=[(3, 2), 4], dilation=[1, (2, 1)], stride=2, input_size=(9, 8)
+    ),
+    "mixed-rank1": dict(kernel_size=[2], input_size=(7, 6)),
+    "mixed-groups": dict(kernel_size=[3, 5, 3, 5], dilation=[1, 2, 1, 1], input_size=(7, 6)),
+}
+
 
 def catalogue() -> list[Case]:
     """All cases: every mode on a small non-square grid, then geometry x representative modes,
-    then rank 1 and rank >= 8."""
+    then rank 1 and rank >= 8, then mixed bases (every combining mode and normalisation on
+    the first, representative modes on the rest)."""
     cases = []
     for mode in _modes():
         config = LRLCConfig(3, 4, 3, rank=3, input_size=(7, 6), padding="same", **mode)
@@ -78,11 +93,23 @@ def catalogue() -> list[Case]:
     for rank, mode in itertools.product((1, 8, 9), GEOMETRY_MODES):
         config = LRLCConfig(3, 2, 3, rank=rank, input_size=(8, 7), padding="same", **mode)
         cases.append(Case(f"rank{rank}/{_mode_name(dataclasses.asdict(config))}", config, batch=3))
+    every_mode = [
+        dict(combining=combining, normalize=normalize)
+        for combining, normalize in itertools.product(COMBINING_MODES, NORMALIZATIONS)
+    ] + [dict(combining="full", normalize=n, input_dependent=True) for n in NORMALIZATIONS]
+    for index, (geo_name, geometry) in enumerate(MIXED_GEOMETRIES.items()):
+        rank = len(geometry["kernel_size"])
+        for mode in every_mode if index == 0 else GEOMETRY_MODES:
+            config = LRLCConfig(2, 3, rank=rank, padding="same", **geometry, **mode)
+            cases.append(Case(f"{geo_name}/{_mode_name(dataclasses.asdict(config))}", config))
     return cases
 
 
-def random_config(rng: np.random.Generator) -> LRLCConfig:
-    """A random valid config on small shapes (used by the hypothesis and seeded fuzz runs)."""
+def random_config(rng: np.random.Generator, *, mixed: bool = False) -> LRLCConfig:
+    """A random valid config on small shapes (used by the hypothesis and seeded fuzz runs);
+    with `mixed`, a mixed basis (`random_mixed_config`)."""
+    if mixed:
+        return random_mixed_config(rng)
     while True:
         mode = dict(
             combining=str(rng.choice(COMBINING_MODES)),
@@ -116,6 +143,35 @@ def random_config(rng: np.random.Generator) -> LRLCConfig:
             continue
 
 
+def random_mixed_config(rng: np.random.Generator) -> LRLCConfig:
+    """A random mixed basis: K in [1, 4], per basis a kernel of 1-4 and a dilation of 1-2
+    on each axis (a list for either field or both), padding 'same', random mode."""
+    rank = int(rng.integers(1, 5))
+
+    def per_basis(high):
+        return [
+            (int(rng.integers(1, high + 1)), int(rng.integers(1, high + 1))) for _ in range(rank)
+        ]
+
+    shared = int(rng.integers(3))  # 0: both per basis; 1: one dilation; 2: one kernel size
+    combining = str(rng.choice(COMBINING_MODES))
+    return LRLCConfig(
+        in_channels=int(rng.integers(1, 4)),
+        out_channels=int(rng.integers(1, 4)),
+        kernel_size=(int(rng.integers(1, 4)),) * 2 if shared == 2 else per_basis(4),
+        rank=rank,
+        input_size=(int(rng.integers(3, 10)), int(rng.integers(3, 10))),
+        stride=(int(rng.integers(1, 3)), int(rng.integers(1, 3))),
+        dilation=int(rng.integers(1, 3)) if shared == 1 else per_basis(2),
+        padding="same",
+        combining=combining,
+        normalize=str(rng.choice(NORMALIZATIONS)),
+        spatial_bias=bool(rng.integers(2)),
+        channel_bias=bool(rng.integers(2)),
+        input_dependent=combining == "full" and bool(rng.integers(2)),
+    )
+
+
 def case_data(case: Case, seed: int):
     """(x, params, dy) in float64 for `case`, drawn from `seed`.
 
@@ -126,7 +182,7 @@ def case_data(case: Case, seed: int):
     rng = np.random.default_rng([seed, config.rank, *config.input_size])
     params = init_params(config, seed=seed)
     for name, value in params.items():
-        if name == "basis":
+        if name in config.basis_names:
             continue
         spread = 1.0 if "logits" in name else 0.5
         params[name] = value + rng.normal(scale=spread, size=value.shape)

@@ -14,7 +14,9 @@ from unittest import mock
 import numpy as np
 
 import lrlc_numpy.config as config_module
+import lrlc_numpy.initializers as initializers
 import lrlc_numpy.reference as ref
+from lrlc_numpy import Initial, LRLCConfig
 
 from .backends.numpy import Backend as NumpyBackend
 
@@ -25,6 +27,10 @@ _original = {
     "fixed_logits": ref.fixed_logits,
     "_window_slices": ref._window_slices,
     "bias_map": ref.bias_map,
+    "dilations": LRLCConfig.dilations,
+    "embedded_basis": ref.embedded_basis,
+    "initial_value": ref.initial_value,
+    "keras_kernel_shape": initializers.keras_kernel_shape,
 }
 
 
@@ -89,6 +95,59 @@ def _resize_half_pixel(n_in, n_out, dtype=np.float64):
     return matrix
 
 
+def _every_basis_padded_like_the_largest(x, config):
+    """One padded input for every basis, with the padding of the basis that needs most, and
+    each basis's windows anchored there: smaller bases read shifted windows."""
+    pads = tuple(
+        max((group.padding_pairs[axis] for group in config.basis_groups), key=sum)
+        for axis in range(2)
+    )
+    out_h, out_w = config.output_size
+    return [
+        ref.extract_patches(x, group.kernel_size, config.stride, group.dilation, pads)[
+            :, :out_h, :out_w
+        ]
+        for group in config.basis_groups
+    ]
+
+
+def _dilation_of_basis_0(config):
+    return (_original["dilations"].fget(config)[0],) * config.rank
+
+
+def _responses_in_group_order(responses, config):
+    """The groups' responses concatenated as they come, not put back in basis order."""
+    return np.concatenate(responses, axis=3)
+
+
+def _bases_centred_in_window(params, config):
+    """Each basis centred in the union window instead of placed by its own SAME padding:
+    right for odd kernels at stride 1, a tap off for even ones (SAME's odd pixel is after)."""
+    window = config.locally_connected_config()
+    if window is config:
+        return _original["embedded_basis"](params, config)
+    members = ref.basis_members(params, config)
+    out = np.zeros((config.rank, *window.kernel_size, *members[0].shape[2:]), members[0].dtype)
+    for k, (member, (dh, dw)) in enumerate(zip(members, config.dilations)):
+        kh, kw = member.shape[:2]
+        extent_h, extent_w = (kh - 1) * dh + 1, (kw - 1) * dw + 1
+        row = (window.kernel_size[0] - extent_h) // 2
+        col = (window.kernel_size[1] - extent_w) // 2
+        out[k, row : row + extent_h : dh, col : col + extent_w : dw] = member
+    return out
+
+
+def _logits_start_at_zero(name, config):
+    """The initial logits of lrlc before issue 13: 0, which leaves 'l2' and 'none' dead."""
+    rule = _original["initial_value"](name, config)
+    return Initial(uniform=False) if "logits" in name else rule
+
+
+def _depthwise_fans_without_rank(name, shape):
+    """g's depthwise kernels with Glorot fans 9 and 9, as lrlc had them before issue 13."""
+    return (3, 3, 1, 1) if name.startswith("g.dilated") else tuple(shape)
+
+
 # fault name -> (module, attribute, replacement) patched during backend calls
 _PATCHES = {
     "softmax_over_wrong_axis": (ref, "normalize_weights", _softmax_over_rows),
@@ -105,6 +164,22 @@ _PATCHES = {
     "channel_bias_dropped": (ref, "bias_map", _channel_bias_dropped),
     "spatial_bias_dropped": (ref, "spatial_bias_map", lambda params, config: None),
     "resize_without_aligned_corners": (ref, "resize_matrix", _resize_half_pixel),
+    # Caught by mixed cases only: a plain basis has one padding, one dilation, one group.
+    "mixed_padding_of_largest_basis": (
+        ref,
+        "group_patches",
+        _every_basis_padded_like_the_largest,
+    ),
+    "mixed_dilation_of_basis_0": (LRLCConfig, "dilations", property(_dilation_of_basis_0)),
+    "mixed_responses_in_group_order": (ref, "stack_responses", _responses_in_group_order),
+    "conversion_window_centred": (ref, "embedded_basis", _bases_centred_in_window),
+    # Caught by the init check: the two initialisation bugs of issue 13.
+    "init_logits_zero": (ref, "initial_value", _logits_start_at_zero),
+    "init_depthwise_fans_without_rank": (
+        initializers,
+        "keras_kernel_shape",
+        _depthwise_fans_without_rank,
+    ),
 }
 
 # Faults outside the computation proper: in conversion, the LC layer and checkpoints.
@@ -142,7 +217,7 @@ class FaultyBackend(NumpyBackend):
             dx, grads = super().vjp(config, params, x, dy, **kw)
         if self.fault == "basis_gradient_from_first_example_only":
             _, first = super().vjp(config, params, x[:1], dy[:1], **kw)
-            grads = {**grads, "basis": first["basis"]}
+            grads = {**grads, **{name: first[name] for name in config.basis_names}}
         return dx, grads
 
     def to_locally_connected(self, config, params, x=None, **kw):
@@ -165,3 +240,7 @@ class FaultyBackend(NumpyBackend):
         if self.fault == "checkpoint_loses_precision":
             params = {k: np.asarray(v, np.float32) for k, v in params.items()}
         super().save_checkpoint(path, config, params)
+
+    def init_params(self, config, *, seed=0):
+        with self._planted():
+            return super().init_params(config, seed=seed)

@@ -23,7 +23,21 @@ import lrlc_numpy
 
 from .cases import Case, case_data, catalogue
 
-CHECKS = ("forward", "vjp_input", "vjp_params", "conversion", "lc_forward", "checkpoint")
+CHECKS = (
+    "forward",
+    "vjp_input",
+    "vjp_params",
+    "conversion",
+    "lc_forward",
+    "checkpoint",
+    "init",
+)
+# Checks of files and initial values, which take no dtype or device: run in float64 on CPU.
+_ONCE_PER_CASE = ("checkpoint", "init")
+
+# Until every backend has a mixed basis (spec section 16), its cases run only for adapters
+# that declare `supports_mixed_basis = True`, and are reported as skipped for the others.
+MIXED_GATE = "supports_mixed_basis"
 
 _EPS = {
     "float64": float(np.finfo(np.float64).eps),
@@ -39,14 +53,14 @@ _EPS = {
 def reduction_length(config, batch: int) -> int:
     """Length n of the longest chain of sums an output or gradient element accumulates.
 
-    The forward pass sums kh*kw*C_in*K products per output (kh*kw*C_out*K for dx);
-    parameter gradients sum over up to B*H*W positions (the larger of the input and output
-    grids) times the widest channel count
-    (C_out, or 6K inside the input-dependent network).
+    The forward pass sums kh*kw*C_in*K products per output (kh*kw*C_out*K for dx; for a
+    mixed basis, the sum of every basis's kh*kw times C); parameter gradients sum over up to
+    B*H*W positions (the larger of the input and output grids) times the widest channel
+    count (C_out, or 6K inside the input-dependent network).
     """
-    kh, kw = config.kernel_size
+    taps = sum(kh * kw for kh, kw in config.kernel_sizes)
     grid = max(np.prod(config.input_size), np.prod(config.output_size))
-    window = kh * kw * max(config.in_channels, config.out_channels) * config.rank
+    window = taps * max(config.in_channels, config.out_channels)
     positions = batch * int(grid) * max(config.out_channels, 6 * config.rank)
     return window + positions
 
@@ -197,7 +211,9 @@ class Report:
 
     def skip(self, check, dtype, device, why, count=1):
         self.record(check, dtype, device, "skipped", count=count)
-        self.skipped_reasons[(check, dtype, device)] = why
+        reasons = self.skipped_reasons.get((check, dtype, device), "")
+        if why not in reasons.split("; "):
+            self.skipped_reasons[(check, dtype, device)] = f"{reasons}; {why}" if reasons else why
 
     def to_json(self) -> dict:
         return {
@@ -344,6 +360,71 @@ def _same_checkpoint(direction, loaded, config, params, want_config):
             raise _CheckFailed(None, 0.0, f"{direction}: tensor {name!r} is not bit-exact")
 
 
+# Uniform initial values (spec section 15.3, `init`): the largest |value| of n draws from
+# U(-a, a) stays below a (1 - delta) with probability (1 - delta / 2)^n; delta makes that
+# INIT_FALSE_ALARM for each side of each tensor.
+INIT_FALSE_ALARM = 1e-9
+# A backend may build its default layer in float32: a constant is then exact once rounded to
+# float32, and the uniform draws and the normalised weights carry that rounding.
+_FLOAT32_EPS = 2.0**-23
+INIT_WEIGHTS_TOL = 8 * _FLOAT32_EPS
+
+
+def init_span(n: int) -> float:
+    """delta: n uniform draws must reach beyond a (1 - delta) on each side. At delta >= 1
+    (n < 30) even a draw of one sign is likelier than the false alarm: no requirement."""
+    return 2.0 * (1.0 - INIT_FALSE_ALARM ** (1.0 / n))
+
+
+def _uniform_problem(value, limit):
+    """Why `value` does not look like draws from U(-limit, limit), or None."""
+    bound = limit * (1 + 2 * _FLOAT32_EPS)
+    if np.max(np.abs(value)) > bound:
+        return f"max |value| {np.max(np.abs(value)):.6g} exceeds the limit {limit:.6g}"
+    if value.size > 1 and value.min() == value.max():
+        return f"every value is {value.min():.6g}; expected uniform draws"
+    reach = limit * (1 - init_span(value.size))
+    if reach > 0 and (value.max() < reach or value.min() > -reach):
+        return (
+            f"values span [{value.min():.6g}, {value.max():.6g}]; {value.size} draws from "
+            f"U(-{limit:.6g}, {limit:.6g}) reach beyond +-{reach:.6g} (false alarm "
+            f"{INIT_FALSE_ALARM:g} per side)"
+        )
+    return None
+
+
+def _check_init(backend, case, x, params, dy, dtype, device, tol, *, seed):
+    """The backend's default initial parameters against `lrlc_numpy.initial_value`."""
+    config = case.config
+    got = backend.init_params(config, seed=seed)
+    shapes = lrlc_numpy.param_shapes(config)
+    if set(got) != set(shapes):
+        raise _CheckFailed(
+            None, 0.0, f"initial names {sorted(got)} differ from the neutral names {sorted(shapes)}"
+        )
+    for name, shape in shapes.items():
+        value = np.asarray(got[name], dtype=np.float64)
+        if value.shape != shape:
+            raise _CheckFailed(None, 0.0, f"initial {name!r} has shape {value.shape}; want {shape}")
+        rule = lrlc_numpy.initial_value(name, config)
+        if rule.uniform:
+            problem = _uniform_problem(value, rule.limit)
+            if problem:
+                raise _CheckFailed(None, 0.0, f"initial {name!r}: {problem}")
+        elif not any(np.all(value == exact) for exact in (rule.value, np.float32(rule.value))):
+            raise _CheckFailed(
+                None,
+                0.0,
+                f"initial {name!r} holds values in [{value.min():.17g}, {value.max():.17g}]; "
+                f"expected the constant {rule.value!r} (or it rounded to float32)",
+            )
+    if config.input_dependent:  # the weights come from g's random kernels
+        return 0.0
+    want = lrlc_numpy.combining_weights(lrlc_numpy.init_params(config), config)
+    got_weights = lrlc_numpy.combining_weights(got, config)
+    return _compare("initial combining weights", got_weights, want, INIT_WEIGHTS_TOL)
+
+
 _CHECK_FUNCTIONS = {
     "forward": _check_forward,
     "vjp_input": lambda *a: _check_vjp(*a, part="input"),
@@ -351,7 +432,10 @@ _CHECK_FUNCTIONS = {
     "conversion": _check_conversion,
     "lc_forward": _check_lc_forward,
     "checkpoint": _check_checkpoint,
+    "init": _check_init,
 }
+
+_OPTIONAL_METHODS = {"checkpoint": "save_checkpoint", "init": "init_params"}
 
 
 def check_case(
@@ -366,17 +450,25 @@ def check_case(
 ) -> Report:
     """Run `checks` for one case, dtype and device, adding outcomes to `report`."""
     report = report or Report(getattr(backend, "name", type(backend).__name__))
+    if case.config.mixed and not getattr(backend, MIXED_GATE, False):
+        for check in _applicable(checks, dtype, device):
+            report.skip(check, dtype, device, f"mixed basis: the adapter does not set {MIXED_GATE}")
+        return report
     x, params, dy = check_data(case, seed, dtype)
     base_tol = tolerance(dtype, case.config, case.batch)
     gradient_tol = base_tol * gradient_conditioning(case.config, x, params)
     for check in _applicable(checks, dtype, device):
         tol = gradient_tol if check.startswith("vjp") else base_tol
-        if check == "checkpoint" and not hasattr(backend, "save_checkpoint"):
-            report.skip(check, dtype, device, "adapter has no checkpoint methods")
+        method = _OPTIONAL_METHODS.get(check)
+        if method and not hasattr(backend, method):
+            report.skip(check, dtype, device, f"adapter has no {method}")
             continue
+        extra = {"seed": seed} if check == "init" else {}
         try:
             try:
-                err = _CHECK_FUNCTIONS[check](backend, case, x, params, dy, dtype, device, tol)
+                err = _CHECK_FUNCTIONS[check](
+                    backend, case, x, params, dy, dtype, device, tol, **extra
+                )
             except (_CheckFailed, _NotApplicable):
                 raise
             except Exception as exc:  # the backend crashed: a failure, with its exception
@@ -405,8 +497,10 @@ def check_case(
 
 
 def _applicable(checks, dtype, device):
-    """Checkpoint files are dtype- and device-independent: checked once, in float64 on CPU."""
-    return [c for c in checks if c != "checkpoint" or (dtype, device) == ("float64", "cpu")]
+    """Checkpoint files and initial values are dtype- and device-independent: checked once,
+    in float64 on CPU."""
+    once = (dtype, device) == ("float64", "cpu")
+    return [c for c in checks if c not in _ONCE_PER_CASE or once]
 
 
 def run(backend, *, dtypes=None, devices=None, seed=0, cases=None, checks=CHECKS) -> Report:

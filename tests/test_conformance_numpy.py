@@ -1,12 +1,14 @@
 """The conformance runner itself, on the reference backend."""
 
 import json
+import types
 
 import numpy as np
 import pytest
 
 import conformance
-from conformance import backends
+import lrlc_numpy
+from conformance import backends, runner
 
 
 def test_catalogue_covers_every_mode_and_geometry():
@@ -115,3 +117,97 @@ def test_l2_gradient_tolerance_grows_with_ill_conditioning():
     assert conformance.gradient_conditioning(config, x, params) == 2.0  # min norm is still 0.5
     softmax = LRLCConfig(2, 2, 3, 1, (5, 5), combining="full")
     assert conformance.gradient_conditioning(softmax, x, params) == 1.0
+
+
+def test_catalogue_covers_mixed_bases():
+    mixed = [case.config for case in conformance.catalogue() if case.config.mixed]
+    assert {(c.combining, c.normalize) for c in mixed if not c.input_dependent} == {
+        (m, n) for m in lrlc_numpy.COMBINING_MODES for n in lrlc_numpy.NORMALIZATIONS
+    }
+    assert {c.normalize for c in mixed if c.input_dependent} == set(lrlc_numpy.NORMALIZATIONS)
+    assert all(c.padding == "same" for c in mixed)
+    kernels = {kernel for c in mixed for kernel in c.kernel_sizes}
+    assert {(1, 1), (2, 2), (3, 3), (5, 5)} <= kernels  # odd and even windows
+    assert any(kh != kw for kh, kw in kernels)
+    assert any(c.stride == (2, 2) for c in mixed)
+    assert any(h % 2 != w % 2 for h, w in (c.input_size for c in mixed))
+    assert {1, 2, 3} <= {c.rank for c in mixed}
+    assert any(len(c.basis_groups) < c.rank for c in mixed)  # a group of several bases
+    assert any(
+        any(g.members != tuple(range(g.members[0], g.members[-1] + 1)) for g in c.basis_groups)
+        for c in mixed
+    )  # ... that is not contiguous
+
+
+def test_mixed_cases_are_skipped_for_adapters_without_the_gate():
+    from conformance.backends.numpy import Backend
+
+    class NoMixedBasis(Backend):
+        name = "no-mixed"
+        supports_mixed_basis = False
+
+    cases = conformance.catalogue()
+    n_mixed = sum(case.config.mixed for case in cases)
+    report = conformance.run(NoMixedBasis(), dtypes=["float64"])
+    assert report.ok and n_mixed > 0
+    for check in conformance.CHECKS:
+        cell = report.matrix["no-mixed"][check]["float64"]["cpu"]
+        assert cell == {"passed": len(cases) - n_mixed, "failed": 0, "skipped": n_mixed}, check
+        assert "supports_mixed_basis" in report.skipped_reasons[(check, "float64", "cpu")]
+
+
+def test_init_check_is_skipped_for_adapters_without_init_params():
+    from conformance.backends.numpy import Backend
+
+    inner = Backend()
+    adapter = types.SimpleNamespace(
+        name="no-init",
+        dtypes=("float64",),
+        devices=("cpu",),
+        supports_mixed_basis=True,
+        forward=inner.forward,
+        vjp=inner.vjp,
+        to_locally_connected=inner.to_locally_connected,
+        lc_forward=inner.lc_forward,
+    )
+    report = conformance.run(adapter)
+    n_cases = len(conformance.catalogue())
+    assert report.ok
+    assert report.matrix["no-init"]["init"]["float64"]["cpu"]["skipped"] == n_cases
+    assert report.skipped_reasons[("init", "float64", "cpu")] == "adapter has no init_params"
+
+
+def test_init_check_accepts_a_layer_built_in_float32():
+    """A backend's default layer may hold float32 values: its constants are then exact once
+    rounded to float32, and its draws and weights carry that rounding."""
+    from conformance.backends.numpy import Backend
+
+    class Float32Init(Backend):
+        name = "float32-init"
+
+        def init_params(self, config, *, seed=0):
+            params = super().init_params(config, seed=seed)
+            return {k: v.astype(np.float32).astype(np.float64) for k, v in params.items()}
+
+    report = conformance.run(Float32Init(), dtypes=["float64"], checks=("init",))
+    assert report.ok, "\n".join(map(str, report.failures[:3]))
+    assert report.matrix["float32-init"]["init"]["float64"]["cpu"]["passed"] == len(
+        conformance.catalogue()
+    )
+
+
+def test_init_span_rule():
+    """n draws from U(-a, a) all stay below a (1 - delta) with probability (1 - delta/2)^n;
+    delta sets that to INIT_FALSE_ALARM, and below n = 30 no span is required."""
+    for n in (30, 45, 324, 10_000):
+        delta = runner.init_span(n)
+        assert 0 < delta < 1
+        assert (1 - delta / 2) ** n == pytest.approx(runner.INIT_FALSE_ALARM)
+    assert runner.init_span(29) >= 1 and runner.init_span(2) >= 1
+    assert runner.init_span(324) == pytest.approx(0.1239, abs=1e-4)
+    rng = np.random.default_rng(0)
+    assert runner._uniform_problem(rng.uniform(-1, 1, 324), 1.0) is None
+    assert "span" in runner._uniform_problem(rng.uniform(-0.8, 0.8, 324), 1.0)
+    assert "exceeds" in runner._uniform_problem(rng.uniform(-1.5, 1.5, 324), 1.0)
+    assert "every value" in runner._uniform_problem(np.full(9, 0.1), 1.0)
+    assert runner._uniform_problem(np.array([-0.9, -0.1, -0.5]), 1.0) is None  # n < 30

@@ -21,7 +21,19 @@ EXPECTED_CHECK = {
     "lc_bias_dropped": "lc_forward",
     "checkpoint_loses_precision": "checkpoint",
     "basis_gradient_from_first_example_only": "vjp_params",
+    "mixed_padding_of_largest_basis": "forward",
+    "mixed_dilation_of_basis_0": "forward",
+    "mixed_responses_in_group_order": "forward",
+    "conversion_window_centred": "conversion",
+    "init_logits_zero": "init",
+    "init_depthwise_fans_without_rank": "init",
 }
+MIXED_FAULTS = (
+    "mixed_padding_of_largest_basis",
+    "mixed_dilation_of_basis_0",
+    "mixed_responses_in_group_order",
+    "conversion_window_centred",
+)
 
 
 def test_every_fault_has_an_expectation():
@@ -43,3 +55,19 @@ def test_fault_is_caught(fault):
     # A failure record names the case, dtype and device and is readable on its own.
     text = str(report.failures[0])
     assert "FAILED" in text and "dtype=float64" in text and "device=cpu" in text
+
+
+@pytest.mark.parametrize("fault", MIXED_FAULTS)
+def test_mixed_fault_is_caught_by_mixed_cases_only(fault):
+    """A plain basis has one padding, one dilation and one group: only mixed cases can see
+    these faults, so the catalogue needs them."""
+    report = conformance.run(FaultyBackend(fault), dtypes=["float64"])
+    failed_cases = {failure.case.split(":")[0] for failure in report.failures}
+    mixed = {case.name for case in conformance.catalogue() if case.config.mixed}
+    assert failed_cases and failed_cases <= mixed
+
+
+@pytest.mark.parametrize("fault", ["init_logits_zero", "init_depthwise_fans_without_rank"])
+def test_init_fault_is_caught_by_the_init_check_only(fault):
+    report = conformance.run(FaultyBackend(fault), dtypes=["float64"])
+    assert {failure.check for failure in report.failures} == {"init"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -281,7 +282,8 @@ def test_locally_connected_form_reproduces_forward(case):
     config = case.config
     kernel, bias = L.to_locally_connected(params, config, x if config.input_dependent else None)
     out_h, out_w = config.output_size
-    per_position = (out_h, out_w, *config.kernel_size, config.in_channels, config.out_channels)
+    window = config.locally_connected_config().kernel_size  # the union window if mixed
+    per_position = (out_h, out_w, *window, config.in_channels, config.out_channels)
     assert kernel.shape == ((case.batch,) if config.input_dependent else ()) + per_position
     np.testing.assert_allclose(
         L.locally_connected(x, kernel, bias, config),
@@ -325,3 +327,273 @@ def test_checkpoint_round_trip_is_bit_exact(tmp_path, case, dtype):
     for name in params:
         assert loaded[name].dtype == dtype
         np.testing.assert_array_equal(loaded[name], params[name])
+
+
+# --- Mixed basis: one kernel size and dilation per basis (spec section 16) ----------------------
+
+MIXED = [case for case in CASES if case.config.mixed]
+MIXED_IDS = [case.name for case in MIXED]
+
+
+def _weights_of(params, config, x):
+    weights = L.combining_weights(params, config, x if config.input_dependent else None)
+    return np.broadcast_to(weights, (x.shape[0], *weights.shape[-3:]))
+
+
+@pytest.mark.parametrize("case", MIXED, ids=MIXED_IDS)
+def test_mixed_forward_sums_convolutions_each_with_its_own_same_padding(case):
+    """Algorithm 1 for a mixed basis: y = sum_k w_k conv(x, basis.k; its own kernel,
+    dilation and SAME padding) + B, every basis on the ceil(H / s) x ceil(W / s) grid."""
+    config = case.config
+    x, params, _ = case_data(case, seed=6)
+    weights = _weights_of(params, config, x)
+    want = L.bias_map(params, config, x.dtype)
+    for k, dilation in enumerate(config.dilations):
+        conv = L.conv2d(
+            x, params[f"basis.{k}"], stride=config.stride, padding="same", dilation=dilation
+        )
+        assert (
+            conv.shape[1:3]
+            == config.output_size
+            == tuple(-(-n // s) for n, s in zip(config.input_size, config.stride))
+        )
+        want = want + weights[..., k, None] * conv
+    np.testing.assert_allclose(L.forward(x, params, config), want, rtol=0, atol=1e-12)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 2**31 - 1))
+def test_random_mixed_configs_match_brute_force(seed):
+    config = random_config(np.random.default_rng(seed), mixed=True)
+    assert config.mixed
+    x, params, _ = case_data(Case("random-mixed", config, batch=1), seed)
+    want = brute_force.lrlc_forward(x, params, config)
+    np.testing.assert_allclose(L.forward(x, params, config), want, rtol=0, atol=1e-12)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 2**31 - 1))
+def test_random_mixed_configs_vjp_matches_finite_differences(seed):
+    _check_gradients(
+        Case("random-mixed", random_config(np.random.default_rng(seed), mixed=True)), seed
+    )
+
+
+@pytest.mark.parametrize("combining", L.COMBINING_MODES)
+def test_mixed_basis_of_equal_entries_is_the_plain_layer(combining):
+    """Per-basis lists whose entries are all equal give the plain layer with the same banks
+    stacked: same output, gradients and conversion, under the names basis.k."""
+    common = dict(rank=3, input_size=(7, 6), stride=2, padding="same", combining=combining)
+    plain = L.LRLCConfig(2, 3, (3, 2), dilation=(1, 2), **common)
+    mixed = L.LRLCConfig(2, 3, [(3, 2)] * 3, dilation=(1, 2), **common)
+    assert mixed.mixed and not plain.mixed and mixed.output_size == plain.output_size
+    x, params, dy = case_data(Case("plain", plain), seed=8)
+    split = {k: v for k, v in params.items() if k != "basis"}
+    split.update({f"basis.{k}": bank for k, bank in enumerate(params["basis"])})
+    np.testing.assert_allclose(L.forward(x, split, mixed), L.forward(x, params, plain), atol=1e-13)
+    dx_mixed, grads_mixed = L.vjp(x, split, mixed, dy)
+    dx_plain, grads_plain = L.vjp(x, params, plain, dy)
+    np.testing.assert_allclose(dx_mixed, dx_plain, atol=1e-13)
+    for k in range(3):
+        np.testing.assert_allclose(grads_mixed[f"basis.{k}"], grads_plain["basis"][k], atol=1e-13)
+    # The conversion window has dilation 1: the plain kernel's taps at every 2nd column.
+    assert mixed.locally_connected_config().padding_pairs == plain.padding_pairs
+    kernel, bias = L.to_locally_connected(split, mixed)
+    want_kernel, want_bias = L.to_locally_connected(params, plain)
+    np.testing.assert_allclose(kernel[:, :, :, ::2], want_kernel, atol=1e-15)
+    assert not kernel[:, :, :, 1::2].any()
+    np.testing.assert_array_equal(bias, want_bias)
+
+
+@pytest.mark.parametrize(
+    "geometry, window, padding",
+    [
+        # 3x3 d1 taps at -1..1, 5x5 d2 at -4, -2, .., 4: window -4..4.
+        (dict(kernel_size=[3, 5], dilation=[1, 2], input_size=(9, 8)), (9, 9), ((4, 4), (4, 4))),
+        # 1x1 at 0; 2x2 at 0, 1 (SAME's odd pixel after); 3x3 d2 at -2, 0, 2: window -2..2.
+        (
+            dict(kernel_size=[1, 2, 3], dilation=[1, 1, 2], input_size=(8, 7)),
+            (5, 5),
+            ((2, 2), (2, 2)),
+        ),
+        # Stride 2 on (9, 8), grid (5, 4). Rows: (3, 2) pads (1, 1), taps -1..1; 4 d2 pads
+        # (3, 3), taps -3..3 by 2: window -3..3, after = (5-1)*2 + 3 + 1 - 9 = 3. Columns:
+        # 2 pads (0, 0), taps 0, 1; 4 d1 pads (1, 1), taps -1..2: window -1..2, after 1.
+        (
+            dict(kernel_size=[(3, 2), 4], dilation=[1, (2, 1)], stride=2, input_size=(9, 8)),
+            (7, 4),
+            ((3, 3), (1, 1)),
+        ),
+    ],
+)
+def test_locally_connected_window_hand_worked(geometry, window, padding):
+    rank = len(geometry["kernel_size"])
+    config = L.LRLCConfig(2, 3, rank=rank, padding="same", **geometry)
+    lc = config.locally_connected_config()
+    assert (lc.kernel_size, lc.dilation, lc.padding) == (window, (1, 1), padding)
+    assert not lc.mixed and lc.output_size == config.output_size
+    assert (lc.stride, lc.input_size, lc.rank) == (config.stride, config.input_size, rank)
+    assert L.lc_shapes(config)[0] == (*config.output_size, *window, 2, 3)
+
+
+def test_embedded_basis_places_each_basis_at_its_taps():
+    config = L.LRLCConfig(
+        1, 1, [1, 2, 3], rank=3, input_size=(8, 7), dilation=[1, 1, 2], padding="same"
+    )
+    params = {f"basis.{k}": np.full((k + 1, k + 1, 1, 1), k + 1.0) for k in range(3)}
+    basis = L.reference.embedded_basis(params, config)[..., 0, 0]
+    taps = [set(zip(*np.nonzero(bank))) for bank in basis]
+    assert taps[0] == {(2, 2)}  # offset 0 in the window -2..2
+    assert taps[1] == {(r, c) for r in (2, 3) for c in (2, 3)}  # offsets 0, 1
+    assert taps[2] == {(r, c) for r in (0, 2, 4) for c in (0, 2, 4)}  # offsets -2, 0, 2
+    np.testing.assert_array_equal(basis[1][2:4, 2:4], 2.0)
+    np.testing.assert_array_equal(basis[2][::2, ::2], 3.0)
+
+
+@pytest.mark.parametrize("case", MIXED, ids=MIXED_IDS)
+def test_mixed_layer_is_the_plain_layer_on_its_union_window(case):
+    """A mixed layer equals the plain layer of `locally_connected_config()` whose basis is
+    each basis.k embedded in the union window (zeros where it has no tap)."""
+    config = case.config
+    x, params, dy = case_data(case, seed=9)
+    window = config.locally_connected_config()
+    plain = {k: v for k, v in params.items() if k not in config.basis_names}
+    plain["basis"] = L.reference.embedded_basis(params, config)
+    L.check_params(plain, window)
+    np.testing.assert_allclose(
+        L.forward(x, plain, window), L.forward(x, params, config), atol=1e-12
+    )
+    dx_window, _ = L.vjp(x, plain, window, dy)
+    np.testing.assert_allclose(dx_window, L.vjp(x, params, config, dy)[0], atol=1e-12)
+
+
+def test_config_derived_properties_plain_and_mixed():
+    plain = L.LRLCConfig(2, 3, (3, 2), rank=2, input_size=(8, 7), stride=(2, 3), padding="same")
+    assert not plain.mixed and plain.basis_names == ("basis",)
+    assert plain.kernel_sizes == ((3, 2), (3, 2)) and plain.dilations == ((1, 1), (1, 1))
+    assert plain.basis_padding_pairs == (plain.padding_pairs,) * 2 == (((0, 1), (0, 1)),) * 2
+    assert plain.basis_groups == (L.BasisGroup((0, 1), (3, 2), (1, 1), ((0, 1), (0, 1))),)
+    assert plain.locally_connected_config() is plain
+    mixed = L.LRLCConfig(
+        2, 3, [3, 5, 3, 5], rank=4, input_size=(7, 6), dilation=[1, 2, 1, 1], padding="same"
+    )
+    assert mixed.mixed and mixed.basis_names == ("basis.0", "basis.1", "basis.2", "basis.3")
+    assert mixed.kernel_sizes == ((3, 3), (5, 5), (3, 3), (5, 5))
+    assert mixed.dilations == ((1, 1), (2, 2), (1, 1), (1, 1))
+    assert mixed.basis_padding_pairs == (
+        ((1, 1), (1, 1)),
+        ((4, 4), (4, 4)),
+        ((1, 1), (1, 1)),
+        ((2, 2), (2, 2)),
+    )
+    assert [(g.members, g.kernel_size, g.dilation) for g in mixed.basis_groups] == [
+        ((0, 2), (3, 3), (1, 1)),
+        ((1,), (5, 5), (2, 2)),
+        ((3,), (5, 5), (1, 1)),
+    ]
+    assert mixed.output_size == (7, 6)
+    assert L.param_shapes(mixed)["basis.1"] == (5, 5, 2, 3)
+
+
+def test_mixed_config_refuses_to_be_read_as_one_window():
+    """`kh, kw = config.kernel_size` must fail loudly on a mixed basis, also at K = 2, where
+    a tuple of two pairs would have unpacked silently."""
+    config = L.LRLCConfig(2, 3, [3, 5], rank=2, input_size=(9, 8), dilation=[1, 2], padding="same")
+    for read in (
+        lambda: tuple(config.kernel_size),
+        lambda: config.kernel_size[0],
+        lambda: np.asarray(config.dilation),
+        lambda: [*config.dilation],
+        lambda: config.padding_pairs,
+    ):
+        with pytest.raises(TypeError, match="kernel_sizes|dilations|basis_padding_pairs"):
+            read()
+    with pytest.raises(TypeError, match="per basis"):
+        kh, kw = config.kernel_size  # noqa: F841
+
+
+@pytest.mark.parametrize(
+    "kernel_size, dilation",
+    [
+        ([3, 5], [1, 2]),
+        ([(3, 3), (5, 5)], [(1, 1), 2]),
+        (((3, 3), (5, 5)), [1, 2]),  # a tuple holding pairs is per basis too
+        (L.PerBasis(((3, 3), (5, 5))), L.PerBasis(((1, 1), (2, 2)), "dilation")),
+    ],
+)
+def test_per_basis_forms_normalise_to_one_config(kernel_size, dilation):
+    want = L.LRLCConfig(2, 3, [3, 5], 2, (9, 8), dilation=[1, 2], padding="same")
+    assert L.LRLCConfig(2, 3, kernel_size, 2, (9, 8), dilation=dilation, padding="same") == want
+
+
+def test_one_list_field_sets_the_other_for_every_basis():
+    only_kernel = L.LRLCConfig(2, 3, [3, 5], 2, (9, 8), dilation=2, padding="same")
+    assert only_kernel.dilations == ((2, 2), (2, 2)) and only_kernel.mixed
+    only_dilation = L.LRLCConfig(2, 3, (3, 1), 2, (9, 8), dilation=[1, 2], padding="SAME")
+    assert only_dilation.kernel_sizes == ((3, 1), (3, 1)) and only_dilation.mixed
+    # A tuple of two ints is always one (k_h, k_w) pair; a list is one entry per basis.
+    assert not L.LRLCConfig(2, 3, (3, 5), 2, (9, 8), padding="same").mixed
+    assert L.LRLCConfig(2, 3, [3, 5], 2, (9, 8), padding="same").kernel_sizes == ((3, 3), (5, 5))
+
+
+def test_mixed_config_json_round_trip():
+    config = L.LRLCConfig(
+        2,
+        3,
+        [(3, 2), 4],
+        2,
+        (9, 8),
+        dilation=[1, (2, 1)],
+        stride=2,
+        padding="same",
+        combining="full",
+        input_dependent=True,
+    )
+    data = json.loads(config.to_json())
+    assert data["kernel_size"] == [[3, 2], [4, 4]] and data["dilation"] == [[1, 1], [2, 1]]
+    assert L.LRLCConfig.from_json(config.to_json()) == config
+    # JSON has no tuples: a flat [a, b] is one pair, as plain configs have always written it.
+    plain = L.LRLCConfig(2, 3, (3, 5), 2, (9, 8))
+    assert json.loads(plain.to_json())["kernel_size"] == [3, 5]
+    assert L.LRLCConfig.from_json(plain.to_json()) == plain
+    rank3 = {**data, "rank": 3, "kernel_size": [1, 2, 3], "dilation": 1, "input_dependent": False}
+    assert L.LRLCConfig.from_dict(rank3).kernel_sizes == ((1, 1), (2, 2), (3, 3))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_mixed_checkpoint_round_trip_is_bit_exact(tmp_path, dtype):
+    case = MIXED[0]
+    _, params, _ = case_data(case, seed=0)
+    params = {k: v.astype(dtype) for k, v in params.items()}
+    path = tmp_path / "mixed.safetensors"
+    L.save_params(path, params, case.config)
+    loaded, config = L.load_params(path)
+    assert config == case.config and config.mixed
+    assert set(loaded) == set(params) >= {"basis.0", "basis.1"} and "basis" not in loaded
+    for name in params:
+        assert loaded[name].dtype == dtype
+        np.testing.assert_array_equal(loaded[name], params[name])
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as handle:
+        metadata = json.loads(handle.metadata()["lrlc_config"])
+    assert metadata["kernel_size"] == [[3, 3], [5, 5]] and metadata["dilation"] == [[1, 1], [2, 2]]
+
+
+@pytest.mark.parametrize("normalize", sorted(INITIAL_WEIGHT))
+def test_mixed_initialisation_is_a_convolution_on_the_union_window(normalize):
+    """'conv_init' makes w constant, so a fixed mixed layer starts as one convolution whose
+    kernel is w * sum_k basis.k embedded in the union window; each basis.k is He-uniform
+    with its own fan-in."""
+    config = L.LRLCConfig(
+        3, 4, [3, 5], 2, (9, 8), dilation=[1, 2], padding="same", normalize=normalize
+    )
+    params = L.init_params(config, seed=3)
+    for k, fan_in in enumerate((3 * 3 * 3, 5 * 5 * 3)):
+        assert L.initial_value(f"basis.{k}", config).limit == pytest.approx(np.sqrt(6 / fan_in))
+        assert np.abs(params[f"basis.{k}"]).max() <= np.sqrt(6 / fan_in)
+    window = config.locally_connected_config()
+    kernel = INITIAL_WEIGHT[normalize](2) * L.reference.embedded_basis(params, config).sum(axis=0)
+    x = np.random.default_rng(4).normal(size=(2, 9, 8, 3))
+    want = L.conv2d(x, kernel, padding=window.padding)
+    np.testing.assert_allclose(L.forward(x, params, config), want, atol=1e-12)

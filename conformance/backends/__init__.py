@@ -8,7 +8,10 @@ An adapter is any object with `name`, `dtypes`, `devices` and the methods
         -> (kernel, bias)
     lc_forward(kernel, bias, x, config, *, dtype="float64", device="cpu") -> y
 
-and optionally `save_checkpoint(path, config, params)` / `load_checkpoint(path)`.
+and optionally `save_checkpoint(path, config, params)` / `load_checkpoint(path)` and
+`init_params(config, *, seed=0)` (the package's own default initial parameters, float64).
+An adapter whose package has a mixed basis (spec section 16) sets
+`supports_mixed_basis = True`; the runner skips mixed cases for the others.
 Arrays in and out are NumPy in canonical layouts (NHWC, HWIO) with neutral names.
 """
 

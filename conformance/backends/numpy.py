@@ -15,6 +15,7 @@ class Backend:
     name = "numpy"
     dtypes = ("float64", "float32")
     devices = ("cpu",)
+    supports_mixed_basis = True
 
     def _check_device(self, device):
         if device != "cpu":
@@ -46,3 +47,6 @@ class Backend:
 
     def load_checkpoint(self, path):
         return lrlc_numpy.load_params(path)
+
+    def init_params(self, config, *, seed=0):
+        return lrlc_numpy.init_params(config, seed=seed)
