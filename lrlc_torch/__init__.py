@@ -10,7 +10,14 @@ upgrades the convolutions of an existing model.
 """
 
 from . import costs, functional
-from .checkpoint import from_neutral, lc_from_neutral, lc_to_neutral, to_neutral, torch_param_shapes
+from .checkpoint import (
+    from_neutral,
+    lc_from_neutral,
+    lc_to_neutral,
+    to_neutral,
+    torch_lc_shapes,
+    torch_param_shapes,
+)
 from .layers import LocallyConnected2d, LowRankLocallyConnected2d, LRLC2d
 from .surgery import convert_convs
 
@@ -25,5 +32,6 @@ __all__ = [
     "lc_from_neutral",
     "lc_to_neutral",
     "to_neutral",
+    "torch_lc_shapes",
     "torch_param_shapes",
 ]

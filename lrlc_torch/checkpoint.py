@@ -14,13 +14,14 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from lrlc_numpy import LRLCConfig, param_shapes
+from lrlc_numpy import LRLCConfig, lc_shapes, param_shapes
 
 __all__ = [
     "from_neutral",
     "lc_from_neutral",
     "lc_to_neutral",
     "to_neutral",
+    "torch_lc_shapes",
     "torch_param_shapes",
 ]
 
@@ -36,6 +37,13 @@ def torch_param_shapes(config: LRLCConfig) -> dict[str, tuple[int, ...]]:
     shapes = param_shapes(config)
     shapes["basis"] = tuple(shapes["basis"][axis] for axis in _BASIS_TO_TORCH)
     return shapes
+
+
+def torch_lc_shapes(config: LRLCConfig) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """`lrlc_numpy.lc_shapes(config)` in torch layout: the locally connected weight
+    (H_out, W_out, C_out, C_in, kh, kw) and bias (C_out, H_out, W_out)."""
+    kernel, (out_h, out_w, out_channels) = lc_shapes(config)
+    return (out_h, out_w, *(kernel[2 + a] for a in _LC_TO_TORCH)), (out_channels, out_h, out_w)
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:

@@ -13,13 +13,19 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
-from lrlc_numpy import LRLCConfig, check_input_shape, resize_matrix
+from lrlc_numpy import (
+    LRLCConfig,
+    check_input_shape,
+    check_lc_shapes,
+    resize_matrix,
+    working_dtype_name,
+)
 from lrlc_numpy import check_params as check_neutral_params
 from lrlc_numpy.reference import L2_FLOOR
 from lrlc_numpy.strategy import combining_parameter_names, weights_are_ones
 
 from . import positionwise
-from .checkpoint import _BASIS_TO_NEUTRAL, torch_param_shapes
+from .checkpoint import _BASIS_TO_NEUTRAL, torch_lc_shapes, torch_param_shapes
 from .costs import choose_strategy
 
 __all__ = [
@@ -309,12 +315,17 @@ def fixed_logits(params: Mapping[str, torch.Tensor], config: LRLCConfig) -> torc
     return params["logits"].permute(2, 0, 1)
 
 
+def _working_dtype(dtype: torch.dtype) -> torch.dtype:
+    """lrlc_numpy.working_dtype_name for a torch dtype (float32 for the 16-bit floats)."""
+    return getattr(torch, working_dtype_name(str(dtype).removeprefix("torch.")))
+
+
 def normalize_weights(logits: torch.Tensor, mode: str) -> torch.Tensor:
     """Normalise over the K axis (dim -3): eq. 4 for 'softmax', spec section 6 for 'l2'."""
     if mode == "softmax":
         return torch.softmax(logits, dim=-3)
-    if mode == "l2":  # summed in at least float32, where the 1e-12 floor cannot underflow
-        wide = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    if mode == "l2":  # summed in the working dtype, where the 1e-12 floor cannot underflow
+        wide = logits.to(_working_dtype(logits.dtype))
         norm = wide.square().sum(dim=-3, keepdim=True).clamp_min(L2_FLOOR).sqrt()
         return (wide / norm).to(logits.dtype)
     if mode == "none":
@@ -509,22 +520,18 @@ def locally_connected(
     for name, value in (("weight", weight), ("bias", bias)):
         if value is not None and not value.is_floating_point():
             raise TypeError(f"locally connected {name} must be floating point, got {value.dtype}")
-    out_h, out_w = config.output_size
-    shared = (out_h, out_w, config.out_channels, config.in_channels, *config.kernel_size)
-    if tuple(weight.shape) not in (shared, (x.shape[0], *shared)):
-        raise ValueError(
-            f"locally connected weight has shape {tuple(weight.shape)}; expected {shared} "
-            f"or {(x.shape[0], *shared)} (one per example)"
-        )
-    bias_shape = (config.out_channels, out_h, out_w)
-    if bias is not None and tuple(bias.shape) != bias_shape:
-        raise ValueError(
-            f"locally connected bias has shape {tuple(bias.shape)}; expected {bias_shape}"
-        )
-    if weight.dim() == len(shared):
+    per_example = check_lc_shapes(
+        weight.shape,
+        None if bias is None else bias.shape,
+        config,
+        batch=x.shape[0],
+        expected=torch_lc_shapes(config),
+    )
+    if not per_example:
         x, weight = _autocast_inputs(x, weight)
         y = _LocallyConnected.apply(x, weight, config)
     else:  # one bank per example and position: a batched vector product per (b, p)
+        out_h, out_w = config.output_size
         padded = positionwise.batch_last(x, config)
         patches = positionwise.extract_patches(padded, config, 0, out_h)  # (P, C_in kh kw, B)
         y = torch.einsum("pcb,bpoc->bop", patches, weight.flatten(-3).flatten(1, 2))

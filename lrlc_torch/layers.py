@@ -7,7 +7,6 @@ The math lives in `lrlc_torch.functional`; validation and geometry come from
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 import torch
@@ -16,7 +15,7 @@ from torch import nn
 import lrlc_numpy
 from lrlc_numpy import LRLCConfig
 
-from . import functional
+from . import checkpoint, functional
 from .checkpoint import from_neutral, lc_from_neutral, lc_to_neutral, to_neutral, torch_param_shapes
 from .costs import choose_strategy
 
@@ -321,12 +320,11 @@ class LocallyConnected2d(nn.Module):
             dilation=dilation,
             padding=padding,
         )
-        c = self.config
         factory = {"device": device, "dtype": dtype}
-        shape = (*c.output_size, c.out_channels, c.in_channels, *c.kernel_size)
-        self.weight = nn.Parameter(torch.empty(shape, **factory))
+        weight_shape, bias_shape = checkpoint.torch_lc_shapes(self.config)
+        self.weight = nn.Parameter(torch.empty(weight_shape, **factory))
         if bias:
-            self.bias = nn.Parameter(torch.empty((c.out_channels, *c.output_size), **factory))
+            self.bias = nn.Parameter(torch.empty(bias_shape, **factory))
         else:
             self.register_parameter("bias", None)
         self.reset_parameters()
@@ -349,9 +347,8 @@ class LocallyConnected2d(nn.Module):
         )
 
     def reset_parameters(self) -> None:
-        """He-uniform weights (fan-in kh kw C_in, as for the LRLC basis) and zero bias."""
-        kh, kw = self.config.kernel_size
-        limit = math.sqrt(6.0 / (kh * kw * self.config.in_channels))
+        """The LRLC basis's He-uniform weights (`lrlc_numpy.initial_value`) and zero bias."""
+        limit = lrlc_numpy.initial_value("basis", self.config).limit
         nn.init.uniform_(self.weight, -limit, limit)
         if self.bias is not None:
             nn.init.zeros_(self.bias)
@@ -382,17 +379,12 @@ class LocallyConnected2d(nn.Module):
             raise ValueError(
                 f"locally connected params have names {sorted(params)}; expected ['bias', 'kernel']"
             )
-        c = self.config
-        expected = {
-            "kernel": (*c.output_size, *c.kernel_size, c.in_channels, c.out_channels),
-            "bias": (*c.output_size, c.out_channels),
-        }
-        for name, shape in expected.items():
-            if tuple(np.shape(params[name])) != shape:
-                raise ValueError(
-                    f"locally connected params[{name!r}] has shape "
-                    f"{tuple(np.shape(params[name]))}; expected {shape}"
-                )
+        kernel_shape = np.shape(params["kernel"])
+        if lrlc_numpy.check_lc_shapes(kernel_shape, np.shape(params["bias"]), self.config):
+            raise ValueError(
+                f"locally connected params['kernel'] has shape {tuple(kernel_shape)}, one kernel "
+                "per example; a LocallyConnected2d holds one for the batch"
+            )
         weight, bias = lc_from_neutral(params["kernel"], params["bias"])
         if self.bias is None and bias.any():
             raise ValueError("locally connected params: non-zero bias for a layer with bias=False")
