@@ -21,7 +21,15 @@ import numpy as np
 from jax import lax
 
 import lrlc_numpy
-from lrlc_numpy import LRLCConfig, check_input_shape, check_params, param_shapes
+from lrlc_numpy import (
+    LRLCConfig,
+    check_input_shape,
+    check_lc_shapes,
+    check_params,
+    initial_value,
+    param_shapes,
+    working_dtype_name,
+)
 from lrlc_numpy.reference import L2_FLOOR
 from lrlc_numpy.strategy import (
     STRATEGIES,  # noqa: F401 (re-exported)
@@ -79,15 +87,14 @@ def _prepare_without_layer(params, config: LRLCConfig, x, caller: str):
     return _prepare(params, config)
 
 
-def _widened(tree):
-    """`tree`'s arrays in at least float32.
+def _working_dtype(dtype) -> jnp.dtype:
+    return jnp.dtype(working_dtype_name(jnp.dtype(dtype).name))
 
-    Everything but the large K * C_out convolution runs in this precision, so a 16-bit layer
-    accumulates and keeps its small intermediates (the network g, the weights, the
-    combination) in float32 and rounds only what it returns; the l2 floor 1e-12 would
-    underflow in float16.
-    """
-    return jax.tree.map(lambda a: a.astype(jnp.promote_types(a.dtype, jnp.float32)), tree)
+
+def _widened(tree):
+    """`tree`'s arrays in their working dtype (spec section 15.4): all but the K * C_out
+    convolution runs there, so 16-bit layers round only what they return."""
+    return jax.tree.map(lambda a: a.astype(_working_dtype(a.dtype)), tree)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -387,23 +394,11 @@ def locally_connected(x, kernel, bias, config: LRLCConfig) -> jax.Array:
     + bias[i, j, o]. `kernel` may carry a leading batch axis (one kernel per example)."""
     _check_config(config)
     x = check_input(x, config)
-    out_h, out_w = config.output_size
-    kh, kw = config.kernel_size
-    shared = (out_h, out_w, kh, kw, config.in_channels, config.out_channels)
     kernel = _as_floating(kernel, "locally connected kernel")
     bias = _as_floating(bias, "locally connected bias")
-    if kernel.shape not in (shared, (x.shape[0], *shared)):
-        raise ValueError(
-            f"locally connected kernel has shape {kernel.shape}; expected {shared} "
-            f"or {(x.shape[0], *shared)} (one per example)"
-        )
-    if bias.shape != (out_h, out_w, config.out_channels):
-        raise ValueError(
-            f"locally connected bias has shape {bias.shape}; "
-            f"expected {(out_h, out_w, config.out_channels)}"
-        )
-    positions, bank = out_h * out_w, (kh * kw * config.in_channels, config.out_channels)
-    banks = kernel.astype(x.dtype).reshape(*kernel.shape[:-6], positions, *bank)
+    check_lc_shapes(kernel.shape, bias.shape, config, batch=x.shape[0])
+    positions = math.prod(config.output_size)
+    banks = kernel.astype(x.dtype).reshape(*kernel.shape[:-6], positions, -1, config.out_channels)
     return positionwise(x, banks, config) + bias.astype(x.dtype)
 
 
@@ -411,26 +406,9 @@ def locally_connected(x, kernel, bias, config: LRLCConfig) -> jax.Array:
 # Initialisation (spec section 10)
 
 
-def _init_limit(name: str, shape) -> float | None:
-    """Half-width of the uniform initial distribution, or None for a zero initial value.
-
-    He-uniform for the basis (fan-in kh kw C_in); Glorot-uniform for g's kernels, with
-    fan-in the product of all but the last axis and fan-out the last axis of a dense kernel
-    (the fan-in again for a depthwise one).
-    """
-    if name == "basis":
-        return float(np.sqrt(6.0 / np.prod(shape[1:4])))
-    if name.startswith("g.") and name.endswith(".kernel"):
-        fan_in = int(np.prod(shape[:-1]))
-        fan_out = shape[-1] if len(shape) == 2 else fan_in
-        return float(np.sqrt(6.0 / (fan_in + fan_out)))
-    return None
-
-
 def init(key, config: LRLCConfig, dtype=jnp.float32) -> dict[str, jax.Array]:
     """Initial parameters under the neutral names, drawn from `key` with the distributions of
-    `lrlc_numpy.init_params`: with softmax the layer starts as a convolution with the mean
-    basis filter."""
+    `lrlc_numpy.initial_value` (spec section 10): every fixed layer starts as a convolution."""
     _check_config(config)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"init: dtype must be a floating type, got {dtype!r}")
@@ -439,14 +417,17 @@ def init(key, config: LRLCConfig, dtype=jnp.float32) -> dict[str, jax.Array]:
 
 @functools.partial(jax.jit, static_argnames=("config", "dtype"))
 def _init(key, config: LRLCConfig, dtype) -> dict[str, jax.Array]:
-    # One uniform draw for all tensors, scaled per tensor: each separate draw would add its
-    # own copy of the random-bit generator to the program and slow its compilation.
+    # One uniform draw for all random tensors, scaled per tensor: each separate draw would add
+    # its own copy of the random-bit generator to the program and slow its compilation.
     shapes = param_shapes(config)
-    limits = {name: _init_limit(name, shape) for name, shape in shapes.items()}
-    drawn = [name for name, limit in limits.items() if limit is not None]
+    rules = {name: initial_value(name, config) for name in shapes}
+    drawn = [name for name, rule in rules.items() if rule.uniform]
     sizes = [math.prod(shapes[name]) for name in drawn]
     unit = jax.random.uniform(key, (sum(sizes),), dtype, -1.0, 1.0)
-    params = {name: jnp.zeros(shape, dtype) for name, shape in shapes.items()}
-    for name, part in zip(drawn, jnp.split(unit, np.cumsum(sizes)[:-1])):
-        params[name] = (limits[name] * part).reshape(shapes[name])
-    return params
+    parts = dict(zip(drawn, jnp.split(unit, np.cumsum(sizes)[:-1])))
+    return {
+        name: (rule.limit * parts[name]).reshape(shapes[name])
+        if rule.uniform
+        else jnp.full(shapes[name], rule.value, dtype)
+        for name, rule in rules.items()
+    }

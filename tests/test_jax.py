@@ -75,9 +75,10 @@ def test_init_names_shapes_and_dtypes(config):
 
 
 def test_init_distributions_match_the_reference():
-    """Same distribution per tensor as lrlc_numpy.init_params: exact zeros where the reference
-    has them, else a two-sample Kolmogorov-Smirnov test at level 1e-3 on 20 draws (keys and
-    seeds are fixed, so the outcome is deterministic)."""
+    """Same distribution per tensor as lrlc_numpy.init_params: exactly initial_value's constant
+    where the reference has one (the 'conv_init' logits, zero biases), else a two-sample
+    Kolmogorov-Smirnov test at level 1e-3 on 20 draws (keys and seeds are fixed, so the
+    outcome is deterministic)."""
     configs = [FIXED, dataclasses.replace(IDEP, in_channels=8, out_channels=8, rank=4)]
     for config in configs:
         ours = [lrlc_jax.init(jax.random.key(seed), config) for seed in range(20)]
@@ -85,15 +86,18 @@ def test_init_distributions_match_the_reference():
         for name in lrlc_numpy.param_shapes(config):
             a = np.concatenate([np.ravel(p[name]) for p in ours])
             b = np.concatenate([np.ravel(p[name]) for p in theirs])
-            if not b.any():
-                assert not a.any(), f"{name} should start at zero"
+            rule = lrlc_numpy.initial_value(name, config)
+            if not rule.uniform:
+                assert np.all(a == np.float32(rule.value)), f"{name} should start at {rule.value}"
+                assert np.all(b == rule.value), f"{name}: the reference starts elsewhere"
                 continue
             pvalue = stats.ks_2samp(a, b).pvalue
             assert pvalue > 1e-3, f"{name}: KS p-value {pvalue:.2e} against the reference"
 
 
 def test_initial_softmax_layer_is_the_mean_filter_convolution():
-    """Zero logits and biases: every position gets the same mean basis filter (spec section 10)."""
+    """Constant logits and zero biases: every position gets the same mean basis filter (spec
+    section 10)."""
     params = lrlc_jax.init(jax.random.key(3), FIXED, dtype=jnp.float64)
     x, _, _ = data(FIXED)
     mean_filter = np.asarray(params["basis"]).mean(axis=0)
@@ -101,6 +105,30 @@ def test_initial_softmax_layer_is_the_mean_filter_convolution():
         x, mean_filter, stride=FIXED.stride, padding=FIXED.padding, dilation=FIXED.dilation
     )
     assert_close(apply_jit(params, x, config=FIXED), want, FIXED)
+
+
+@pytest.mark.parametrize("combining", ["rowcol", "row", "col", "full"])
+@pytest.mark.parametrize("normalize", ["softmax", "l2", "none"])
+def test_init_logits_are_conv_init_constants(combining, normalize):
+    """The logits start at lrlc_numpy.initial_value's 'conv_init' constants, so every
+    normalisation starts as the convolution with kernel sum_k w_k F^(k), w_k = 1/K for
+    softmax and 1/sqrt(K) for l2 and none (spec section 10)."""
+    config = dataclasses.replace(FIXED, combining=combining, normalize=normalize)
+    params = lrlc_jax.init(jax.random.key(4), config, dtype=jnp.float64)
+    for name in ("row_logits", "col_logits", "logits"):
+        if name in params:
+            value = lrlc_numpy.initial_value(name, config).value
+            np.testing.assert_array_equal(params[name], np.full(params[name].shape, value))
+    weight = 1 / config.rank if normalize == "softmax" else 1 / np.sqrt(config.rank)
+    np.testing.assert_allclose(
+        lrlc_jax.combining_weights(params, config), weight, rtol=4 * EPS64, atol=0
+    )
+    x, _, _ = data(config)
+    kernel = weight * np.asarray(params["basis"]).sum(axis=0)
+    want = lrlc_numpy.conv2d(
+        x, kernel, stride=config.stride, padding=config.padding, dilation=config.dilation
+    )
+    assert_close(apply_jit(params, x, config=config), want, config)
 
 
 # ---------------------------------------------------------------------------------------------
