@@ -10,35 +10,53 @@ also a checkpoint. Configurations are `lrlc_numpy.LRLCConfig`. Imports no Flax.
 from lrlc_numpy import LRLCConfig
 
 from .checkpoint import load_params, save_params
-from .layer import (
+from .costs import choose_strategy, lc_crossover
+from .functional import (
     STRATEGIES,
-    apply,
-    basis_outputs,
+    basis_responses,
+    bias_map,
     check_input,
-    choose_strategy,
     combine,
     combining_weights,
-    init,
-    lc_crossover,
+    depthwise_conv3x3,
+    fixed_logits,
+    forward,
+    g_forward,
     locally_connected,
+    normalize_weights,
+    position_banks,
     resize_bilinear,
+    spatial_bias_map,
     to_locally_connected,
 )
+from .layers import apply, init
+from .positionwise import apply_banks, extract_patches, pad_input
 
 __all__ = [
     "STRATEGIES",
     "LRLCConfig",
     "apply",
-    "basis_outputs",
+    "apply_banks",
+    "basis_responses",
+    "bias_map",
     "check_input",
     "choose_strategy",
     "combine",
     "combining_weights",
+    "depthwise_conv3x3",
+    "extract_patches",
+    "fixed_logits",
+    "forward",
+    "g_forward",
     "init",
     "lc_crossover",
     "load_params",
     "locally_connected",
+    "normalize_weights",
+    "pad_input",
+    "position_banks",
     "resize_bilinear",
     "save_params",
+    "spatial_bias_map",
     "to_locally_connected",
 ]

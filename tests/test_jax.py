@@ -161,6 +161,17 @@ def test_jit_equals_eager_and_the_reference(config):
         assert_close(dparams[name], want, config)
 
 
+@CONFIGS
+def test_forward_takes_the_reference_argument_order(config):
+    """`forward(x, params, config)` is the reference's order; `apply(params, x, config)` (the
+    init/apply idiom) is the same function."""
+    x, params, _ = data(config)
+    forward_jit = jax.jit(lrlc_jax.forward, static_argnames=("config", "strategy"))
+    y = forward_jit(x, params, config=config, strategy="conv")
+    np.testing.assert_array_equal(y, apply_jit(params, x, config=config))
+    assert_close(y, lrlc_numpy.forward(x, params, config), config)
+
+
 def test_jit_traces_once_per_shape():
     traces = []
 
@@ -236,9 +247,9 @@ def test_strategies_agree_with_each_other_and_the_reference(config):
 def _crossover_by_rule(config, batch):
     """lc_crossover's documented inequality, restated: K (3 B - 4 BANK_COST) >
     B (3 PRODUCT_COST + PATCH_COST / C_out)."""
-    layer = lrlc_jax.layer
-    cost = batch * (3 * layer.PRODUCT_COST + layer.PATCH_COST / config.out_channels)
-    return config.rank * (3 * batch - 4 * layer.BANK_COST) > cost
+    costs = lrlc_jax.costs
+    cost = batch * (3 * costs.PRODUCT_COST + costs.PATCH_COST / config.out_channels)
+    return config.rank * (3 * batch - 4 * costs.BANK_COST) > cost
 
 
 @pytest.mark.parametrize("batch", [1, 2, 3, 16, 64, 512])
@@ -635,9 +646,8 @@ def test_padding_wider_than_the_kernel_in_float32():
 def test_cost_rule_takes_the_platform():
     """GPUs have their own constants (fitted to an H100 run): the paper layer at batch 512
     crosses at K ~ 4 there and at ~ 2.3 with the CPU's; the default is JAX's default backend."""
-    layer = lrlc_jax.layer
     paper = LRLCConfig(64, 64, 3, 4, (32, 32), padding="same")
-    for platform, costs in (("cpu", layer.COSTS), ("gpu", layer.GPU_COSTS)):
+    for platform, costs in (("cpu", lrlc_jax.costs.COSTS), ("gpu", lrlc_jax.costs.GPU_COSTS)):
         want = 512 * (3 * costs.product + costs.patch / 64) / (3 * 512 - 4 * costs.bank)
         assert lrlc_jax.lc_crossover(paper, 512, platform) == pytest.approx(want)
     assert lrlc_jax.choose_strategy(paper, 512, platform="gpu") == "conv"

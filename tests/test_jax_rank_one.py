@@ -15,6 +15,7 @@ import conformance
 import lrlc_jax
 import lrlc_numpy
 from lrlc_numpy import LRLCConfig
+from lrlc_numpy.strategy import combining_parameter_names
 
 # float64 must be real for the float64 comparisons (the conformance adapter does the same).
 jax.config.update("jax_enable_x64", True)
@@ -42,8 +43,7 @@ ALL = pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS.keys())
 
 def _combining_names(config):
     """The parameters that enter the layer only through its combining weights."""
-    logits = ("row_logits", "col_logits", "logits")
-    return [n for n in lrlc_numpy.param_shapes(config) if n in logits or n.startswith("g.")]
+    return combining_parameter_names(lrlc_numpy.param_shapes(config))
 
 
 def _data(config, batch=2):

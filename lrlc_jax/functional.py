@@ -1,0 +1,326 @@
+"""Low-rank locally connected layers as pure JAX functions over a dict of neutral parameters.
+
+Each function cites the spec section (spec/SPEC.md) and equation it implements; `lrlc_numpy`
+is the normative version of every formula. Data is NHWC, kernels HWIO, `basis[k, u, v, c_in,
+c_out]`. The config is an `lrlc_numpy.LRLCConfig`: hashable, so static under `jax.jit`.
+
+Matrix products use JAX's default precision, which GPUs and TPUs may reduce for float32;
+wrap calls in `jax.default_matmul_precision("highest")` for full float32 accuracy.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+import lrlc_numpy
+from lrlc_numpy import (
+    LRLCConfig,
+    check_input_shape,
+    check_lc_shapes,
+    check_params,
+    working_dtype_name,
+)
+from lrlc_numpy.reference import L2_FLOOR
+from lrlc_numpy.strategy import STRATEGIES, weights_are_ones
+
+from .costs import choose_strategy
+from .positionwise import apply_banks, pad_input
+
+__all__ = [
+    "STRATEGIES",
+    "basis_responses",
+    "bias_map",
+    "check_input",
+    "combine",
+    "combining_weights",
+    "depthwise_conv3x3",
+    "fixed_logits",
+    "forward",
+    "g_forward",
+    "locally_connected",
+    "normalize_weights",
+    "position_banks",
+    "resize_bilinear",
+    "spatial_bias_map",
+    "to_locally_connected",
+]
+
+_DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
+
+# ---------------------------------------------------------------------------------------------
+# Checks (spec section 14). They read shapes and dtypes only, so they work on tracers.
+
+
+def _check_config(config) -> None:
+    if not isinstance(config, LRLCConfig):
+        raise TypeError(f"config must be an lrlc_numpy.LRLCConfig, got {type(config).__name__}")
+
+
+def _as_floating(array, name: str) -> jax.Array:
+    """`array` as a JAX array, which must have a floating dtype (never silently cast)."""
+    array = jnp.asarray(array)
+    if not jnp.issubdtype(array.dtype, jnp.floating):
+        raise TypeError(f"{name} must have a floating dtype, got {array.dtype}")
+    return array
+
+
+def check_input(x, config: LRLCConfig, *, name: str = "x") -> jax.Array:
+    """`x` as a JAX array after checking rank, dtype, channels and grid against `config`."""
+    x = _as_floating(x, name)
+    check_input_shape(x.shape, config, name=name)
+    return x
+
+
+def _prepare(params, config: LRLCConfig, x=None):
+    """Checked (params, x): params as JAX arrays in x's dtype (or their common dtype)."""
+    _check_config(config)
+    check_params(params, config)
+    arrays = {name: _as_floating(value, f"params[{name!r}]") for name, value in params.items()}
+    if x is not None:
+        x = check_input(x, config)
+    dtype = x.dtype if x is not None else jnp.result_type(*arrays.values())
+    return {name: value.astype(dtype) for name, value in arrays.items()}, x
+
+
+def _prepare_without_layer(params, config: LRLCConfig, x, caller: str):
+    """`_prepare` for functions that use x only to predict weights: an input-dependent
+    layer needs it; a fixed layer ignores it (after checking it) and keeps the params' dtype."""
+    _check_config(config)
+    if config.input_dependent:
+        if x is None:
+            raise ValueError(f"{caller}: an input-dependent layer needs the input x")
+        return _prepare(params, config, x)
+    if x is not None:  # not needed, but a wrong input is still an error
+        check_input(x, config)
+    return _prepare(params, config)
+
+
+def _working_dtype(dtype) -> jnp.dtype:
+    return jnp.dtype(working_dtype_name(jnp.dtype(dtype).name))
+
+
+def _widened(tree):
+    """`tree`'s arrays in their working dtype (spec section 15.4): all but the K * C_out
+    convolution runs there, so 16-bit layers round only what they return."""
+    return jax.tree.map(lambda a: a.astype(_working_dtype(a.dtype)), tree)
+
+
+# ---------------------------------------------------------------------------------------------
+# Combining weights (eqs. 3, 4 and 6; spec sections 5-6)
+
+
+def fixed_logits(params, config: LRLCConfig) -> jax.Array:
+    """Unnormalised weights w~[i, j, k] of a fixed layer (eq. 3 and its variants)."""
+    out_h, out_w = config.output_size
+    shape = (out_h, out_w, config.rank)
+    if config.combining == "rowcol":  # eq. 3: w~ = alpha_i + beta_j
+        return params["row_logits"][:, None, :] + params["col_logits"][None, :, :]
+    if config.combining == "row":
+        return jnp.broadcast_to(params["row_logits"][:, None, :], shape)
+    if config.combining == "col":
+        return jnp.broadcast_to(params["col_logits"][None, :, :], shape)
+    return params["logits"]
+
+
+def normalize_weights(logits, mode: str) -> jax.Array:
+    """Normalise over the last axis K (eq. 4 for 'softmax'; spec section 6)."""
+    if mode == "softmax":
+        return jax.nn.softmax(logits, axis=-1)
+    if mode == "l2":
+        squares = jnp.sum(logits**2, axis=-1, keepdims=True)
+        return logits / jnp.sqrt(jnp.maximum(squares, L2_FLOOR))
+    return logits
+
+
+def _weights(params, config: LRLCConfig, x) -> jax.Array:
+    """Normalised weights from checked, widened arguments: (H_out, W_out, K), or
+    (B, H_out, W_out, K) predicted from x."""
+    if config.input_dependent:
+        logits = g_forward(x, params, config)
+    else:
+        logits = fixed_logits(params, config)
+    return normalize_weights(logits, config.normalize)
+
+
+def combining_weights(params, config: LRLCConfig, x=None) -> jax.Array:
+    """Normalised combining weights w (eq. 4): (H_out, W_out, K), or (B, H_out, W_out, K)
+    for an input-dependent layer, whose weights are predicted from `x` (eq. 6)."""
+    params, x = _prepare_without_layer(params, config, x, "combining_weights")
+    wide, wide_x = _widened((params, x))
+    return _weights(wide, config, wide_x).astype(params["basis"].dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# The input-dependent network g (eq. 6; spec section 8)
+
+
+def resize_bilinear(a, size) -> jax.Array:
+    """Bilinear resize of NHWC `a` to `size` with aligned corners, as R_h a R_w^T. The matrices
+    are `lrlc_numpy.resize_matrix`, built at trace time, so the weights are the reference's."""
+    rows = jnp.asarray(lrlc_numpy.resize_matrix(a.shape[1], size[0]), a.dtype)
+    cols = jnp.asarray(lrlc_numpy.resize_matrix(a.shape[2], size[1]), a.dtype)
+    return jnp.einsum("oh,bhwc,pw->bopc", rows, a, cols)
+
+
+def depthwise_conv3x3(a, kernel, bias, rate: int) -> jax.Array:
+    """Depthwise 3x3 convolution with dilation `rate`, 'valid' padding, plus bias, as nine
+    shifted multiply-adds: XLA's backward of a grouped convolution is slow (jax-ml/jax#13800;
+    docs/performance.md, 'Targets of issue 7, JAX on CPU', target 4)."""
+    out_h, out_w = a.shape[1] - 2 * rate, a.shape[2] - 2 * rate
+    out = bias
+    for u in range(3):
+        for v in range(3):
+            window = a[:, u * rate : u * rate + out_h, v * rate : v * rate + out_w, :]
+            out = out + window * kernel[u, v]
+    return out
+
+
+def g_forward(x, params, config: LRLCConfig) -> jax.Array:
+    """Predict logits w~ (B, H_out, W_out, K) from the input (eq. 6)."""
+    low = jnp.einsum("bhwc,ck->bhwk", x, params["g.reduce.kernel"]) + params["g.reduce.bias"]
+    branches = [low, jnp.mean(low, axis=(1, 2), keepdims=True)]
+    for r in config.g_dilations:
+        kernel, bias = params[f"g.dilated{r}.kernel"], params[f"g.dilated{r}.bias"]
+        branches.append(depthwise_conv3x3(low, kernel, bias, r))
+    cat = jnp.concatenate([resize_bilinear(b, config.output_size) for b in branches], axis=-1)
+    squeeze = jax.nn.relu(cat @ params["g.squeeze.kernel"] + params["g.squeeze.bias"])
+    excite = jax.nn.sigmoid(squeeze @ params["g.excite.kernel"] + params["g.excite.bias"])
+    return excite @ params["g.project.kernel"] + params["g.project.bias"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Biases (eq. 5; spec section 7)
+
+
+def spatial_bias_map(params, config: LRLCConfig) -> jax.Array | None:
+    """The spatial part of eq. 5 on the output grid (H_out, W_out), or None."""
+    if not config.spatial_bias:
+        return None
+    if config.combining == "rowcol":
+        return params["row_bias"][:, None] + params["col_bias"][None, :]
+    out_h, out_w = config.output_size
+    if config.combining == "row":
+        return jnp.broadcast_to(params["row_bias"][:, None], (out_h, out_w))
+    if config.combining == "col":
+        return jnp.broadcast_to(params["col_bias"][None, :], (out_h, out_w))
+    return params["spatial_bias"]
+
+
+def bias_map(params, config: LRLCConfig, dtype) -> jax.Array:
+    """B[i, j, c] of eq. 5 as an (H_out, W_out, C_out) array (zeros when both are off)."""
+    out_h, out_w = config.output_size
+    bias = jnp.zeros((out_h, out_w, config.out_channels), dtype)
+    spatial = spatial_bias_map(params, config)
+    if spatial is not None:
+        bias = bias + spatial[:, :, None]
+    if config.channel_bias:
+        bias = bias + params["channel_bias"]
+    return bias
+
+
+# ---------------------------------------------------------------------------------------------
+# The layer (Algorithm 1; eqs. 2-6; spec section 4)
+
+
+def basis_responses(x, basis, config: LRLCConfig) -> jax.Array:
+    """Algorithm 1, step 1: z[b, i, j, k, o] = (x * F^(k))[b, i, j, o] for every basis member,
+    as one convolution with K * C_out output channels."""
+    rank, kh, kw, c_in, c_out = basis.shape
+    kernel = jnp.transpose(basis, (1, 2, 3, 0, 4)).reshape(kh, kw, c_in, rank * c_out)
+    padding = config.padding_pairs
+    reach = [(size - 1) * rate for size, rate in zip(config.kernel_size, config.dilation)]
+    if any(side > limit for pair, limit in zip(padding, reach) for side in pair):
+        # XLA's CPU float32 input gradient is wrong for padding beyond the kernel's reach
+        # (tests/test_jax.py::test_padding_wider_than_the_kernel_in_float32): pad here.
+        x, padding = pad_input(x, config), ((0, 0), (0, 0))
+    z = lax.conv_general_dilated(
+        x,
+        kernel,
+        window_strides=config.stride,
+        padding=padding,
+        rhs_dilation=config.dilation,
+        dimension_numbers=_DIMENSION_NUMBERS,
+    )
+    return z.reshape(*z.shape[:3], rank, c_out)
+
+
+def combine(per_member, weights, bias) -> jax.Array:
+    """Algorithm 1, step 2: y = sum_k w_k z_k + B (eqs. 2 and 5). `weights` is (H_out, W_out, K)
+    or (B, H_out, W_out, K); fixed ones are broadcast over the batch, so the contraction is a
+    plain batched product over (b, i, j), the faster form on CPU (docs/performance.md, 'JAX')."""
+    weights = jnp.broadcast_to(weights, (per_member.shape[0], *weights.shape[-3:]))
+    return jnp.einsum("bijko,bijk->bijo", per_member, weights) + bias
+
+
+def _single_convolution(x, params, config: LRLCConfig) -> jax.Array:
+    """Algorithm 1 when w = 1 (`weights_are_ones`): one C_out convolution plus the bias map.
+    The weights are never formed (XLA does not fold a one-member softmax to 1, so g would
+    still run), and the logits' or g's gradients come out as exact zeros."""
+    wide = _widened(params)
+    responses = basis_responses(x, params["basis"], config)
+    return _widened(responses[..., 0, :]) + bias_map(wide, config, _working_dtype(x.dtype))
+
+
+def position_banks(weights, basis) -> jax.Array:
+    """Filter banks bank_p = sum_k w[p, k] F^(k) (eq. 2) as (..., H_out W_out, kh kw C_in,
+    C_out) from weights (..., H_out, W_out, K) and the basis (K, kh, kw, C_in, C_out)."""
+    rank, kh, kw, c_in, c_out = basis.shape
+    flat = weights.reshape(*weights.shape[:-3], -1, rank)
+    return (flat @ basis.reshape(rank, -1)).reshape(*flat.shape[:-1], kh * kw * c_in, c_out)
+
+
+def forward(x, params, config: LRLCConfig, *, strategy: str = "auto") -> jax.Array:
+    """y[b, i, j, o] = sum_k w[i, j, k] (x * F^(k))[b, i, j, o] + B[i, j, o] (eqs. 2-6).
+
+    `x` is NHWC; returns (B, H_out, W_out, C_out) in x's dtype. `strategy`: 'conv' (Algorithm
+    1), 'lc' (the locally connected form, fixed layers only) or 'auto' (`choose_strategy`);
+    all compute the same function. Pure: `config` and `strategy` are static under `jax.jit`.
+    """
+    params, x = _prepare(params, config, x)
+    chosen = choose_strategy(config, x.shape[0], strategy)
+    if chosen == "conv" and weights_are_ones(config):
+        return _single_convolution(x, params, config).astype(x.dtype)
+    wide, wide_x = _widened((params, x))
+    weights = _weights(wide, config, wide_x)
+    bias = bias_map(wide, config, weights.dtype)
+    if chosen == "lc":
+        banks = position_banks(weights, wide["basis"]).astype(x.dtype)
+        y = _widened(apply_banks(x, banks, config)) + bias
+    else:
+        y = combine(_widened(basis_responses(x, params["basis"], config)), weights, bias)
+    return y.astype(x.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Locally connected form (spec section 11)
+
+
+def to_locally_connected(params, config: LRLCConfig, x=None):
+    """Equivalent locally connected (kernel, bias): kernel[..., i, j] = sum_k w[..., i, j, k] F^(k).
+
+    kernel is (H_out, W_out, kh, kw, C_in, C_out), or (B, H_out, W_out, ...) per example for
+    an input-dependent layer (then `x` is required); bias is (H_out, W_out, C_out).
+    """
+    params, x = _prepare_without_layer(params, config, x, "to_locally_connected")
+    wide, wide_x = _widened((params, x))
+    weights = _weights(wide, config, wide_x)
+    kernel = jnp.einsum("...ijk,kuvco->...ijuvco", weights, wide["basis"])
+    dtype = params["basis"].dtype
+    return kernel.astype(dtype), bias_map(wide, config, weights.dtype).astype(dtype)
+
+
+def locally_connected(x, kernel, bias, config: LRLCConfig) -> jax.Array:
+    """y[b, i, j, o] = sum_{u, v, c} xpad[b, i s_h + u d_h, j s_w + v d_w, c] K[i, j, u, v, c, o]
+    + bias[i, j, o]. `kernel` may carry a leading batch axis (one kernel per example)."""
+    _check_config(config)
+    x = check_input(x, config)
+    kernel = _as_floating(kernel, "locally connected kernel")
+    bias = _as_floating(bias, "locally connected bias")
+    check_lc_shapes(kernel.shape, bias.shape, config, batch=x.shape[0])
+    positions = math.prod(config.output_size)
+    banks = kernel.astype(x.dtype).reshape(*kernel.shape[:-6], positions, -1, config.out_channels)
+    return apply_banks(x, banks, config) + bias.astype(x.dtype)
