@@ -5,8 +5,8 @@
 
 Modules (`layers`): `LowRankLocallyConnected2d` (alias `LRLC2d`) and `LocallyConnected2d`;
 the same computations as functions in `functional`; the strategy rule in `costs`; neutral
-parameters in `checkpoint`, and the layers' `save_neutral`/`load_neutral`; `convert_convs`
-upgrades the convolutions of an existing model.
+parameters and checkpoints in `checkpoint`; `convert_convs` upgrades the convolutions of an
+existing model.
 """
 
 from . import costs, functional
@@ -14,6 +14,8 @@ from .checkpoint import (
     from_neutral,
     lc_from_neutral,
     lc_to_neutral,
+    load_checkpoint,
+    save_checkpoint,
     to_neutral,
     torch_lc_shapes,
     torch_param_shapes,
@@ -31,6 +33,8 @@ __all__ = [
     "functional",
     "lc_from_neutral",
     "lc_to_neutral",
+    "load_checkpoint",
+    "save_checkpoint",
     "to_neutral",
     "torch_lc_shapes",
     "torch_param_shapes",

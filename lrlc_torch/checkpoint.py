@@ -1,4 +1,4 @@
-"""Neutral parameters for lrlc_torch (spec sections 9 and 11).
+"""Neutral parameters and checkpoints for lrlc_torch (spec sections 9, 11 and 13).
 
 Only layouts change, never values, so round trips are exact. Every LRLC parameter keeps
 its neutral layout except the basis, one torch convolution weight per member: neutral
@@ -14,12 +14,15 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
+import lrlc_numpy
 from lrlc_numpy import LRLCConfig, lc_shapes, param_shapes
 
 __all__ = [
     "from_neutral",
     "lc_from_neutral",
     "lc_to_neutral",
+    "load_checkpoint",
+    "save_checkpoint",
     "to_neutral",
     "torch_lc_shapes",
     "torch_param_shapes",
@@ -95,3 +98,15 @@ def lc_from_neutral(kernel, bias, *, dtype=None, device=None):
     lead = tuple(range(kernel.dim() - 4))
     weight = kernel.permute(*lead, *(len(lead) + a for a in _LC_TO_TORCH)).contiguous()
     return weight, _tensor("bias", bias, dtype, device).permute(2, 0, 1).contiguous()
+
+
+def save_checkpoint(path, params: Mapping[str, torch.Tensor], config: LRLCConfig) -> None:
+    """Write lrlc_torch parameters (neutral names, torch layouts) as a neutral checkpoint."""
+    lrlc_numpy.save_params(path, to_neutral(params), config)
+
+
+def load_checkpoint(path, *, dtype=None, device=None):
+    """(params, config) read from a neutral checkpoint, params as lrlc_torch tensors by
+    neutral name; `dtype=None` keeps the file's dtype."""
+    params, config = lrlc_numpy.load_params(path)
+    return from_neutral(params, dtype=dtype, device=device), config

@@ -1,12 +1,13 @@
 """The torch.nn modules: `LowRankLocallyConnected2d` (alias `LRLC2d`) and `LocallyConnected2d`.
 
 The math lives in `lrlc_torch.functional`; validation and geometry come from
-`lrlc_numpy.LRLCConfig`; initial values from `lrlc_numpy.init_params` (spec section 10).
+`lrlc_numpy.LRLCConfig`; initial values from `lrlc_numpy` (spec section 10).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 import torch
@@ -16,10 +17,31 @@ import lrlc_numpy
 from lrlc_numpy import LRLCConfig
 
 from . import checkpoint, functional
-from .checkpoint import from_neutral, lc_from_neutral, lc_to_neutral, to_neutral, torch_param_shapes
+from .checkpoint import from_neutral, lc_from_neutral, lc_to_neutral, to_neutral
 from .costs import choose_strategy
 
 __all__ = ["LRLC2d", "LocallyConnected2d", "LowRankLocallyConnected2d"]
+
+
+class _DeprecatedAlias:
+    """An old method name kept for one release: it warns (DeprecationWarning naming the
+    replacement), then calls the replacement on the same instance or class."""
+
+    def __init__(self, replacement: str, note: str = ""):
+        self.replacement, self.note = replacement, note
+
+    def __set_name__(self, owner, name):
+        self.message = f"{owner.__name__}.{name} is deprecated; use {self.replacement}{self.note}"
+
+    def __get__(self, instance, owner):
+        target = getattr(owner if instance is None else instance, self.replacement)
+
+        def alias(*args, **kwargs):
+            warnings.warn(self.message, DeprecationWarning, stacklevel=2)
+            return target(*args, **kwargs)
+
+        alias.__doc__ = self.message
+        return alias
 
 
 class GLayer(nn.Module):
@@ -44,9 +66,9 @@ class LowRankLocallyConnected2d(nn.Module):
     'same' (TensorFlow's rule for any stride, asymmetric where needed), an int, a pair, or
     ((top, bottom), (left, right)).
 
-    Parameters carry the neutral names, so `state_dict` keys read `basis`, `row_logits`,
-    `g.reduce.kernel`, ...; all are in neutral layout except `basis`, which is
-    (K, C_out, C_in, kh, kw), one `nn.Conv2d`-style weight per member.
+    Parameters carry the neutral names (`state_dict` keys `basis`, `row_logits`,
+    `g.reduce.kernel`, ...), in neutral layout except `basis`: (K, C_out, C_in, kh, kw), one
+    `nn.Conv2d` weight per member. `strategy` picks the evaluation ('auto', 'conv', 'lc').
     """
 
     def __init__(
@@ -87,7 +109,7 @@ class LowRankLocallyConnected2d(nn.Module):
         )
         choose_strategy(self.config, 1, strategy)  # rejects unknown or unfit ones
         self.strategy = strategy
-        shapes = torch_param_shapes(self.config)
+        shapes = checkpoint.torch_param_shapes(self.config)
         factory = {"device": device, "dtype": dtype}
         # g's layers in the order the network applies them.
         g_names = list(
@@ -106,20 +128,21 @@ class LowRankLocallyConnected2d(nn.Module):
         self.reset_parameters()
 
     @classmethod
-    def from_config(cls, config: LRLCConfig, *, strategy: str = "auto", device=None, dtype=None):
+    def from_lrlc_config(
+        cls, config: LRLCConfig, *, strategy: str = "auto", device=None, dtype=None
+    ):
         """A freshly initialised layer for `config`."""
         if not isinstance(config, LRLCConfig):
-            raise TypeError(f"from_config expects an LRLCConfig, got {type(config).__name__}")
+            raise TypeError(f"from_lrlc_config expects an LRLCConfig, got {type(config).__name__}")
         fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
         return cls(**fields, strategy=strategy, device=device, dtype=dtype)
 
-    def reset_parameters(self, seed: int | None = None) -> None:
-        """Draw the spec's initial values (section 10): He-uniform basis (fan-in kh kw C_in),
-        zero logits and biases, Glorot-uniform kernels and zero biases in g.
+    from_config = _DeprecatedAlias("from_lrlc_config")
 
-        The values are exactly `lrlc_numpy.init_params(config, seed)`; without `seed`, one is
-        drawn from torch's global generator, so `torch.manual_seed` makes layers reproducible.
-        """
+    def reset_parameters(self, seed: int | None = None) -> None:
+        """Set exactly `lrlc_numpy.init_params(config, seed)` (spec section 10); without
+        `seed`, one is drawn from torch's global generator, so `torch.manual_seed` makes
+        layers reproducible."""
         if seed is None:
             seed = int(torch.randint(0, 2**62, (), device="cpu"))
         self.load_neutral_params(lrlc_numpy.init_params(self.config, seed=seed))
@@ -169,7 +192,7 @@ class LowRankLocallyConnected2d(nn.Module):
                 "use layer.locally_connected_kernel(x) with functional.locally_connected"
             )
         c = self.config
-        layer = LocallyConnected2d.from_config(
+        layer = LocallyConnected2d.from_lrlc_config(
             c,
             bias=c.spatial_bias or c.channel_bias,
             device=self.basis.device,
@@ -188,30 +211,48 @@ class LowRankLocallyConnected2d(nn.Module):
         """The parameters as NumPy arrays with neutral names and layouts."""
         return to_neutral(self._params())
 
-    @torch.no_grad()
     def load_neutral_params(self, params) -> None:
-        """Copy neutral parameters (NumPy arrays or tensors, neutral layouts) into the layer.
-
-        Raises ValueError on missing, extra or mis-shaped tensors.
-        """
+        """Copy neutral parameters (NumPy arrays or tensors, neutral layouts) into the layer;
+        ValueError on missing, extra or mis-shaped tensors, TypeError on non-float ones."""
         lrlc_numpy.check_params(params, self.config, what="neutral params")
+        self._copy_in(from_neutral(params))
+
+    @torch.no_grad()
+    def _copy_in(self, tensors) -> None:
         own = self._params()
-        for name, value in from_neutral(params).items():
+        for name, value in tensors.items():
             own[name].copy_(value)
 
-    def save_neutral(self, path) -> None:
+    def save_checkpoint(self, path) -> None:
         """Write the neutral checkpoint (a .safetensors file with the config as JSON)."""
-        lrlc_numpy.save_params(path, self.neutral_params(), self.config)
+        checkpoint.save_checkpoint(path, self._params(), self.config)
+
+    def load_checkpoint(self, path) -> None:
+        """Load a neutral checkpoint into this layer, in place, as `load_state_dict` does;
+        ValueError unless the file's config is this layer's."""
+        params, config = checkpoint.load_checkpoint(path)
+        if config != self.config:
+            raise ValueError(
+                f"load_checkpoint: {path} holds a layer with config {config}; this layer has "
+                f"config {self.config}"
+            )
+        self._copy_in(params)
 
     @classmethod
-    def load_neutral(cls, path, *, strategy: str = "auto", device=None, dtype=None):
-        """A layer read from a neutral checkpoint; `dtype=None` keeps the file's dtype."""
-        params, config = lrlc_numpy.load_params(path)
-        if dtype is None:
-            dtype = torch.from_numpy(np.asarray(params["basis"])).dtype
-        layer = cls.from_config(config, strategy=strategy, device=device, dtype=dtype)
-        layer.load_neutral_params(params)
+    def from_checkpoint(cls, path, *, strategy: str = "auto", device=None, dtype=None):
+        """A new layer read from a neutral checkpoint; `dtype=None` keeps the file's dtype."""
+        params, config = checkpoint.load_checkpoint(path)
+        dtype = params["basis"].dtype if dtype is None else dtype
+        layer = cls.from_lrlc_config(config, strategy=strategy, device=device, dtype=dtype)
+        layer._copy_in(params)
         return layer
+
+    save_neutral = _DeprecatedAlias("save_checkpoint")
+    load_neutral = _DeprecatedAlias(
+        "from_checkpoint",
+        " (load_neutral builds a new layer and never changed the layer it was called on; "
+        "load_checkpoint loads into it)",
+    )
 
     # Upgrading a trained convolution (issue 3: "Upgrade an existing network")
 
@@ -330,7 +371,7 @@ class LocallyConnected2d(nn.Module):
         self.reset_parameters()
 
     @classmethod
-    def from_config(cls, config: LRLCConfig, *, bias: bool = True, device=None, dtype=None):
+    def from_lrlc_config(cls, config: LRLCConfig, *, bias: bool = True, device=None, dtype=None):
         """A locally connected layer on `config`'s geometry (channels, window, grid, stride,
         padding, dilation); the LRLC-only fields (rank, combining, ...) play no part."""
         return cls(
@@ -345,6 +386,8 @@ class LocallyConnected2d(nn.Module):
             device=device,
             dtype=dtype,
         )
+
+    from_config = _DeprecatedAlias("from_lrlc_config")
 
     def reset_parameters(self) -> None:
         """The LRLC basis's He-uniform weights (`lrlc_numpy.initial_value`) and zero bias."""

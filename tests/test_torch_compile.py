@@ -22,7 +22,7 @@ BATCH = 2
 
 def test_compiled_equals_eager():
     x_nhwc, params, dy_nhwc = conformance.case_data(conformance.Case("compile", CONFIG, BATCH), 0)
-    layer = LRLC2d.from_config(CONFIG)  # float32, the usual training dtype
+    layer = LRLC2d.from_lrlc_config(CONFIG)  # float32, the usual training dtype
     layer.load_neutral_params(params)
     x = torch.from_numpy(x_nhwc).float().permute(0, 3, 1, 2).requires_grad_(True)
     dy = torch.from_numpy(dy_nhwc).float().permute(0, 3, 1, 2)

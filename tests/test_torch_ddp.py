@@ -30,7 +30,7 @@ def model_and_data():
     layers = []
     for seed, config in enumerate(CONFIGS):
         _, params, _ = conformance.case_data(conformance.Case("ddp", config), seed)
-        layer = LRLC2d.from_config(config, dtype=torch.float64)
+        layer = LRLC2d.from_lrlc_config(config, dtype=torch.float64)
         layer.load_neutral_params(params)
         layers += [layer, nn.ReLU()]
     generator = torch.Generator().manual_seed(0)

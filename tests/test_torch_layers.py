@@ -11,6 +11,7 @@ import torch
 
 import conformance
 import lrlc_numpy as L
+import lrlc_torch
 from lrlc_torch import LocallyConnected2d, LRLC2d
 from lrlc_torch import functional as LF
 
@@ -33,7 +34,7 @@ def loaded(config, seed=0, dtype=torch.float64):
     """A layer holding the conformance data for `config` (logits and biases away from their
     constant initial values), with that data's input and neutral params."""
     x, params, _ = conformance.case_data(conformance.Case("t", config, BATCH), seed)
-    layer = LRLC2d.from_config(config, dtype=dtype)
+    layer = LRLC2d.from_lrlc_config(config, dtype=dtype)
     layer.load_neutral_params(params)
     return layer, nchw(x, dtype), params
 
@@ -48,7 +49,7 @@ def tol(config, dtype="float64"):
 
 @pytest.mark.parametrize("config", [FIXED, IDEP], ids=["fixed", "idep"])
 def test_parameter_names_and_shapes_are_neutral(config):
-    layer = LRLC2d.from_config(config)
+    layer = LRLC2d.from_lrlc_config(config)
     shapes = L.param_shapes(config)
     assert set(layer.state_dict()) == set(shapes)
     assert {n: v.shape for n, v in layer.neutral_params().items()} == shapes
@@ -58,7 +59,7 @@ def test_parameter_names_and_shapes_are_neutral(config):
 
 @pytest.mark.parametrize("config", [FIXED, IDEP], ids=["fixed", "idep"])
 def test_reset_parameters_draws_the_reference_init(config):
-    layer = LRLC2d.from_config(config, dtype=torch.float64)
+    layer = LRLC2d.from_lrlc_config(config, dtype=torch.float64)
     layer.reset_parameters(seed=5)
     want = L.init_params(config, seed=5)
     got = layer.neutral_params()
@@ -68,16 +69,16 @@ def test_reset_parameters_draws_the_reference_init(config):
 
 def test_default_init_follows_torch_manual_seed():
     torch.manual_seed(1)
-    a = LRLC2d.from_config(FIXED).neutral_params()["basis"]
+    a = LRLC2d.from_lrlc_config(FIXED).neutral_params()["basis"]
     torch.manual_seed(1)
-    b = LRLC2d.from_config(FIXED).neutral_params()["basis"]
-    c = LRLC2d.from_config(FIXED).neutral_params()["basis"]
+    b = LRLC2d.from_lrlc_config(FIXED).neutral_params()["basis"]
+    c = LRLC2d.from_lrlc_config(FIXED).neutral_params()["basis"]
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
 
 
 def test_factory_kwargs():
-    layer = LRLC2d.from_config(IDEP, device="cpu", dtype=torch.float64)
+    layer = LRLC2d.from_lrlc_config(IDEP, device="cpu", dtype=torch.float64)
     assert {p.dtype for p in layer.parameters()} == {torch.float64}
     assert {p.device.type for p in layer.parameters()} == {"cpu"}
     lc = LocallyConnected2d(2, 3, 3, (7, 6), dtype=torch.float64)
@@ -89,7 +90,7 @@ def test_extra_repr_names_the_configuration():
     for part in ("kernel_size=(3, 1)", "rank=4", "input_size=(9, 8)", "stride=(2, 2)"):
         assert part in text
     assert "padding='same'" in text and "combining='rowcol'" in text
-    text = repr(LRLC2d.from_config(IDEP))
+    text = repr(LRLC2d.from_lrlc_config(IDEP))
     assert "input_dependent=True" in text and "(reduce): GLayer(kernel=(2, 2)" in text
     assert "input_size=(7, 6)" in repr(LocallyConnected2d(2, 3, 3, (7, 6)))
 
@@ -129,6 +130,21 @@ def test_algorithm1_is_one_convolution_then_one_weighted_sum(monkeypatch):
     )
 
 
+def test_position_banks_and_depthwise_conv3x3_match_the_reference_steps():
+    """The same step under the same name as in lrlc_numpy, in torch's layouts."""
+    layer, x, params = loaded(FIXED)
+    weights = layer.combining_weights()  # (K, H_out, W_out)
+    banks = LF.position_banks(weights, layer.basis)  # (H_out, W_out, C_out, C_in, kh, kw)
+    want = L.position_banks(weights.permute(1, 2, 0).detach().numpy(), params["basis"])
+    got = banks.permute(0, 1, 4, 5, 3, 2).detach().numpy()
+    assert conformance.relative_error(got, want) <= tol(FIXED)
+    a = torch.randn(BATCH, 3, 9, 8, dtype=torch.float64)
+    kernel, bias = torch.randn(3, 3, 3, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
+    got = nhwc(LF.depthwise_conv3x3(a, kernel, bias, 2))
+    want = L.reference.depthwise_conv3x3(nhwc(a), kernel.numpy(), bias.numpy(), 2)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
 # ---------------------------------------------------------------------------------------------
 # Checkpoints
 
@@ -139,7 +155,7 @@ def test_state_dict_round_trip(config):
     buffer = io.BytesIO()
     torch.save(layer.state_dict(), buffer)
     buffer.seek(0)
-    fresh = LRLC2d.from_config(config, dtype=torch.float64)
+    fresh = LRLC2d.from_lrlc_config(config, dtype=torch.float64)
     fresh.load_state_dict(torch.load(buffer, weights_only=True))
     for name, value in layer.state_dict().items():
         assert torch.equal(fresh.state_dict()[name], value), name
@@ -150,19 +166,19 @@ def test_state_dict_round_trip(config):
 def test_neutral_checkpoint_round_trip(tmp_path, config):
     layer, x, params = loaded(config)
     path = tmp_path / "layer.safetensors"
-    layer.save_neutral(path)
+    layer.save_checkpoint(path)
     read, read_config = L.load_params(path)
     assert read_config == config
     for name, value in params.items():
         np.testing.assert_array_equal(read[name], value, err_msg=name)
-    back = LRLC2d.load_neutral(path)
+    back = LRLC2d.from_checkpoint(path)
     assert back.basis.dtype == torch.float64  # the file's dtype is kept
     assert torch.equal(back(x), layer(x))
-    assert LRLC2d.load_neutral(path, dtype=torch.float32).basis.dtype == torch.float32
+    assert LRLC2d.from_checkpoint(path, dtype=torch.float32).basis.dtype == torch.float32
 
 
 def test_bad_neutral_params_are_rejected(tmp_path):
-    layer = LRLC2d.from_config(FIXED)
+    layer = LRLC2d.from_lrlc_config(FIXED)
     params = L.init_params(FIXED)
     missing = {k: v for k, v in params.items() if k != "col_logits"}
     with pytest.raises(ValueError, match="missing tensors \\['col_logits'\\]"):
@@ -177,7 +193,138 @@ def test_bad_neutral_params_are_rejected(tmp_path):
     path = tmp_path / "bad.safetensors"
     save_file(missing, str(path), metadata={"lrlc_config": FIXED.to_json()})
     with pytest.raises(ValueError, match="col_logits"):
-        LRLC2d.load_neutral(path)
+        LRLC2d.from_checkpoint(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The layer surface shared with lrlc_tf (spec: one layer surface), and its deprecated aliases
+
+
+def test_from_lrlc_config_builds_a_fresh_layer():
+    layer = LRLC2d.from_lrlc_config(IDEP, strategy="conv", dtype=torch.float64)
+    assert layer.config == IDEP and layer.strategy == "conv"
+    assert {p.dtype for p in layer.parameters()} == {torch.float64}
+    lc = LocallyConnected2d.from_lrlc_config(FIXED, bias=False, dtype=torch.float64)
+    assert lc.bias is None and lc.weight.dtype == torch.float64
+    assert (lc.config.input_size, lc.config.stride, lc.config.padding_pairs) == (
+        FIXED.input_size, FIXED.stride, FIXED.padding_pairs,
+    )  # fmt: skip
+    with pytest.raises(TypeError, match="from_lrlc_config expects an LRLCConfig, got dict"):
+        LRLC2d.from_lrlc_config({"rank": 2})
+
+
+@pytest.mark.parametrize("config", [FIXED, IDEP], ids=["fixed", "idep"])
+def test_neutral_params_round_trip_exactly(config):
+    _, _, params = loaded(config)
+    layer = LRLC2d.from_lrlc_config(config, dtype=torch.float64)
+    assert layer.load_neutral_params(params) is None
+    got = layer.neutral_params()
+    assert set(got) == set(params)
+    for name, value in params.items():
+        assert isinstance(got[name], np.ndarray)
+        np.testing.assert_array_equal(got[name], value, err_msg=name)
+
+
+def test_locally_connected_neutral_params_round_trip_exactly():
+    lc = LocallyConnected2d.from_lrlc_config(FIXED, dtype=torch.float64)
+    kernel, bias = L.to_locally_connected(L.init_params(FIXED, seed=3), FIXED)
+    lc.load_neutral_params({"kernel": kernel, "bias": bias + 1.0})
+    got = lc.neutral_params()
+    np.testing.assert_array_equal(got["kernel"], kernel)
+    np.testing.assert_array_equal(got["bias"], bias + 1.0)
+    per_example = np.broadcast_to(kernel, (BATCH, *kernel.shape))
+    with pytest.raises(ValueError, match="one kernel per example"):
+        lc.load_neutral_params({"kernel": per_example, "bias": bias})
+
+
+@pytest.mark.parametrize("config", [FIXED, IDEP], ids=["fixed", "idep"])
+def test_load_checkpoint_changes_the_layer_in_place(tmp_path, config):
+    layer, x, params = loaded(config)
+    path = tmp_path / "layer.safetensors"
+    layer.save_checkpoint(path)
+    target = LRLC2d.from_lrlc_config(config, dtype=torch.float32)
+    before = target.neutral_params()
+    assert not np.array_equal(before["basis"], params["basis"].astype(np.float32))
+    assert target.load_checkpoint(path) is None
+    after = target.neutral_params()
+    for name, value in params.items():  # the file's float64 values, in the layer's float32
+        np.testing.assert_array_equal(after[name], value.astype(np.float32), err_msg=name)
+        assert not np.array_equal(after[name], before[name]), name
+    assert target.basis.dtype == torch.float32
+    want = layer(x)
+    assert conformance.relative_error(nhwc(target(x.float())), nhwc(want)) <= tol(config, "float32")
+
+
+def test_load_checkpoint_refuses_another_config(tmp_path):
+    path = tmp_path / "layer.safetensors"
+    LRLC2d.from_lrlc_config(FIXED).save_checkpoint(path)
+    other = dataclasses.replace(FIXED, stride=1)
+    layer = LRLC2d.from_lrlc_config(other)
+    before = layer.neutral_params()
+    with pytest.raises(ValueError, match=r"holds a layer with config LRLCConfig\(.*stride=\(2, 2\)"
+                       r".*this layer has config LRLCConfig\(.*stride=\(1, 1\)"):  # fmt: skip
+        layer.load_checkpoint(path)
+    for name, value in layer.neutral_params().items():  # untouched
+        np.testing.assert_array_equal(value, before[name], err_msg=name)
+
+
+def test_checkpoint_functions_take_functional_params(tmp_path):
+    layer, x, _ = loaded(FIXED)
+    path = tmp_path / "layer.safetensors"
+    lrlc_torch.save_checkpoint(path, dict(layer.named_parameters()), FIXED)
+    params, config = lrlc_torch.load_checkpoint(path)
+    assert config == FIXED and params["basis"].shape == layer.basis.shape
+    assert torch.equal(LF.forward(x, params, config), layer(x))
+    params, _ = lrlc_torch.load_checkpoint(path, dtype=torch.float32)
+    assert {p.dtype for p in params.values()} == {torch.float32}
+
+
+@pytest.mark.parametrize(
+    "cls, old, new",
+    [
+        (LRLC2d, "from_config", "from_lrlc_config"),
+        (LocallyConnected2d, "from_config", "from_lrlc_config"),
+    ],
+)
+def test_deprecated_from_config_warns_and_builds_the_same_layer(cls, old, new):
+    torch.manual_seed(0)
+    want = getattr(cls, new)(FIXED, dtype=torch.float64)
+    torch.manual_seed(0)
+    with pytest.warns(DeprecationWarning, match=f"{cls.__name__}.{old} is deprecated; use {new}"):
+        got = getattr(cls, old)(FIXED, dtype=torch.float64)
+    assert type(got) is cls and got.config == want.config
+    for (name, a), (_, b) in zip(got.named_parameters(), want.named_parameters()):
+        assert torch.equal(a, b), name
+
+
+def test_deprecated_save_neutral_warns_and_writes_the_checkpoint(tmp_path):
+    layer, _, params = loaded(FIXED)
+    path = tmp_path / "layer.safetensors"
+    with pytest.warns(DeprecationWarning, match="save_neutral is deprecated; use save_checkpoint"):
+        layer.save_neutral(path)
+    read, config = L.load_params(path)
+    assert config == FIXED
+    for name, value in params.items():
+        np.testing.assert_array_equal(read[name], value, err_msg=name)
+
+
+def test_deprecated_load_neutral_warns_and_keeps_its_old_behaviour(tmp_path):
+    """It returns a new layer (the file's dtype kept, or `dtype`), and leaves the layer it
+    is called on unchanged, which the warning says."""
+    layer, x, _ = loaded(FIXED)
+    path = tmp_path / "layer.safetensors"
+    layer.save_checkpoint(path)
+    match = "load_neutral is deprecated; use from_checkpoint.*never changed.*load_checkpoint"
+    with pytest.warns(DeprecationWarning, match=match):
+        back = LRLC2d.load_neutral(path)
+    assert back.basis.dtype == torch.float64 and torch.equal(back(x), layer(x))
+    other = LRLC2d.from_lrlc_config(FIXED, dtype=torch.float64)
+    before = other.neutral_params()
+    with pytest.warns(DeprecationWarning, match=match):
+        new = other.load_neutral(path, dtype=torch.float32)
+    assert new is not other and new.basis.dtype == torch.float32
+    for name, value in other.neutral_params().items():
+        np.testing.assert_array_equal(value, before[name], err_msg=name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,7 +343,7 @@ def test_bad_neutral_params_are_rejected(tmp_path):
 )
 @pytest.mark.parametrize("config", [FIXED, IDEP], ids=["fixed", "idep"])
 def test_bad_input_is_a_clear_error(config, x, error, match):
-    layer = LRLC2d.from_config(config)
+    layer = LRLC2d.from_lrlc_config(config)
     with pytest.raises(error, match=match):
         layer(x)
     with pytest.raises(error, match=match):

@@ -47,7 +47,7 @@ def case(config, seed=0, dtype=torch.float64):
 
 
 def layer_for(config, params, strategy, dtype=torch.float64):
-    layer = LRLC2d.from_config(config, strategy=strategy, dtype=dtype)
+    layer = LRLC2d.from_lrlc_config(config, strategy=strategy, dtype=dtype)
     layer.load_neutral_params(params)
     return layer
 
@@ -141,7 +141,7 @@ def test_bad_strategies_are_a_clear_error(arguments, match):
     config = L.LRLCConfig(2, 3, 3, rank=2, input_size=(5, 5), **{
         k: v for k, v in arguments.items() if k != "strategy"})  # fmt: skip
     with pytest.raises(ValueError, match=match):
-        LF.forward(torch.zeros(1, 2, 5, 5), LRLC2d.from_config(config)._params(), config,
+        LF.forward(torch.zeros(1, 2, 5, 5), LRLC2d.from_lrlc_config(config)._params(), config,
                    strategy=arguments["strategy"])  # fmt: skip
 
 
@@ -149,7 +149,7 @@ def test_strategy_is_kept_by_constructors_and_shown():
     layer = LRLC2d(2, 3, 3, rank=2, input_size=(5, 5), strategy="lc")
     assert "strategy='lc'" in repr(layer)
     assert "strategy" not in repr(LRLC2d(2, 3, 3, rank=2, input_size=(5, 5)))
-    assert LRLC2d.from_config(layer.config, strategy="conv").strategy == "conv"
+    assert LRLC2d.from_lrlc_config(layer.config, strategy="conv").strategy == "conv"
     conv = torch.nn.Conv2d(2, 3, 3)
     assert LRLC2d.from_conv(conv, 2, (5, 5), strategy="lc").strategy == "lc"
 

@@ -1,8 +1,9 @@
 """Adapter for lrlc_torch: float64 and float32 on CPU, plus CUDA (with bfloat16) when present.
 
-It goes through lrlc_torch's public API only: a layer built from the config, neutral
+It goes through lrlc_torch's public API only: a layer built with `from_lrlc_config`, neutral
 parameters loaded with `load_neutral_params`, torch autograd for the vjp (gradients read
-back by neutral name with `lrlc_torch.to_neutral`), `LocallyConnected2d` for `lc_forward`.
+back by neutral name with `lrlc_torch.to_neutral`), `LocallyConnected2d` for `lc_forward`,
+the layer's `save_checkpoint`/`from_checkpoint` for checkpoints.
 """
 
 from __future__ import annotations
@@ -70,7 +71,9 @@ class Backend:
 
     def _layer(self, config, params, dtype, device):
         strategy = "auto" if config.input_dependent else self.strategy
-        layer = lrlc_torch.LRLC2d.from_config(config, strategy=strategy, device=device, dtype=dtype)
+        layer = lrlc_torch.LRLC2d.from_lrlc_config(
+            config, strategy=strategy, device=device, dtype=dtype
+        )
         layer.load_neutral_params(params)
         return layer
 
@@ -110,14 +113,16 @@ class Backend:
             if np.ndim(kernel) == 7:  # one kernel per example: the functional form takes it
                 weight, bias = lrlc_torch.lc_from_neutral(kernel, bias, dtype=dtype, device=device)
                 return _nhwc(lrlc_torch.functional.locally_connected(x, weight, bias, config))
-            layer = lrlc_torch.LocallyConnected2d.from_config(config, device=device, dtype=dtype)
+            layer = lrlc_torch.LocallyConnected2d.from_lrlc_config(
+                config, device=device, dtype=dtype
+            )
             layer.load_neutral_params({"kernel": kernel, "bias": bias})
             return _nhwc(layer(x))
 
     def save_checkpoint(self, path, config, params):
         layer = self._layer(config, params, torch.float64, torch.device("cpu"))
-        layer.save_neutral(path)
+        layer.save_checkpoint(path)
 
     def load_checkpoint(self, path):
-        layer = lrlc_torch.LRLC2d.load_neutral(path)
+        layer = lrlc_torch.LRLC2d.from_checkpoint(path)
         return layer.neutral_params(), layer.config

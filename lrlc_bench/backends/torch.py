@@ -58,7 +58,7 @@ class Backend:
             return nn.Conv2d(s.in_channels, width, s.kernel_size, padding="same", **factory)
         config = s.lrlc_config(rank, input_dependent=op == "lrlc_input_dependent")
         strategy = OP_STRATEGIES.get(op, "auto")
-        layer = lrlc_torch.LRLC2d.from_config(config, strategy=strategy, **factory)
+        layer = lrlc_torch.LRLC2d.from_lrlc_config(config, strategy=strategy, **factory)
         return layer.to_locally_connected() if op == "lc" else layer
 
     def chosen_strategy(self, rank: int) -> str:
