@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import conformance
+import lrlc_numpy
 from conformance import backends
 from lrlc_torch import costs
 
@@ -104,3 +105,27 @@ def test_adapter_turns_tf32_off_for_its_calls_only(torch_backend, monkeypatch):
     torch_backend.forward(case.config, params, x)
     assert seen == [(False, False)]
     assert torch.backends.cudnn.allow_tf32 is True
+
+
+@pytest.mark.parametrize("case", conformance.catalogue()[::12], ids=lambda case: case.name)
+def test_adapter_init_params_is_the_layers_default_initialisation(case):
+    """Deterministic parameters (logits, biases) equal lrlc_numpy.init_params exactly; random
+    ones lie within initial_value's limit; the seed fixes them and the caller's generator
+    state is left alone."""
+    backend = backends.load("torch")
+    state = torch.random.get_rng_state()
+    got = backend.init_params(case.config, seed=3)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    want = lrlc_numpy.init_params(case.config, seed=3)
+    assert set(got) == set(want)
+    for name, value in got.items():
+        assert value.dtype == np.float64 and value.shape == want[name].shape, name
+        initial = lrlc_numpy.initial_value(name, case.config)
+        if initial.uniform:
+            assert 0 < np.abs(value).max() <= initial.limit, name
+        else:
+            np.testing.assert_array_equal(value, want[name], err_msg=name)
+    again = backend.init_params(case.config, seed=3)
+    other = backend.init_params(case.config, seed=4)
+    assert all(np.array_equal(again[name], got[name]) for name in got)
+    assert not np.array_equal(other["basis"], got["basis"])

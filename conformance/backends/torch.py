@@ -119,6 +119,14 @@ class Backend:
             layer.load_neutral_params({"kernel": kernel, "bias": bias})
             return _nhwc(layer(x))
 
+    def init_params(self, config, *, seed=0):
+        """A fresh layer's default initialisation (`torch.manual_seed(seed)` first, without
+        touching the caller's generator state), as float64 neutral arrays."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            layer = lrlc_torch.LRLC2d.from_lrlc_config(config, dtype=torch.float64)
+        return {name: value.astype(np.float64) for name, value in layer.neutral_params().items()}
+
     def save_checkpoint(self, path, config, params):
         layer = self._layer(config, params, torch.float64, torch.device("cpu"))
         layer.save_checkpoint(path)
