@@ -9,7 +9,14 @@ also a checkpoint. Configurations are `lrlc_numpy.LRLCConfig`. Imports no Flax.
 
 from lrlc_numpy import LRLCConfig
 
-from .checkpoint import load_params, save_params
+from .checkpoint import (
+    load_checkpoint,
+    load_neutral_params,
+    load_params,
+    neutral_params,
+    save_checkpoint,
+    save_params,
+)
 from .costs import choose_strategy, lc_crossover
 from .functional import (
     STRATEGIES,
@@ -50,12 +57,16 @@ __all__ = [
     "g_forward",
     "init",
     "lc_crossover",
+    "load_checkpoint",
+    "load_neutral_params",
     "load_params",
     "locally_connected",
+    "neutral_params",
     "normalize_weights",
     "pad_input",
     "position_banks",
     "resize_bilinear",
+    "save_checkpoint",
     "save_params",
     "spatial_bias_map",
     "to_locally_connected",

@@ -459,9 +459,9 @@ def test_bad_input_is_a_clear_error(what, call, error, match):
 def test_checkpoint_round_trip(tmp_path, config):
     params = lrlc_jax.init(jax.random.key(0), config)
     path = tmp_path / "layer.safetensors"
-    lrlc_jax.save_params(path, params, config)
+    lrlc_jax.save_checkpoint(path, params, config)
     neutral, neutral_config = lrlc_numpy.load_params(path)
-    loaded, loaded_config = lrlc_jax.load_params(path)
+    loaded, loaded_config = lrlc_jax.load_checkpoint(path)
     assert neutral_config == config and loaded_config == config
     for name, value in params.items():
         np.testing.assert_array_equal(neutral[name], value)
@@ -479,7 +479,7 @@ def test_checkpoint_errors(tmp_path):
 
     params = lrlc_jax.init(jax.random.key(0), FIXED)
     with pytest.raises(ValueError, match="row_bias"):
-        lrlc_jax.save_params(
+        lrlc_jax.save_checkpoint(
             tmp_path / "bad.safetensors", {**params, "row_bias": jnp.ones(2)}, FIXED
         )
     partial = {name: np.asarray(v) for name, v in params.items() if name != "basis"}
@@ -487,10 +487,65 @@ def test_checkpoint_errors(tmp_path):
         partial, str(tmp_path / "partial.safetensors"), metadata={"lrlc_config": FIXED.to_json()}
     )
     with pytest.raises(ValueError, match="missing tensors.*basis"):
-        lrlc_jax.load_params(tmp_path / "partial.safetensors")
+        lrlc_jax.load_checkpoint(tmp_path / "partial.safetensors")
     save_file({"basis": np.asarray(params["basis"])}, str(tmp_path / "bare.safetensors"))
     with pytest.raises(ValueError, match="lrlc_config"):
-        lrlc_jax.load_params(tmp_path / "bare.safetensors")
+        lrlc_jax.load_checkpoint(tmp_path / "bare.safetensors")
+
+
+def test_deprecated_checkpoint_names_warn_and_still_work(tmp_path):
+    """save_params/load_params are the old names of save_checkpoint/load_checkpoint: each warns
+    with a DeprecationWarning naming its replacement and does what it did."""
+    params = lrlc_jax.init(jax.random.key(0), FIXED)
+    path = tmp_path / "old.safetensors"
+    with pytest.warns(DeprecationWarning, match=r"save_params is deprecated.*save_checkpoint"):
+        lrlc_jax.save_params(path, params, FIXED)
+    with pytest.warns(DeprecationWarning, match=r"load_params is deprecated.*load_checkpoint"):
+        loaded, config = lrlc_jax.load_params(path)
+    assert config == FIXED
+    for name, value in params.items():
+        assert isinstance(loaded[name], jax.Array)
+        np.testing.assert_array_equal(loaded[name], value)
+    assert lrlc_jax.save_params.__name__ == "save_params"
+    assert lrlc_jax.load_params.__wrapped__ is lrlc_jax.load_checkpoint
+
+
+@CONFIGS
+def test_neutral_params_round_trip(config):
+    """neutral_params gives NumPy arrays under the neutral names; load_neutral_params takes
+    them back as JAX arrays, each in its own dtype or in the dtype asked for."""
+    params = lrlc_jax.init(jax.random.key(0), config)
+    neutral = lrlc_jax.neutral_params(params)
+    assert {n: v.shape for n, v in neutral.items()} == lrlc_numpy.param_shapes(config)
+    assert all(type(v) is np.ndarray and v.dtype == np.float32 for v in neutral.values())
+    loaded = lrlc_jax.load_neutral_params(neutral, config)
+    for name, value in params.items():
+        assert isinstance(loaded[name], jax.Array) and loaded[name].dtype == jnp.float32
+        np.testing.assert_array_equal(loaded[name], value)
+    wide = lrlc_jax.load_neutral_params(neutral, config, dtype=jnp.float64)
+    assert all(v.dtype == jnp.float64 for v in wide.values())
+    mixed = {**neutral, "basis": neutral["basis"].astype(np.float64)}
+    kept = lrlc_jax.load_neutral_params(mixed, config)
+    assert kept["basis"].dtype == jnp.float64 and kept["channel_bias"].dtype == jnp.float32
+
+
+def test_load_neutral_params_rejects_bad_params():
+    neutral = lrlc_jax.neutral_params(lrlc_jax.init(jax.random.key(0), FIXED))
+    load = lrlc_jax.load_neutral_params
+    with pytest.raises(ValueError, match="missing.*channel_bias"):
+        load({n: v for n, v in neutral.items() if n != "channel_bias"}, FIXED)
+    with pytest.raises(ValueError, match=r"unexpected.*'w'"):
+        load({**neutral, "w": neutral["basis"]}, FIXED)
+    with pytest.raises(ValueError, match=r"row_bias.*\(3,\)"):
+        load({**neutral, "row_bias": neutral["row_bias"][:-1]}, FIXED)
+    with pytest.raises(TypeError, match="channel_bias.*floating"):
+        load({**neutral, "channel_bias": np.ones(4, int)}, FIXED)
+    with pytest.raises(TypeError, match="LRLCConfig"):
+        load(neutral, FIXED.to_dict())
+    with pytest.raises(TypeError, match="int32"):
+        load(neutral, FIXED, dtype=jnp.int32)
+    with pytest.raises(TypeError, match="mapping"):
+        lrlc_jax.neutral_params([neutral["basis"]])
 
 
 # ---------------------------------------------------------------------------------------------
