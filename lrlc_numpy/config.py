@@ -66,7 +66,7 @@ class PerBasis:
     def __setattr__(self, name, value):
         raise AttributeError("PerBasis is immutable")
 
-    def _misuse(self, *args):
+    def _misuse(self, *args, **kwargs):
         raise TypeError(
             f"LRLCConfig.{self.name} is per basis (a mixed basis of {len(self.pairs)} filter "
             f"banks: {self!r}), not one (h, w) pair; read config.{self.name}s[k] for basis k, "
