@@ -70,6 +70,41 @@ def test_lc_strategy_passes_the_fixed_geometry_cases():
     assert report.total("passed") > 0 and report.total("skipped") == 0
 
 
+@pytest.mark.parametrize(
+    "combining, input_dependent",
+    [("rowcol", False), ("full", False), ("full", True)],
+    ids=["rowcol", "full", "input-dependent"],
+)
+def test_adapter_init_params_is_lrlc_jax_init(combining, input_dependent):
+    """init_params is lrlc_jax.init under the neutral names as float64 NumPy arrays: the
+    deterministic tensors equal lrlc_numpy.init_params's, the random ones lie within
+    initial_value's limit, and the seed picks the draw."""
+    import lrlc_jax
+    import lrlc_numpy
+
+    config = lrlc_numpy.LRLCConfig(
+        3, 4, 3, rank=3, input_size=(9, 10), combining=combining, input_dependent=input_dependent
+    )
+    backend = backends.load("jax")
+    params = backend.init_params(config, seed=5)
+    reference = lrlc_numpy.init_params(config, seed=5)
+    assert {name: p.shape for name, p in params.items()} == lrlc_numpy.param_shapes(config)
+    for name, value in params.items():
+        assert type(value) is np.ndarray and value.dtype == np.float64, name
+        rule = lrlc_numpy.initial_value(name, config)
+        if rule.uniform:
+            assert np.all(np.abs(value) <= rule.limit) and np.unique(value).size > 1, name
+        else:
+            np.testing.assert_array_equal(value, reference[name], err_msg=name)
+    direct = lrlc_jax.init(jax.random.key(5), config, dtype=jax.numpy.float64)
+    for name, value in direct.items():
+        np.testing.assert_array_equal(params[name], value)
+    assert not np.array_equal(backend.init_params(config, seed=6)["basis"], params["basis"])
+    assert np.array_equal(
+        backend.init_params(config)["basis"], backend.init_params(config)["basis"]
+    )
+
+
 def test_adapter_options():
     assert backends.load("jax", strategy="conv").name == "jax[strategy=conv]"
     assert backends.load("jax", strategy="auto").name == "jax"

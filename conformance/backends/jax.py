@@ -1,4 +1,4 @@
-"""Adapter for lrlc_jax: `apply` under `jax.jit`, gradients from `jax.vjp`.
+"""Adapter for lrlc_jax: `forward` under `jax.jit`, gradients from `jax.vjp`.
 
 Importing it enables `jax_enable_x64` so that float64 is real float64. Every call runs under
 `jax.default_matmul_precision("highest")`, so float32 is not silently computed in TF32 or
@@ -40,7 +40,9 @@ def _platforms() -> tuple[str, ...]:
 def _checked_outputs(params, x, dy, lc_kernel, lc_bias, config, strategy):
     """Everything the checks ask of one input, as one compiled function per config and dtype:
     compiling, not running, dominates on CPU. Each check passes zeros for what it lacks."""
-    y, pullback = jax.vjp(lambda p, xs: lrlc_jax.apply(p, xs, config, strategy=strategy), params, x)
+    y, pullback = jax.vjp(
+        lambda p, xs: lrlc_jax.forward(xs, p, config, strategy=strategy), params, x
+    )
     dparams, dx = pullback(dy)
     out = {"y": y, "dx": dx, "dparams": dparams}
     out["lc_y"] = lrlc_jax.locally_connected(x, lc_kernel, lc_bias, config)
@@ -54,22 +56,20 @@ _to_locally_connected = jax.jit(lrlc_jax.to_locally_connected, static_argnames="
 
 def _zeros_like_inputs(config, batch):
     """Zero stand-ins (params, dy, lc_kernel, lc_bias) for what a check does not supply."""
-    out_h, out_w = config.output_size
-    kh, kw = config.kernel_size
-    kernel = (out_h, out_w, kh, kw, config.in_channels, config.out_channels)
+    kernel, bias = lrlc_numpy.lc_shapes(config)
     if config.input_dependent:
         kernel = (batch, *kernel)
     return (
         {name: np.zeros(shape) for name, shape in lrlc_numpy.param_shapes(config).items()},
-        np.zeros((batch, out_h, out_w, config.out_channels)),
+        np.zeros((batch, *bias)),
         np.zeros(kernel),
-        np.zeros((out_h, out_w, config.out_channels)),
+        np.zeros(bias),
     )
 
 
 class Backend:
-    """`strategy` is `lrlc_jax.apply`'s evaluation strategy ('auto', 'conv' or 'lc'). 'lc'
-    applies to fixed layers; input-dependent cases run 'auto' (Algorithm 1), as `apply`
+    """`strategy` is `lrlc_jax.forward`'s evaluation strategy ('auto', 'conv' or 'lc'). 'lc'
+    applies to fixed layers; input-dependent cases run 'auto' (Algorithm 1), as `forward`
     refuses strategy='lc' for them."""
 
     def __init__(self, strategy: str = "auto", **options):
@@ -118,9 +118,14 @@ class Backend:
         out = self._run(config, x, dtype, device, lc_kernel=kernel, lc_bias=bias)
         return np.asarray(out["lc_y"])
 
+    def init_params(self, config, *, seed=0):
+        """lrlc_jax's own initialiser, as float64 NumPy arrays under the neutral names."""
+        params = lrlc_jax.init(jax.random.key(seed), config, dtype=jnp.float64)
+        return lrlc_jax.neutral_params(params)
+
     def save_checkpoint(self, path, config, params):
-        lrlc_jax.save_params(path, {name: jnp.asarray(v) for name, v in params.items()}, config)
+        lrlc_jax.save_checkpoint(path, {name: jnp.asarray(v) for name, v in params.items()}, config)
 
     def load_checkpoint(self, path):
-        params, config = lrlc_jax.load_params(path)
-        return {name: np.asarray(value) for name, value in params.items()}, config
+        params, config = lrlc_jax.load_checkpoint(path)
+        return lrlc_jax.neutral_params(params), config
