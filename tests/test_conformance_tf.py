@@ -12,7 +12,7 @@ import conformance  # noqa: E402
 import lrlc_numpy as L  # noqa: E402
 import lrlc_tf  # noqa: E402
 from conformance import backends  # noqa: E402
-from lrlc_tf import functional  # noqa: E402
+from lrlc_tf import costs  # noqa: E402
 
 HAS_GPU = bool(tf.config.list_physical_devices("GPU"))
 
@@ -87,18 +87,18 @@ def _config(rank, **kwargs):
 def test_auto_follows_the_documented_cost_rule(batch, rank):
     """'lc' exactly when K (3 B - 3 BANK_COST) > B (3 PRODUCT_COST + 3 PATCH_COST / C_out),
     an unknown batch counting as large; input-dependent layers: 'conv'."""
-    f = functional
+    f = costs
     per_example = 3 * f.PRODUCT_COST + 3 * f.PATCH_COST / _config(rank).out_channels
     if batch is None:
         want = "lc" if 3 * rank > per_example else "conv"
     else:
         cheaper = rank * (3 * batch - 3 * f.BANK_COST) > batch * per_example
         want = "lc" if cheaper else "conv"
-    assert functional.choose_strategy(_config(rank), batch) == want
+    assert costs.choose_strategy(_config(rank), batch) == want
     for explicit in ("conv", "lc"):
-        assert functional.choose_strategy(_config(rank), batch, explicit) == explicit
+        assert costs.choose_strategy(_config(rank), batch, explicit) == explicit
     dependent = _config(rank, combining="full", input_dependent=True)
-    assert functional.choose_strategy(dependent, batch) == "conv"
+    assert costs.choose_strategy(dependent, batch) == "conv"
 
 
 @pytest.mark.parametrize(("batch", "rank"), [(2, 16), (64, 16)])
@@ -109,7 +109,7 @@ def test_auto_layer_runs_the_chosen_strategy(batch, rank):
     x = tf.zeros((batch, *config.input_size, config.in_channels))
     graph = tf.function(layer).get_concrete_function(x).graph
     has_conv = any(op.type == "Conv2D" for op in graph.get_operations())
-    assert has_conv == (functional.choose_strategy(config, batch) == "conv")
+    assert has_conv == (costs.choose_strategy(config, batch) == "conv")
 
 
 # Every fifth fixed case of the catalogue (input-dependent layers have Algorithm 1 only).

@@ -21,7 +21,7 @@ from . import Unavailable  # noqa: E402
 
 class Backend:
     name = "tf"
-    strategies = tuple(s for s in lrlc_tf.functional.STRATEGIES if s != "auto")
+    strategies = tuple(s for s in lrlc_tf.costs.STRATEGIES if s != "auto")
     # TensorFlow's default CPU allocator (oneDNN's pool) counts bytes in use and their peak,
     # exactly, where the process's RSS does not move with buffers the pool reuses.
     counts_cpu_allocations = True
@@ -73,7 +73,7 @@ class Backend:
 
     def chosen_strategy(self, rank: int) -> str:
         config = self.settings.lrlc_config(rank)
-        return lrlc_tf.functional.choose_strategy(config, self.settings.batch)
+        return lrlc_tf.costs.choose_strategy(config, self.settings.batch)
 
     def _sync(self) -> None:
         # CPU kernels finish before a call returns; GPU kernels may still be queued.
