@@ -3,8 +3,10 @@ data formats, Keras config and `.keras` saving, the locally connected form, neut
 checkpoints, Algorithm 1's single convolution, XLA, mixed precision, model.fit and errors.
 Reference values come from lrlc_numpy; tolerances from `conformance.tolerance`."""
 
+import dataclasses
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -43,7 +45,7 @@ def loaded(config, dtype="float64", seed=0, **kwargs):
     x, params, _ = conformance.case_data(conformance.Case("t", config, BATCH), seed)
     layer = LRLC2D.from_lrlc_config(config, dtype=dtype, **kwargs)
     layer.build(input_shape(config, layer.data_format))
-    layer.set_params(params)
+    layer.load_neutral_params(params)
     return layer, x, params
 
 
@@ -75,44 +77,59 @@ def test_weights_carry_neutral_names_and_shapes(config):
     layer = LRLC2D.from_lrlc_config(config)
     layer.build((None, *config.input_size, config.in_channels))
     assert {v.name: tuple(v.shape) for v in layer.weights} == L.param_shapes(config)
-    assert layer.lrlc_config == config
+    assert layer.config == config
     assert all(v.trainable for v in layer.weights)
 
 
 def test_in_channels_is_taken_from_the_first_input():
     layer = LRLC2D(3, 3, 2, input_size=(7, 6))
     with pytest.raises(ValueError, match="in_channels is not known"):
-        layer.lrlc_config  # noqa: B018
+        layer.config  # noqa: B018
     layer(np.zeros((1, 7, 6, 5), "float32"))
-    assert layer.lrlc_config == L.LRLCConfig(5, 3, 3, rank=2, input_size=(7, 6))
+    assert layer.config == L.LRLCConfig(5, 3, 3, rank=2, input_size=(7, 6))
 
 
 def _spec_limit(name, shape):
     """Spec section 10's uniform bound, written out from the table (independently of
-    lrlc_tf): He for the basis, Glorot with the spec's fans for g's kernels, else None."""
+    lrlc_tf): He for the basis, Glorot with Keras's fans for g's kernels (the depthwise
+    (3, 3, K) kernels as (3, 3, K, 1): fans 9K and 9), else None."""
     if name == "basis":
         _, kh, kw, c_in, _ = shape
         return math.sqrt(6.0 / (kh * kw * c_in))
-    if name.startswith("g.dilated"):
-        return math.sqrt(6.0 / (9 + 9))
+    if name.startswith("g.dilated") and name.endswith(".kernel"):
+        return math.sqrt(6.0 / (9 * shape[2] + 9))
     if name.startswith("g.") and name.endswith(".kernel"):
         return math.sqrt(6.0 / (shape[0] + shape[1]))
     return None
 
 
+def _spec_constant(name, config):
+    """The amended spec's constant start: 'conv_init' logits, 0.5/sqrt(K) for each of
+    rowcol's two tables and 1/sqrt(K) otherwise; zero biases."""
+    if name.endswith("logits"):
+        return (0.5 if config.combining == "rowcol" else 1.0) / math.sqrt(config.rank)
+    return 0.0
+
+
 def test_initialisation_follows_the_spec():
     keras.utils.set_random_seed(0)
-    config_fixed = L.LRLCConfig(16, 32, 3, rank=8, input_size=(20, 20), combining="full")
-    config_idep = L.LRLCConfig(
-        16, 32, 3, rank=8, input_size=(20, 20), combining="full", input_dependent=True
-    )
-    for config in (config_fixed, config_idep):
+    configs = [
+        L.LRLCConfig(16, 32, 3, rank=8, input_size=(20, 20), combining="full"),
+        L.LRLCConfig(
+            16, 32, 3, rank=8, input_size=(20, 20), combining="full", input_dependent=True
+        ),
+        L.LRLCConfig(16, 32, 3, rank=8, input_size=(20, 20)),  # rowcol
+        L.LRLCConfig(4, 4, 3, rank=2, input_size=(9, 8), combining="row"),
+        L.LRLCConfig(4, 4, 3, rank=2, input_size=(9, 8), combining="col"),
+    ]
+    for config in configs:
         layer = LRLC2D.from_lrlc_config(config, dtype="float64")
-        layer.build((None, 20, 20, 16))
-        for name, value in layer.get_params().items():
+        layer.build((None, *config.input_size, config.in_channels))
+        for name, value in layer.neutral_params().items():
             limit = _spec_limit(name, value.shape)
             if limit is None:
-                assert not value.any(), f"{name} should start at zero"
+                want = _spec_constant(name, config)
+                assert np.all(value == want), f"{name} should start at {want}"
                 continue
             assert np.abs(value).max() <= limit, name
             # Uniform on (-a, a): all of n draws stay below 0.95 a with probability
@@ -123,12 +140,33 @@ def test_initialisation_follows_the_spec():
                 assert abs(value.mean()) <= 6 * limit / math.sqrt(3 * value.size), name
 
 
+def test_initial_values_are_lrlc_numpys():
+    """Constants equal `lrlc_numpy.init_params`' exactly, and every uniform draw stays within
+    `lrlc_numpy.initial_value`'s limit, for the layer and for LocallyConnected2D's kernel."""
+    keras.utils.set_random_seed(1)
+    for config in CONFIGS.values():
+        layer = LRLC2D.from_lrlc_config(config, dtype="float64")
+        layer.build(input_shape(config))
+        reference = L.init_params(config)
+        for name, value in layer.neutral_params().items():
+            initial = L.initial_value(name, config)
+            if initial.uniform:
+                assert np.abs(value).max() <= initial.limit, name
+            else:
+                np.testing.assert_array_equal(value, reference[name], err_msg=name)
+    lc = LocallyConnected2D.from_lrlc_config(FIXED, dtype="float64")
+    lc.build(input_shape(FIXED))
+    params = lc.neutral_params()
+    assert np.abs(params["kernel"]).max() <= L.initial_value("basis", FIXED).limit
+    assert not params["bias"].any()
+
+
 def test_fresh_softmax_layer_is_the_mean_basis_convolution():
-    """Spec section 10: zero logits give w = 1/K everywhere, so y = conv(x, mean basis)."""
+    """Spec section 10: constant logits give w = 1/K everywhere, so y = conv(x, mean basis)."""
     layer = LRLC2D.from_lrlc_config(FIXED, dtype="float64")
     x = np.random.default_rng(1).normal(size=(BATCH, 7, 6, 2))
     y = layer(x)
-    basis = layer.get_params()["basis"]
+    basis = layer.neutral_params()["basis"]
     want = L.conv2d(x, basis.mean(axis=0), stride=FIXED.stride, padding=FIXED.padding)
     assert err(y, want) <= tol(FIXED)
 
@@ -171,8 +209,26 @@ def test_get_config_round_trip(config, strategy):
     clone = LRLC2D.from_config(keras_config)
     assert clone.get_config() == keras_config
     clone.build(input_shape(config, "channels_first"))
-    clone.set_params(params)
+    clone.load_neutral_params(params)
     np.testing.assert_array_equal(clone(nchw(x)), layer(nchw(x)))
+
+
+def test_config_read_back_from_json_keeps_pairs():
+    """JSON turns pairs into lists, which LRLCConfig reads as one entry per basis: at rank 2
+    a kernel (3, 2) read that way would be a mixed basis. from_config reads them back as
+    pairs, for both layers."""
+    config = L.LRLCConfig(
+        2, 3, (3, 2), rank=2, input_size=(9, 8), stride=(2, 1), dilation=(1, 2), padding=1
+    )
+    layer = LRLC2D.from_lrlc_config(config)
+    clone = LRLC2D.from_config(json.loads(json.dumps(layer.get_config())))
+    assert clone.config == config
+    lc = LocallyConnected2D.from_lrlc_config(config)
+    lc_clone = LocallyConnected2D.from_config(json.loads(json.dumps(lc.get_config())))
+    assert lc_clone.config == lc.config
+    unknown = LRLC2D(3, (3, 2), 2, input_size=(9, 8))
+    unknown_clone = LRLC2D.from_config(json.loads(json.dumps(unknown.get_config())))
+    assert unknown_clone.in_channels is None and unknown_clone.get_config() == unknown.get_config()
 
 
 def test_compute_output_shape_matches_the_call():
@@ -227,7 +283,7 @@ def test_to_locally_connected_has_the_same_outputs(config, data_format):
     lc = layer.to_locally_connected()
     assert isinstance(lc, LocallyConnected2D) and lc.data_format == data_format
     want_kernel, want_bias = L.to_locally_connected(params, config)
-    lc_params = lc.get_params()
+    lc_params = lc.neutral_params()
     assert err(lc_params["kernel"], want_kernel) <= tol(config)
     assert err(lc_params["bias"], want_bias) <= tol(config)
     assert err(lc(x), layer(x).numpy()) <= tol(config)
@@ -242,7 +298,7 @@ def test_locally_connected_layer_matches_the_reference():
     kernel = conformance.round_to(rng.normal(size=(*config.output_size, 3, 2, 3, 4)), "float32")
     bias = conformance.round_to(rng.normal(size=(*config.output_size, 4)), "float32")
     x = conformance.round_to(rng.normal(size=(BATCH, 8, 7, 3)), "float32")
-    layer.set_params({"kernel": kernel, "bias": bias})
+    layer.load_neutral_params({"kernel": kernel, "bias": bias})
     got = layer(x.astype("float32"))
     assert got.dtype == tf.float32
     assert err(got, L.locally_connected(x, kernel, bias, config)) <= tol(config, "float32")
@@ -270,12 +326,12 @@ def test_input_dependent_layer_converts_per_example():
 def test_checkpoint_round_trip(tmp_path, config):
     layer, x, params = loaded(config)
     path = tmp_path / "layer.safetensors"
-    layer.save_params(path)
+    layer.save_checkpoint(path)
     read, read_config = L.load_params(path)
     assert read_config == config
     for name, value in params.items():
         np.testing.assert_array_equal(read[name], value)
-    restored = LRLC2D.load_params(path, data_format="channels_first")
+    restored = LRLC2D.from_checkpoint(path, data_format="channels_first")
     assert restored.data_format == "channels_first" and restored.dtype == "float64"
     np.testing.assert_array_equal(restored(nchw(x)), nchw(layer(x).numpy()))
 
@@ -283,14 +339,14 @@ def test_checkpoint_round_trip(tmp_path, config):
 def test_checkpoint_from_a_float32_layer(tmp_path):
     layer, x, params = loaded(FIXED, dtype="float32")
     path = tmp_path / "f32.safetensors"
-    layer.save_params(path)
+    layer.save_checkpoint(path)
     read, _ = L.load_params(path)
     assert all(value.dtype == np.float32 for value in read.values())
-    restored = LRLC2D.load_params(path)  # the stored dtype
+    restored = LRLC2D.from_checkpoint(path)  # the stored dtype
     assert all(v.dtype == "float32" for v in restored.weights)
     np.testing.assert_array_equal(restored(x), layer(x))
-    restored64 = LRLC2D.load_params(path, dtype="float64")
-    assert all(value.dtype == np.float64 for value in restored64.get_params().values())
+    restored64 = LRLC2D.from_checkpoint(path, dtype="float64")
+    assert all(value.dtype == np.float64 for value in restored64.neutral_params().values())
 
 
 def test_bad_checkpoints_are_rejected(tmp_path):
@@ -304,7 +360,7 @@ def test_bad_checkpoints_are_rejected(tmp_path):
         metadata={"lrlc_config": FIXED.to_json()},
     )
     with pytest.raises(ValueError, match="basis"):
-        LRLC2D.load_params(missing)
+        LRLC2D.from_checkpoint(missing)
     misshaped = tmp_path / "misshaped.safetensors"
     save_file(
         {**params, "channel_bias": np.zeros(7)},
@@ -312,11 +368,195 @@ def test_bad_checkpoints_are_rejected(tmp_path):
         metadata={"lrlc_config": FIXED.to_json()},
     )
     with pytest.raises(ValueError, match="channel_bias"):
-        LRLC2D.load_params(misshaped)
+        LRLC2D.from_checkpoint(misshaped)
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"not a safetensors file")
     with pytest.raises(ValueError, match="garbage"):
-        LRLC2D.load_params(garbage)
+        LRLC2D.from_checkpoint(garbage)
+
+
+# ---------------------------------------------------------------------------------------------
+# The layer surface shared with lrlc_torch, and its deprecated aliases
+
+
+def moved(params, scale=0.5, seed=7):
+    """`params` with noise added, so that a layer holding them differs from one without."""
+    rng = np.random.default_rng(seed)
+    return {n: v + scale * rng.standard_normal(v.shape) for n, v in params.items()}
+
+
+def assert_params_equal(got, want):
+    assert set(got) == set(want)
+    for name, value in want.items():
+        np.testing.assert_array_equal(got[name], value, err_msg=name)
+
+
+def test_neutral_params_and_load_neutral_params():
+    layer, x, params = loaded(FIXED)
+    got = layer.neutral_params()
+    assert all(isinstance(value, np.ndarray) for value in got.values())
+    assert_params_equal(got, params)
+    before = layer(x).numpy()
+    other = moved(params)
+    assert layer.load_neutral_params(other) is None  # in place
+    assert_params_equal(layer.neutral_params(), other)
+    assert np.any(layer(x).numpy() != before)
+
+
+def test_locally_connected_surface():
+    lc = LocallyConnected2D.from_lrlc_config(STRIDED_DILATED, dtype="float64")
+    assert lc.config == dataclasses.replace(STRIDED_DILATED, rank=1, combining="rowcol")
+    direct = LocallyConnected2D(
+        3, (3, 2), input_size=(9, 8), in_channels=2, stride=2, dilation=2, padding="same"
+    )
+    assert {**lc.get_config(), "name": None, "dtype": None} == {
+        **direct.get_config(),
+        "name": None,
+        "dtype": None,
+    }
+    lc.build(input_shape(STRIDED_DILATED))
+    kernel, bias = L.to_locally_connected(L.init_params(STRIDED_DILATED, 3), STRIDED_DILATED)
+    lc.load_neutral_params({"kernel": kernel, "bias": bias})
+    assert_params_equal(lc.neutral_params(), {"kernel": kernel, "bias": bias})
+    no_bias = LocallyConnected2D.from_lrlc_config(FIXED, use_bias=False)
+    assert not no_bias.use_bias and no_bias.config.in_channels == FIXED.in_channels
+    with pytest.raises(TypeError, match="LRLCConfig"):
+        LocallyConnected2D.from_lrlc_config(FIXED.to_dict())
+
+
+def test_load_checkpoint_changes_the_layer_in_place(tmp_path):
+    source, x, params = loaded(FIXED)
+    path = tmp_path / "source.safetensors"
+    source.save_checkpoint(path)
+    target, _, _ = loaded(FIXED, seed=1)
+    assert np.any(target(x).numpy() != source(x).numpy())
+    assert target.load_checkpoint(path) is None
+    assert_params_equal(target.neutral_params(), params)
+    np.testing.assert_array_equal(target(x), source(x))
+
+
+@pytest.mark.parametrize("in_channels", [FIXED.in_channels, None], ids=["known", "unknown"])
+def test_load_checkpoint_builds_an_unbuilt_layer(tmp_path, in_channels):
+    source, x, params = loaded(FIXED, dtype="float32")
+    path = tmp_path / "source.safetensors"
+    source.save_checkpoint(path)
+    options = {f.name: getattr(FIXED, f.name) for f in dataclasses.fields(FIXED)}
+    del options["in_channels"]
+    target = LRLC2D(**options, in_channels=in_channels, dtype="float64")
+    target.load_checkpoint(path)
+    assert target.built and target.config == FIXED
+    assert all(v.dtype == "float64" for v in target.weights)  # the layer's dtype is kept
+    read = {n: v.astype(np.float64) for n, v in L.load_params(path)[0].items()}
+    assert_params_equal(target.neutral_params(), read)
+
+
+def test_load_checkpoint_refuses_a_different_config(tmp_path):
+    source, _, _ = loaded(FIXED)
+    path = tmp_path / "source.safetensors"
+    source.save_checkpoint(path)
+    other = L.LRLCConfig(**{**FIXED.to_dict(), "rank": 2})
+    target = LRLC2D.from_lrlc_config(other)
+    target.build(input_shape(other))
+    before = target.neutral_params()
+    with pytest.raises(ValueError, match=r"rank=3.*rank=2") as raised:
+        target.load_checkpoint(path)
+    assert "source.safetensors" in str(raised.value)
+    assert_params_equal(target.neutral_params(), before)
+
+
+def test_from_checkpoint_builds_a_new_layer(tmp_path):
+    source, x, _ = loaded(FIXED)
+    path = tmp_path / "source.safetensors"
+    source.save_checkpoint(path)
+    restored = LRLC2D.from_checkpoint(path, name="restored")
+    assert restored is not source and restored.name == "restored" and restored.built
+    np.testing.assert_array_equal(restored(x), source(x))
+
+
+def test_from_lrlc_config_and_config():
+    layer = LRLC2D.from_lrlc_config(IDEP, strategy="conv")
+    assert layer.config == IDEP and layer.strategy == "conv"
+    with pytest.raises(TypeError, match="LRLCConfig"):
+        LRLC2D.from_lrlc_config(IDEP.to_dict())
+
+
+def warns_naming(replacement):
+    return pytest.warns(DeprecationWarning, match=rf"deprecated; use {replacement}")
+
+
+def test_deprecated_lrlc_config_is_config():
+    layer = LRLC2D.from_lrlc_config(FIXED)
+    with warns_naming("config") as caught:
+        assert layer.lrlc_config == FIXED
+    assert __file__ in {w.filename for w in caught}  # attributed to the caller
+    unknown = LRLC2D(3, 3, 2, input_size=(7, 6))
+    with warns_naming("config"), pytest.raises(ValueError, match="in_channels is not known"):
+        unknown.lrlc_config  # noqa: B018
+
+
+def test_keras_saving_does_not_touch_the_deprecated_aliases(tmp_path):
+    layer = LRLC2D(3, 3, 2, input_size=(7, 6))
+    model = keras.Sequential(
+        [keras.Input((7, 6, 2)), layer, LocallyConnected2D(2, 3, input_size=(5, 4))]
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.save(tmp_path / "model.keras")
+        keras.models.load_model(tmp_path / "model.keras")
+    assert not [w for w in caught if "is deprecated; use" in str(w.message)]
+    assert "lrlc_config" not in dir(layer) and hasattr(layer, "lrlc_config")
+
+
+@pytest.mark.parametrize("cls", [LRLC2D, LocallyConnected2D])
+def test_deprecated_get_and_set_params(cls):
+    if cls is LRLC2D:
+        layer, _, params = loaded(FIXED)
+    else:
+        layer = LocallyConnected2D.from_lrlc_config(FIXED, dtype="float64")
+        layer.build(input_shape(FIXED))
+        params = layer.neutral_params()
+    with warns_naming("neutral_params") as caught:
+        assert_params_equal(layer.get_params(), params)
+    assert __file__ in {w.filename for w in caught}  # attributed to the caller
+    other = moved(params)
+    with warns_naming("load_neutral_params"):
+        assert layer.set_params(other) is None
+    assert_params_equal(layer.neutral_params(), other)
+    with warns_naming("load_neutral_params"), pytest.raises(ValueError):
+        layer.set_params({})
+
+
+def test_deprecated_save_params_writes_the_checkpoint(tmp_path):
+    layer, _, params = loaded(FIXED)
+    with warns_naming("save_checkpoint"):
+        layer.save_params(tmp_path / "old.safetensors")
+    layer.save_checkpoint(tmp_path / "new.safetensors")
+    old, new = (
+        L.load_params(tmp_path / "old.safetensors"),
+        L.load_params(tmp_path / "new.safetensors"),
+    )
+    assert old[1] == new[1] == FIXED
+    assert_params_equal(old[0], new[0])
+    assert_params_equal(old[0], params)
+
+
+def test_deprecated_load_params_returns_a_new_layer(tmp_path):
+    source, x, params = loaded(FIXED)
+    path = tmp_path / "source.safetensors"
+    source.save_checkpoint(path)
+    with warns_naming("from_checkpoint"):
+        restored = LRLC2D.load_params(path, data_format="channels_first")
+    assert restored.data_format == "channels_first"
+    np.testing.assert_array_equal(restored(nchw(x)), nchw(source(x).numpy()))
+    # Called on an instance it still builds a new layer, and the warning says so.
+    target, _, target_params = loaded(FIXED, seed=1)
+    with warns_naming("from_checkpoint") as caught:
+        new = target.load_params(path)
+    messages = [str(w.message) for w in caught if "load_params is deprecated" in str(w.message)]
+    assert messages and "load_checkpoint" in messages[0]
+    assert new is not target
+    assert_params_equal(new.neutral_params(), params)
+    assert_params_equal(target.neutral_params(), target_params)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -451,18 +691,18 @@ def test_bad_strategies_raise_at_construction():
 def test_bad_params_raise_clear_errors():
     layer, _, params = loaded(FIXED)
     with pytest.raises(ValueError, match="missing tensors \\['basis'\\]"):
-        layer.set_params({n: v for n, v in params.items() if n != "basis"})
+        layer.load_neutral_params({n: v for n, v in params.items() if n != "basis"})
     with pytest.raises(ValueError, match="unexpected tensors \\['logits'\\]"):
-        layer.set_params({**params, "logits": np.zeros((4, 3, 3))})
+        layer.load_neutral_params({**params, "logits": np.zeros((4, 3, 3))})
     with pytest.raises(ValueError, match="row_bias.*expected \\(4,\\)"):
-        layer.set_params({**params, "row_bias": np.zeros(5)})
+        layer.load_neutral_params({**params, "row_bias": np.zeros(5)})
     with pytest.raises(TypeError, match="channel_bias.*floating"):
-        layer.set_params({**params, "channel_bias": np.zeros(3, dtype=np.int64)})
+        layer.load_neutral_params({**params, "channel_bias": np.zeros(3, dtype=np.int64)})
     with pytest.raises(TypeError, match="mapping"):
-        layer.set_params([("basis", params["basis"])])
+        layer.load_neutral_params([("basis", params["basis"])])
     unbuilt = LRLC2D.from_lrlc_config(FIXED)
     with pytest.raises(ValueError, match="no weights yet"):
-        unbuilt.get_params()
+        unbuilt.neutral_params()
 
 
 def test_bad_locally_connected_arguments():
@@ -479,9 +719,9 @@ def test_bad_locally_connected_arguments():
     lc = LocallyConnected2D(3, 3, input_size=(7, 6), padding="same", use_bias=False)
     lc.build((None, 7, 6, 2))
     with pytest.raises(ValueError, match="expected exactly \\['kernel'\\]"):
-        lc.set_params({"kernel": kernel[0], "bias": bias})
+        lc.load_neutral_params({"kernel": kernel[0], "bias": bias})
     with pytest.raises(ValueError, match="kernel.*expected"):
-        lc.set_params({"kernel": kernel})
+        lc.load_neutral_params({"kernel": kernel})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -499,7 +739,7 @@ def test_gpu_matches_the_reference(config):
     with tf.device("/GPU:0"):
         layer = LRLC2D.from_lrlc_config(config)
         layer.build(input_shape(config))
-        layer.set_params(params)
+        layer.load_neutral_params(params)
         y = layer(x)
         assert "GPU" in y.device
     want = L.forward(x, params, config)

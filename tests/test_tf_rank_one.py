@@ -56,7 +56,7 @@ def loaded(config, dtype="float64", **kwargs):
     x, params, dy = conformance.case_data(conformance.Case("t", config, BATCH), 0)
     layer = LRLC2D.from_lrlc_config(config, dtype=dtype, **kwargs)
     layer.build((None, *config.input_size, config.in_channels))
-    layer.set_params(params)
+    layer.load_neutral_params(params)
     return layer, x, params, dy
 
 

@@ -17,14 +17,15 @@ def test_tf_example(tmp_path, monkeypatch):
     model, restored, lrlc, lc, x = (scope[k] for k in ("model", "restored", "lrlc", "lc", "x"))
     assert tuple(model(x).shape) == (8, 10)
     np.testing.assert_array_equal(restored(x), model(x))
-    config = lrlc.lrlc_config
+    config = lrlc.config
     tol = conformance.tolerance("float32", config, len(x))
     y = lrlc(x).numpy()
     assert conformance.relative_error(lc(x).numpy(), y) <= tol
     params, read_config = L.load_params(tmp_path / "layer.safetensors")
     assert read_config == config
-    # fit moved the weights away from their start (zero logits and biases).
-    assert np.abs(params["row_logits"]).max() > 0
+    # fit moved the weights away from their start (constant logits, zero biases).
+    start = L.initial_value("row_logits", config).value
+    assert np.abs(params["row_logits"] - start).max() > 0
     # The layer computes what the reference computes with the saved parameters.
     want = L.forward(x.astype(np.float64), params, config)
     assert conformance.relative_error(y, want) <= tol

@@ -1,20 +1,21 @@
 """Adapter for lrlc_tf: float64 and float32 on CPU, plus GPU (with bfloat16) when present.
 
 It goes through lrlc_tf's public API only: a Keras layer built from the config with the
-requested dtype, neutral parameters assigned with `set_params`, `tf.GradientTape` for the
-vjp (gradients read back by neutral name, the layer's variable names), and
+requested dtype, neutral parameters assigned with `load_neutral_params`, `tf.GradientTape`
+for the vjp (gradients read back by neutral name, the layer's variable names), and
 `LocallyConnected2D` (or `lrlc_tf.locally_connected` for per-example kernels) for
 `lc_forward`. Everything runs eagerly: each case has its own shapes, so tracing a
 tf.function per call would cost more than it saves.
 
 `Backend(strategy=...)` runs the layers with that evaluation strategy ('auto', 'conv' or
-'lc'; see `lrlc_tf.functional.choose_strategy`). 'lc' applies to fixed layers only: the
+'lc'; see `lrlc_tf.costs.choose_strategy`). 'lc' applies to fixed layers only: the
 catalogue's input-dependent cases then run Algorithm 1, which is what 'auto' picks for
 them (the layer refuses strategy='lc' with input_dependent=True).
 """
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -49,8 +50,15 @@ class Backend:
         strategy = "auto" if config.input_dependent else self.strategy
         layer = lrlc_tf.LRLC2D.from_lrlc_config(config, dtype=dtype, strategy=strategy)
         layer.build((None, *config.input_size, config.in_channels))
-        layer.set_params(params)
+        layer.load_neutral_params(params)
         return layer
+
+    def init_params(self, config, *, seed=0) -> dict[str, np.ndarray]:
+        """A built LRLC2D's own default initial values, neutral names, float64."""
+        keras.utils.set_random_seed(seed)
+        layer = lrlc_tf.LRLC2D.from_lrlc_config(config, dtype="float64")
+        layer.build((None, *config.input_size, config.in_channels))
+        return {name: value.astype(np.float64) for name, value in layer.neutral_params().items()}
 
     def forward(self, config, params, x, *, dtype="float64", device="cpu"):
         with self._device(dtype, device):
@@ -80,7 +88,7 @@ class Backend:
             if config.input_dependent:
                 kernel, bias = layer.locally_connected_kernel(tf.constant(x, dtype))
                 return _numpy(kernel), _numpy(bias)
-            lc_params = layer.to_locally_connected().get_params()
+            lc_params = layer.to_locally_connected().neutral_params()
         kernel = lc_params["kernel"]
         # A layer with neither bias converts to a LocallyConnected2D without one: bias zero.
         bias = lc_params.get("bias", np.zeros((*config.output_size, config.out_channels)))
@@ -94,23 +102,14 @@ class Backend:
                     x, tf.constant(kernel, dtype), tf.constant(bias, dtype), config
                 )
                 return _numpy(y)
-            layer = lrlc_tf.LocallyConnected2D(
-                config.out_channels,
-                config.kernel_size,
-                input_size=config.input_size,
-                in_channels=config.in_channels,
-                stride=config.stride,
-                dilation=config.dilation,
-                padding=config.padding,
-                dtype=dtype,
-            )
+            layer = lrlc_tf.LocallyConnected2D.from_lrlc_config(config, dtype=dtype)
             layer.build((None, *config.input_size, config.in_channels))
-            layer.set_params({"kernel": kernel, "bias": bias})
+            layer.load_neutral_params({"kernel": kernel, "bias": bias})
             return _numpy(layer(x))
 
     def save_checkpoint(self, path, config, params):
-        self._layer(config, params, "float64").save_params(path)
+        self._layer(config, params, "float64").save_checkpoint(path)
 
     def load_checkpoint(self, path):
-        layer = lrlc_tf.LRLC2D.load_params(path)
-        return layer.get_params(), layer.lrlc_config
+        layer = lrlc_tf.LRLC2D.from_checkpoint(path)
+        return layer.neutral_params(), layer.config
