@@ -1,6 +1,7 @@
 """LRLC layers as pure TensorFlow functions of a neutral params dict (spec/SPEC.md), in
-canonical layouts (NHWC data, basis (K, kh, kw, C_in, C_out)); the public functions check
-their arguments (spec section 14) and compute in the dtype of `x`.
+canonical layouts (NHWC data, basis (K, kh, kw, C_in, C_out), or a mixed basis's basis.k
+(kh_k, kw_k, C_in, C_out), spec section 16); the public functions check their arguments
+(spec section 14) and compute in the dtype of `x`.
 
 Strategies (`costs.choose_strategy`): 'conv' is Algorithm 1 (`basis_responses`, `combine`;
 at rank 1 with softmax `_single_convolution`), 'lc' the locally connected form
@@ -9,12 +10,11 @@ at rank 1 with softmax `_single_convolution`), 'lc' the locally connected form
 
 from __future__ import annotations
 
-import dataclasses
-
 import tensorflow as tf
 
 import lrlc_numpy
-from lrlc_numpy import LRLCConfig
+from lrlc_numpy import BasisGroup, LRLCConfig
+from lrlc_numpy.config import resolve_padding
 from lrlc_numpy.reference import L2_FLOOR
 from lrlc_numpy.strategy import combining_parameter_names, weights_are_ones
 
@@ -33,10 +33,12 @@ __all__ = [
     "combine",
     "combining_weights",
     "depthwise_conv3x3",
+    "embedded_basis",
     "extract_patches",
     "fixed_logits",
     "forward",
     "g_forward",
+    "group_basis",
     "lc_crossover",
     "locally_connected",
     "normalize_weights",
@@ -44,6 +46,7 @@ __all__ = [
     "position_banks",
     "resize_bilinear",
     "spatial_bias_map",
+    "stack_responses",
     "to_locally_connected",
     "weights_are_ones",
 ]
@@ -81,40 +84,75 @@ def check_params(params, config: LRLCConfig, dtype=None) -> dict:
 # Algorithm 1 (eqs. 2-5; spec section 4)
 
 
-def _native_padding(config: LRLCConfig):
-    """'VALID' or 'SAME' when TensorFlow's own padding is the spec's here, else None: it saves
+def _native_padding(config: LRLCConfig, group: BasisGroup):
+    """'VALID' or 'SAME' when TensorFlow's own padding is `group`'s here, else None: it saves
     a padded copy. TF's 'SAME' is the spec's rule at the convolution's own stride, so not for
     a dilated, strided window (convolved at stride 1, then subsampled)."""
-    if all(pad == 0 for pair in config.padding_pairs for pad in pair):
+    pairs = group.padding_pairs
+    if all(pad == 0 for pair in pairs for pad in pair):
         return "VALID"
-    native_stride = config.dilation == (1, 1) or config.stride == (1, 1)
-    same = dataclasses.replace(config, padding="same").padding_pairs
-    return "SAME" if native_stride and config.padding_pairs == same else None
+    native_stride = group.dilation == (1, 1) or config.stride == (1, 1)
+    same = resolve_padding(
+        "same", config.input_size, group.kernel_size, config.stride, group.dilation
+    )
+    return "SAME" if native_stride and pairs == same else None
 
 
-def _convolution(x, kernel, config: LRLCConfig):
-    """`x` convolved with `kernel` under `config`'s padding, stride and dilation. A dilated
-    window goes through tf.nn.convolution (TF's CPU tf.nn.conv2d has no dilated float64
-    gradient), which allows stride 1 only, so the stride is then a subsampling."""
-    padding = _native_padding(config)
+def _convolution(x, kernel, config: LRLCConfig, group: BasisGroup):
+    """`x` convolved with `kernel` on `group`'s padding and dilation, at `config`'s stride. A
+    dilated window goes through tf.nn.convolution (TF's CPU tf.nn.conv2d has no dilated
+    float64 gradient), which allows stride 1 only, so the stride is then a subsampling."""
+    padding = _native_padding(config, group)
     if padding is None:
-        x, padding = pad_input(x, config), "VALID"
-    if config.dilation == (1, 1):
+        x, padding = pad_input(x, config, group.padding_pairs), "VALID"
+    if group.dilation == (1, 1):
         return tf.nn.conv2d(x, kernel, strides=config.stride, padding=padding)
-    z = tf.nn.convolution(x, kernel, padding=padding, dilations=config.dilation)
+    z = tf.nn.convolution(x, kernel, padding=padding, dilations=group.dilation)
     sh, sw = config.stride
     return z[:, ::sh, ::sw, :]
+
+
+def _basis(params, config: LRLCConfig):
+    """The basis as `basis_responses` takes it: the stacked `basis`, or the K tensors
+    `basis.k` of a mixed basis."""
+    if config.mixed:
+        return [params[name] for name in config.basis_names]
+    return params["basis"]
+
+
+def group_basis(basis, group: BasisGroup):
+    """The filter banks of `group` stacked (|G|, kh, kw, C_in, C_out), in member order: a
+    stacked plain `basis` is its one group already; a mixed one is the K tensors basis.k."""
+    if isinstance(basis, (list, tuple)):
+        return tf.stack([basis[k] for k in group.members])
+    return basis
+
+
+def stack_responses(responses, config: LRLCConfig):
+    """z (B, H_out, W_out, K, C_out) from each of `config.basis_groups`' responses, the K axis
+    in basis order: groups need not be contiguous (spec section 16.3)."""
+    if len(responses) == 1:
+        return responses[0]
+    order = [k for group in config.basis_groups for k in group.members]
+    z = tf.concat(responses, axis=3)
+    if order == sorted(order):
+        return z
+    return tf.gather(z, [order.index(k) for k in range(config.rank)], axis=3)
 
 
 def basis_responses(x, basis, config: LRLCConfig):
     """Algorithm 1's convolution z[b, i, j, k, o] = (I * F^(k))[b, i, j, o]: ONE convolution
     with K * C_out outputs, k outer (spec section 4.3), so the combination reads contiguous
-    C_out rows (see docs/performance.md, 'TensorFlow', 'conv')."""
-    rank, kh, kw, c_in, c_out = basis.shape
-    kernel = tf.reshape(tf.transpose(basis, (1, 2, 3, 0, 4)), (kh, kw, c_in, rank * c_out))
-    z = _convolution(x, kernel, config)
-    out_h, out_w = config.output_size
-    return tf.reshape(z, (-1, out_h, out_w, rank, c_out))
+    C_out rows (see docs/performance.md, 'TensorFlow', 'conv'). A mixed basis (`basis` the
+    K tensors basis.k) has one per group of equal kernel size and dilation (spec 16.3)."""
+    responses = []
+    for group in config.basis_groups:
+        stacked = group_basis(basis, group)
+        members, kh, kw, c_in, c_out = stacked.shape
+        kernel = tf.reshape(tf.transpose(stacked, (1, 2, 3, 0, 4)), (kh, kw, c_in, members * c_out))
+        z = _convolution(x, kernel, config, group)
+        responses.append(tf.reshape(z, (-1, *config.output_size, members, c_out)))
+    return stack_responses(responses, config)
 
 
 @tf.custom_gradient
@@ -170,17 +208,20 @@ def forward(x, params, config: LRLCConfig, *, strategy: str = "auto"):
         return _single_convolution(x, params, config, bias)
     weights = _combining_weights(params, config, x)
     if chosen == "lc":
-        y = apply_banks(x, position_banks(weights, params["basis"]), config)
+        banks = position_banks(weights, embedded_basis(params, config))
+        y = apply_banks(x, banks, config.locally_connected_config())
         return y if bias is None else y + bias
-    return combine(basis_responses(x, params["basis"], config), weights, bias)
+    return combine(basis_responses(x, _basis(params, config), config), weights, bias)
 
 
 def _single_convolution(x, params, config: LRLCConfig, bias):
     """Algorithm 1 when w = 1 (`weights_are_ones`): y = I * F^(1) + B, one C_out convolution.
     The softmax's Jacobian vanishes at p = 1, so the combining parameters' gradients are
-    exact zeros, returned as zeros rather than None (which Keras's optimizers warn about)."""
-    basis = params["basis"]
-    y = _convolution(x, tf.reshape(basis, basis.shape[1:]), config)
+    exact zeros, returned as zeros rather than None (which Keras's optimizers warn about).
+    A mixed basis of one is `basis.0` on its own geometry."""
+    (group,) = config.basis_groups
+    kernel_shape = (*group.kernel_size, config.in_channels, config.out_channels)
+    y = _convolution(x, tf.reshape(params[config.basis_names[0]], kernel_shape), config, group)
     if bias is not None:
         y = y + bias
     return _with_zero_gradients(y, *(params[n] for n in combining_parameter_names(params)))
@@ -317,10 +358,34 @@ def bias_map(params, config: LRLCConfig, dtype):
 # Locally connected form (spec section 11)
 
 
+def embedded_basis(params, config: LRLCConfig):
+    """The basis on the window of `config.locally_connected_config()`, (K, kh, kw, C_in,
+    C_out): a plain basis as it is; each basis.k of a mixed one at its own taps, from (window
+    padding before - its padding before) in steps of its dilation, zeros elsewhere (spec
+    section 16.5)."""
+    window = config.locally_connected_config()
+    if window is config:
+        return params["basis"]
+    (top, _), (left, _) = window.padding_pairs
+    members = []
+    for name, (dh, dw), ((pad_top, _), (pad_left, _)) in zip(
+        config.basis_names, config.dilations, config.basis_padding_pairs
+    ):
+        member = params[name]
+        kh, kw = member.shape[:2]
+        taps = [
+            [(top - pad_top + u * dh, left - pad_left + v * dw) for v in range(kw)]
+            for u in range(kh)
+        ]
+        members.append(tf.scatter_nd(taps, member, (*window.kernel_size, *member.shape[2:])))
+    return tf.stack(members)
+
+
 def to_locally_connected(params, config: LRLCConfig, x=None):
     """The equivalent locally connected (kernel, bias): kernel[i, j] = sum_k w[i, j, k] F^(k),
     (H_out, W_out, kh, kw, C_in, C_out), or per example for an input-dependent layer (`x`
-    required); bias (H_out, W_out, C_out), zeros when the layer has neither bias."""
+    required); bias (H_out, W_out, C_out), zeros when the layer has neither bias. The window
+    is `config.locally_connected_config()`'s: a mixed basis's covers every basis's taps."""
     if x is not None:
         x = check_input(x, config)
     elif config.input_dependent:
@@ -328,7 +393,7 @@ def to_locally_connected(params, config: LRLCConfig, x=None):
     params = check_params(params, config, None if x is None else x.dtype)
     weights = _combining_weights(params, config, x)
     equation = "bijk,kuvco->bijuvco" if weights.shape.rank == 4 else "ijk,kuvco->ijuvco"
-    kernel = tf.einsum(equation, weights, params["basis"])
+    kernel = tf.einsum(equation, weights, tf.cast(embedded_basis(params, config), weights.dtype))
     return kernel, bias_map(params, config, weights.dtype)
 
 
@@ -343,8 +408,9 @@ def position_banks(weights, basis):
 
 def locally_connected(x, kernel, bias, config: LRLCConfig):
     """y[b, i, j, o] = sum_{u, v, c} xpad[b, i s_h + u d_h, j s_w + v d_w, c] K[i, j, u, v, c, o]
-    + bias[i, j, o]. `kernel` is (H_out, W_out, kh, kw, C_in, C_out) (`apply_banks`) or one
-    per example of `x` (one einsum); `bias` is (H_out, W_out, C_out) or None."""
+    + bias[i, j, o] on the window of `config.locally_connected_config()`. `kernel` is (H_out,
+    W_out, kh, kw, C_in, C_out) (`apply_banks`) or one per example of `x` (one einsum); `bias`
+    is (H_out, W_out, C_out) or None."""
     x = check_input(x, config)
     kernel = as_floating(kernel, "locally connected kernel")
     bias = None if bias is None else tf.convert_to_tensor(bias)
@@ -354,11 +420,12 @@ def locally_connected(x, kernel, bias, config: LRLCConfig):
     if bias is not None:
         bias = tf.cast(as_floating(bias, "locally connected bias"), x.dtype)
     kernel = tf.cast(kernel, x.dtype)
-    (out_h, out_w), (kh, kw) = config.output_size, config.kernel_size
+    window = config.locally_connected_config()
+    (out_h, out_w), (kh, kw) = config.output_size, window.kernel_size
     depth = kh * kw * config.in_channels
     if per_example:
         flat = tf.reshape(kernel, (-1, out_h, out_w, depth, config.out_channels))
-        y = tf.einsum("bijp,bijpo->bijo", extract_patches(x, config), flat)
+        y = tf.einsum("bijp,bijpo->bijo", extract_patches(x, window), flat)
     else:
-        y = apply_banks(x, tf.reshape(kernel, (out_h * out_w, depth, config.out_channels)), config)
+        y = apply_banks(x, tf.reshape(kernel, (out_h * out_w, depth, config.out_channels)), window)
     return y if bias is None else y + bias

@@ -11,13 +11,15 @@ from lrlc_numpy import LRLCConfig
 __all__ = ["BLOCK_BYTES", "apply_banks", "extract_patches", "pad_input"]
 
 
-def pad_input(x, config: LRLCConfig):
-    """`x` zero-padded by `config.padding_pairs`, so every later window is a 'VALID' one.
+def pad_input(x, config: LRLCConfig, padding_pairs=None):
+    """`x` zero-padded by `padding_pairs` (a mixed basis's group's; default
+    `config.padding_pairs`), so every later window is a 'VALID' one.
 
     Padding explicitly keeps the spec's padding rule the only one in play, asymmetric
     padding and stride with dilation included.
     """
-    return tf.pad(x, [[0, 0], *config.padding_pairs, [0, 0]])
+    pairs = config.padding_pairs if padding_pairs is None else padding_pairs
+    return tf.pad(x, [[0, 0], *pairs, [0, 0]])
 
 
 def extract_patches(x, config: LRLCConfig):

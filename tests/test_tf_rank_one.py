@@ -19,7 +19,8 @@ from lrlc_tf import LRLC2D, functional  # noqa: E402
 
 BATCH = 2
 # Every combining mode, each on a window that takes a different convolution route
-# (native 'SAME', explicit padding, a dilated window with stride, 'valid'), biases varied.
+# (native 'SAME', explicit padding, a dilated window with stride, 'valid'), biases varied;
+# and a mixed basis of one.
 RANK_ONE = {
     "rowcol": L.LRLCConfig(3, 4, 3, rank=1, input_size=(7, 6), stride=2, padding="same"),
     "full": L.LRLCConfig(
@@ -39,6 +40,10 @@ RANK_ONE = {
         combining="full",
         input_dependent=True,
         channel_bias=False,
+    ),
+    # A mixed basis of one (spec section 16): basis.0 on its own dilated, strided geometry.
+    "mixed": L.LRLCConfig(
+        2, 3, [(3, 2)], rank=1, input_size=(9, 8), stride=2, dilation=[2], padding="same"
     ),
 }
 # Ops that only the combining weights use: the softmax, and g's depthwise convolutions and

@@ -29,6 +29,8 @@ def _numpy(tensor) -> np.ndarray:
 
 
 class Backend:
+    supports_mixed_basis = True  # spec section 16: one kernel size and dilation per basis
+
     def __init__(self, strategy: str = "auto", **unknown):
         self.name = strategy_adapter_name("tf", strategy, unknown)
         self.strategy = strategy
@@ -102,7 +104,9 @@ class Backend:
                     x, tf.constant(kernel, dtype), tf.constant(bias, dtype), config
                 )
                 return _numpy(y)
-            layer = lrlc_tf.LocallyConnected2D.from_lrlc_config(config, dtype=dtype)
+            # A mixed basis's locally connected layer has the window covering every basis.
+            window = config.locally_connected_config()
+            layer = lrlc_tf.LocallyConnected2D.from_lrlc_config(window, dtype=dtype)
             layer.build((None, *config.input_size, config.in_channels))
             layer.load_neutral_params({"kernel": kernel, "bias": bias})
             return _numpy(layer(x))
