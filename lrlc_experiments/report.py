@@ -276,12 +276,14 @@ def markdown(results: dict) -> str:
         if any((d, variant) in cells for d in datasets):
             row = [cells.get((d, variant), "—") for d in datasets]
             lines.append(f"| {VARIANTS[variant].label} | " + " | ".join(row) + " |")
-    lines += [
-        "",
-        "Paper's claims on this run (difference in test accuracy ± its standard error):",
-        "",
-    ]
-    lines += ["| Dataset | Claim | Difference | Verdict |", "| --- | --- | --- | --- |"]
+    if results["checks"]:
+        lines += [
+            "",
+            "Paper's claims on this run (difference in test accuracy ± its standard error):",
+            "",
+            "| Dataset | Claim | Difference | Verdict |",
+            "| --- | --- | --- | --- |",
+        ]
     for c in results["checks"]:
         lines.append(
             f"| {c['dataset']} | {c['claim']} | {c['difference']:+.2f} ± {_number(c['se'])} "

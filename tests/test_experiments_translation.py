@@ -166,6 +166,19 @@ def test_markdown_prints_the_translation_table_and_verdicts():
     assert "| Layer | digits-centred | digits-translated | Drop |" in text
     assert "| LRLC (3rd layer) | 96.00 ± 0.58 (K=2) | 90.67 ± 0.44 (K=2) | +5.33 ± 0.17 |" in text
     assert f"| {report.TRANSLATION_CLAIMS['fixed drops']} | drop | +5.33 ± 0.17 | holds |" in text
+    # Section 4.1's claims compare variants of one dataset; only its table is printed.
+    assert "| digits-centred | LRLC (3rd layer) > Convolution |" in text
+    results = report.summarize(
+        [r for r in _records(TEST) if r["variant"] != "conv"],
+        experiment.ExperimentConfig(
+            studies=experiment.translation_studies(
+                data.DataConfig(image_size=10, canvas_size=15), ("lrlc-3",)
+            ),
+            ranks=(1, 2),
+            seeds=SEEDS,
+        ),
+    )
+    assert results["checks"] == [] and "| Dataset | Claim |" not in report.markdown(results)
 
 
 def test_one_seed_gives_no_verdict():
