@@ -1,14 +1,22 @@
-"""Neutral parameters and checkpoints for lrlc_torch (spec sections 9, 11 and 13).
+"""Neutral parameters and checkpoints for lrlc_torch (spec sections 9, 11, 13 and 16.4).
 
 Only layouts change, never values, so round trips are exact. Every LRLC parameter keeps
-its neutral layout except the basis, one torch convolution weight per member: neutral
-(K, kh, kw, C_in, C_out) <-> torch (K, C_out, C_in, kh, kw). A locally connected kernel is
-neutral (..., H_out, W_out, kh, kw, C_in, C_out) and torch (..., H_out, W_out, C_out, C_in,
-kh, kw); its bias neutral (H_out, W_out, C_out) and torch (C_out, H_out, W_out).
+its neutral layout except the basis, kept as torch convolution weights (4-D, so that
+`channels_last` applies to it as to `nn.Conv2d.weight`): neutral `basis` (K, kh, kw, C_in,
+C_out) <-> torch (K C_out, C_in, kh, kw), the members stacked along the output channels
+(spec section 4.3's stacked kernel, member k at rows k C_out ... (k + 1) C_out - 1); a mixed
+basis's `basis.k` (kh, kw, C_in, C_out) <-> (C_out, C_in, kh, kw). A locally connected
+kernel is neutral (..., H_out, W_out, kh, kw, C_in, C_out) and torch (..., H_out, W_out,
+C_out, C_in, kh, kw); its bias neutral (H_out, W_out, C_out) and torch (C_out, H_out, W_out).
+
+Checkpoint files are read and written with safetensors' torch functions, so every tensor
+keeps its stored dtype, bfloat16 included (NumPy has none); writes are atomic.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Mapping
 
 import numpy as np
@@ -16,37 +24,106 @@ import torch
 
 import lrlc_numpy
 from lrlc_numpy import LRLCConfig, lc_shapes, param_shapes
+from lrlc_numpy.checkpoint import CONFIG_KEY
 
 __all__ = [
+    "FLOAT_DTYPES",
+    "check_torch_params",
     "from_neutral",
     "lc_from_neutral",
     "lc_to_neutral",
     "load_checkpoint",
+    "neutral_tensors",
     "save_checkpoint",
     "to_neutral",
     "torch_lc_shapes",
     "torch_param_shapes",
 ]
 
-_BASIS_TO_TORCH = (0, 4, 3, 1, 2)
-_BASIS_TO_NEUTRAL = (0, 3, 4, 2, 1)
+# The dtypes a layer computes in; float8 and the like are refused with the tensor's name.
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_EXPECTED_DTYPES = "float16, bfloat16, float32 or float64"
+
 # A locally connected kernel's last four axes (the window and channels).
 _LC_TO_TORCH = (3, 2, 0, 1)
 _LC_TO_NEUTRAL = (2, 3, 1, 0)
 
 
-def torch_param_shapes(config: LRLCConfig) -> dict[str, tuple[int, ...]]:
-    """`lrlc_numpy.param_shapes(config)` with the basis in torch layout."""
+def _is_basis(name: str) -> bool:
+    return name == "basis" or name.startswith("basis.")
+
+
+def _basis_to_torch(name: str, value):
+    """A neutral basis tensor in torch layout (a view): `basis` stacked, `basis.k` as is."""
+    if name == "basis":  # (K, kh, kw, C_in, C_out) -> (K C_out, C_in, kh, kw)
+        return value.permute(0, 4, 3, 1, 2).flatten(0, 1)
+    return value.permute(3, 2, 0, 1)  # (kh, kw, C_in, C_out) -> (C_out, C_in, kh, kw)
+
+
+def _basis_to_neutral(name: str, value, config: LRLCConfig):
+    """A torch-layout basis tensor in neutral layout (a view)."""
+    if name == "basis":  # (K C_out, C_in, kh, kw) -> (K, kh, kw, C_in, C_out)
+        return value.unflatten(0, (config.rank, config.out_channels)).permute(0, 3, 4, 2, 1)
+    return value.permute(2, 3, 1, 0)
+
+
+def _torch_shapes(config: LRLCConfig) -> tuple[tuple[str, tuple[int, ...]], ...]:
     shapes = param_shapes(config)
-    shapes["basis"] = tuple(shapes["basis"][axis] for axis in _BASIS_TO_TORCH)
-    return shapes
+    for name in config.basis_names:
+        if name == "basis":  # (K, kh, kw, C_in, C_out) -> (K C_out, C_in, kh, kw)
+            rank, kh, kw, in_channels, out_channels = shapes[name]
+            shapes[name] = (rank * out_channels, in_channels, kh, kw)
+        else:  # (kh, kw, C_in, C_out) -> (C_out, C_in, kh, kw)
+            kh, kw, in_channels, out_channels = shapes[name]
+            shapes[name] = (out_channels, in_channels, kh, kw)
+    return tuple(shapes.items())
+
+
+def torch_param_shapes(config: LRLCConfig) -> dict[str, tuple[int, ...]]:
+    """`lrlc_numpy.param_shapes(config)` with the basis tensors in torch layout."""
+    return dict(_torch_shapes(config))
 
 
 def torch_lc_shapes(config: LRLCConfig) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """`lrlc_numpy.lc_shapes(config)` in torch layout: the locally connected weight
-    (H_out, W_out, C_out, C_in, kh, kw) and bias (C_out, H_out, W_out)."""
+    (H_out, W_out, C_out, C_in, kh, kw) and bias (C_out, H_out, W_out); the window is that of
+    `config.locally_connected_config()` (a mixed basis's union window)."""
     kernel, (out_h, out_w, out_channels) = lc_shapes(config)
     return (out_h, out_w, *(kernel[2 + a] for a in _LC_TO_TORCH)), (out_channels, out_h, out_w)
+
+
+def check_torch_params(params: Mapping, config: LRLCConfig, *, what: str = "params") -> None:
+    """Raise unless `params` holds exactly `config`'s tensors, in lrlc_torch's layouts, each a
+    floating tensor (spec section 14: names, shapes, then dtypes, each error naming the
+    tensor)."""
+    if not isinstance(params, Mapping):
+        raise TypeError(f"{what} must be a mapping of name -> tensor, got {type(params).__name__}")
+    shapes = _torch_shapes(config)
+    if params.keys() != {name for name, _ in shapes}:  # the reference's message, from stand-ins
+        neutral = param_shapes(config)
+        stand_ins = {name: np.empty((0,) * len(neutral.get(name, ()))) for name in params}
+        lrlc_numpy.check_params(stand_ins, config, what=what)
+    for name, shape in shapes:
+        value = params[name]
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{what}[{name!r}] must be a torch.Tensor, got {type(value).__name__}")
+        if tuple(value.shape) != shape:
+            layout = " (K C_out, C_in, kh, kw)" if name == "basis" else ""
+            if name.startswith("basis."):
+                layout = " (C_out, C_in, kh, kw)"
+            raise ValueError(
+                f"{what}[{name!r}] has shape {tuple(value.shape)}; expected {shape}{layout}"
+            )
+        if value.dtype not in FLOAT_DTYPES:
+            raise TypeError(
+                f"{what}[{name!r}] must be a floating tensor ({_EXPECTED_DTYPES}), "
+                f"got {value.dtype}"
+            )
+
+
+def _check_config(config, where: str) -> None:
+    if not isinstance(config, LRLCConfig):
+        raise TypeError(f"{where}: config must be an LRLCConfig, got {type(config).__name__}")
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
@@ -58,18 +135,47 @@ def _numpy(tensor: torch.Tensor) -> np.ndarray:
 
 
 def _tensor(name, value, dtype, device) -> torch.Tensor:
-    """`value` (NumPy or a tensor) as a tensor; integers are refused, never silently cast."""
-    tensor = value.detach() if isinstance(value, torch.Tensor) else torch.as_tensor(value)
-    if not tensor.is_floating_point():
-        raise TypeError(f"{name} must have a floating dtype, got {tensor.dtype}")
+    """`value` (a NumPy array or a tensor) as a tensor. Anything else (a list, a number) and
+    non-floating dtypes are refused with `name`, never silently converted or cast."""
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach()
+    elif isinstance(value, np.ndarray) and value.dtype.name == "bfloat16":  # ml_dtypes'
+        tensor = torch.from_numpy(np.ascontiguousarray(value).view(np.uint16)).view(torch.bfloat16)
+    elif isinstance(value, np.ndarray):
+        if not np.issubdtype(value.dtype, np.floating):
+            raise TypeError(
+                f"{name} must have a floating dtype ({_EXPECTED_DTYPES}), got {value.dtype}"
+            )
+        tensor = torch.from_numpy(np.ascontiguousarray(value))
+    else:
+        raise TypeError(
+            f"{name} must be a NumPy array or a torch.Tensor, got {type(value).__name__}"
+        )
+    if tensor.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{name} must have a floating dtype ({_EXPECTED_DTYPES}), got {tensor.dtype}"
+        )
     return tensor.to(device=device, dtype=dtype)
 
 
-def to_neutral(tensors: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    """LRLC tensors by neutral name (parameters, or their gradients) as neutral NumPy arrays."""
+def to_neutral(tensors: Mapping[str, torch.Tensor], config: LRLCConfig) -> dict[str, np.ndarray]:
+    """LRLC tensors by neutral name (parameters, or their gradients) as neutral NumPy arrays;
+    `config` gives the rank that splits the stacked basis."""
+    _check_config(config, "to_neutral")
     return {
-        name: _numpy(value.permute(_BASIS_TO_NEUTRAL) if name == "basis" else value)
+        name: _numpy(_basis_to_neutral(name, value, config) if _is_basis(name) else value)
         for name, value in tensors.items()
+    }
+
+
+def neutral_tensors(params: Mapping, *, what="params", dtype=None, device=None):
+    """Neutral arrays (NumPy or tensors) as tensors, still in neutral layout, after checking
+    that each is a floating array or tensor (the error names it; nothing is converted
+    silently). `dtype=None` keeps each array's own dtype."""
+    if not isinstance(params, Mapping):
+        raise TypeError(f"{what} must be a mapping of name -> array, got {type(params).__name__}")
+    return {
+        name: _tensor(f"{what}[{name!r}]", value, dtype, device) for name, value in params.items()
     }
 
 
@@ -78,11 +184,10 @@ def from_neutral(params: Mapping, *, dtype=None, device=None) -> dict[str, torch
 
     `dtype=None` keeps each array's own floating dtype.
     """
-    out = {}
-    for name, value in params.items():
-        tensor = _tensor(f"params[{name!r}]", value, dtype, device)
-        out[name] = tensor.permute(_BASIS_TO_TORCH).contiguous() if name == "basis" else tensor
-    return out
+    return {
+        name: _basis_to_torch(name, tensor).contiguous() if _is_basis(name) else tensor
+        for name, tensor in neutral_tensors(params, dtype=dtype, device=device).items()
+    }
 
 
 def lc_to_neutral(weight: torch.Tensor, bias: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -95,18 +200,105 @@ def lc_to_neutral(weight: torch.Tensor, bias: torch.Tensor) -> tuple[np.ndarray,
 def lc_from_neutral(kernel, bias, *, dtype=None, device=None):
     """Neutral locally connected (kernel, bias) as torch-layout (weight, bias) tensors."""
     kernel = _tensor("kernel", kernel, dtype, device)
+    bias = _tensor("bias", bias, dtype, device)
+    if kernel.dim() < 4 or bias.dim() != 3:
+        raise ValueError(
+            f"locally connected kernel has shape {tuple(kernel.shape)} and bias "
+            f"{tuple(bias.shape)}; expected (..., H_out, W_out, kh, kw, C_in, C_out) and "
+            "(H_out, W_out, C_out)"
+        )
     lead = tuple(range(kernel.dim() - 4))
     weight = kernel.permute(*lead, *(len(lead) + a for a in _LC_TO_TORCH)).contiguous()
-    return weight, _tensor("bias", bias, dtype, device).permute(2, 0, 1).contiguous()
+    return weight, bias.permute(2, 0, 1).contiguous()
+
+
+# ---------------------------------------------------------------------------------------------
+# Files (spec section 13)
+
+
+def _writable_path(path) -> str:
+    """`path` as a string after checking that a file can be created there."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"save_checkpoint: path must be a str or os.PathLike, got {path!r}")
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"save_checkpoint: {path} is a directory; expected a file path")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise FileNotFoundError(
+            f"save_checkpoint: cannot write {path}: directory {parent} does not exist"
+        )
+    return path
 
 
 def save_checkpoint(path, params: Mapping[str, torch.Tensor], config: LRLCConfig) -> None:
-    """Write lrlc_torch parameters (neutral names, torch layouts) as a neutral checkpoint."""
-    lrlc_numpy.save_params(path, to_neutral(params), config)
+    """Write lrlc_torch parameters (neutral names, torch layouts) as a neutral checkpoint,
+    each tensor in its own dtype, atomically (a temporary file in the same directory, then
+    renamed over `path`)."""
+    from safetensors.torch import save_file
+
+    _check_config(config, "save_checkpoint")
+    path = _writable_path(path)
+    check_torch_params(params, config)
+    tensors = {
+        name: (_basis_to_neutral(name, value, config) if _is_basis(name) else value)
+        .detach()
+        .cpu()
+        .contiguous()
+        for name, value in params.items()
+    }
+    handle, temporary = tempfile.mkstemp(
+        prefix=f".{os.path.basename(path)}.",
+        suffix=".tmp",
+        dir=os.path.dirname(os.path.abspath(path)),
+    )
+    os.close(handle)
+    try:
+        save_file(tensors, temporary, metadata={CONFIG_KEY: config.to_json()})
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def _read(path):
+    """(tensors, metadata) of a safetensors file, errors naming `path` (spec section 14)."""
+    from safetensors import SafetensorError, safe_open
+
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"load_checkpoint: path must be a str or os.PathLike, got {path!r}")
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"checkpoint {path} is a directory; expected a .safetensors file")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        with safe_open(path, framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    except (SafetensorError, OSError, ValueError, TypeError) as err:
+        raise ValueError(f"{path}: not a readable safetensors file ({err})") from None
+    return path, tensors, metadata
 
 
 def load_checkpoint(path, *, dtype=None, device=None):
     """(params, config) read from a neutral checkpoint, params as lrlc_torch tensors by
-    neutral name; `dtype=None` keeps the file's dtype."""
-    params, config = lrlc_numpy.load_params(path)
-    return from_neutral(params, dtype=dtype, device=device), config
+    neutral name; `dtype=None` keeps each tensor's stored dtype (bfloat16 included)."""
+    path, tensors, metadata = _read(path)
+    if CONFIG_KEY not in metadata:
+        raise ValueError(
+            f"{path}: metadata has no {CONFIG_KEY!r} entry (keys {sorted(metadata)}); "
+            "expected the layer config as JSON"
+        )
+    try:
+        config = LRLCConfig.from_json(metadata[CONFIG_KEY])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"checkpoint {path}: invalid {CONFIG_KEY!r} metadata: {err}") from None
+    lrlc_numpy.check_params(tensors, config, what=f"checkpoint {path}")
+    for name, value in tensors.items():
+        if value.dtype not in FLOAT_DTYPES:
+            raise ValueError(
+                f"checkpoint {path}: tensor {name!r} has dtype {value.dtype}; expected "
+                f"{_EXPECTED_DTYPES}"
+            )
+    return from_neutral(tensors, dtype=dtype, device=device), config

@@ -1,13 +1,17 @@
-"""The computations of lrlc_torch as functions (the modules call these; spec sections 3-11).
+"""The computations of lrlc_torch as functions (the modules call these; spec sections 3-11, 16).
 
-Data is NCHW. `params` maps the neutral names (spec section 9) to tensors in their neutral
-layouts, except `basis`: one torch convolution weight per member, (K, C_out, C_in, kh, kw).
+Data is NCHW; a (C_in, H, W) input is one unbatched example, as for `nn.Conv2d`. `params`
+maps the neutral names (spec section 9) to tensors in their neutral layouts, except the
+basis, kept as convolution weights: `basis` is (K C_out, C_in, kh, kw), the members stacked
+along the output channels (spec section 4.3's stacked kernel; member k is rows k C_out to
+(k + 1) C_out - 1), and a mixed basis's `basis.k` is (C_out, C_in, kh_k, kw_k).
 `dict(layer.named_parameters())` of an `LRLC2d` is such a mapping. Combining weights are
 channel-first, w[k, i, j] or w[b, k, i, j], so they broadcast against NCHW outputs.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -20,12 +24,11 @@ from lrlc_numpy import (
     resize_matrix,
     working_dtype_name,
 )
-from lrlc_numpy import check_params as check_neutral_params
 from lrlc_numpy.reference import L2_FLOOR
 from lrlc_numpy.strategy import combining_parameter_names, weights_are_ones
 
 from . import positionwise
-from .checkpoint import _BASIS_TO_NEUTRAL, torch_lc_shapes, torch_param_shapes
+from .checkpoint import FLOAT_DTYPES, check_torch_params, torch_lc_shapes
 from .costs import choose_strategy
 
 __all__ = [
@@ -37,6 +40,7 @@ __all__ = [
     "combine",
     "combining_weights",
     "depthwise_conv3x3",
+    "embedded_basis",
     "fixed_logits",
     "forward",
     "g_forward",
@@ -55,56 +59,90 @@ __all__ = [
 # Checks (spec section 14)
 
 
-def check_input(x, config: LRLCConfig, *, name: str = "x") -> None:
-    """Raise unless `x` is a floating NCHW tensor with the layer's channels and input grid."""
+def check_input(x, config: LRLCConfig, *, name: str = "x", unbatched: bool = False) -> None:
+    """Raise unless `x` is a floating NCHW tensor with the layer's channels and input grid;
+    with `unbatched`, a (C_in, H, W) tensor (one example) is accepted too."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    check_input_shape(x.shape, config, name=name, layout="NCHW")
+    shape = tuple(x.shape)
+    if unbatched and len(shape) not in (3, 4):
+        raise ValueError(
+            f"{name} must have rank 4 (B, C_in, H, W; NCHW) or 3 (C_in, H, W; one unbatched "
+            f"example), got shape {shape}"
+        )
+    if len(shape) == 3 and unbatched:
+        check_input_shape((1, *shape), config, name=f"{name} (unbatched, as a batch of 1)",
+                          layout="NCHW")  # fmt: skip
+    else:
+        check_input_shape(shape, config, name=name, layout="NCHW")
     if not x.is_floating_point():
         raise TypeError(f"{name} must have a floating dtype, got {x.dtype}")
 
 
 def check_params(params: Mapping[str, torch.Tensor], config: LRLCConfig) -> None:
-    """Raise unless `params` holds exactly `config`'s tensors, in lrlc_torch's layouts and
-    of floating dtype (the reference's `check_params`, seen through the basis layout)."""
-    if isinstance(params, Mapping) and isinstance(params.get("basis"), torch.Tensor):
-        basis, want = params["basis"], torch_param_shapes(config)["basis"]
-        if tuple(basis.shape) != want:
-            raise ValueError(
-                f"params['basis'] has shape {tuple(basis.shape)}; expected {want} "
-                "(K, C_out, C_in, kh, kw)"
+    """Raise unless `params` holds exactly `config`'s tensors, in lrlc_torch's layouts and of
+    floating dtype (the reference's `check_params`, with the basis as convolution weights)."""
+    check_torch_params(params, config)
+
+
+def _check_dtypes(x: torch.Tensor, tensors: Mapping, label: str = "params[{!r}]") -> None:
+    """Raise unless every tensor has x's dtype: a layer computes in one dtype, as
+    `nn.Conv2d` does (under autocast, which casts per operation, anything goes)."""
+    if torch.is_autocast_enabled(x.device.type):
+        return
+    for name, value in tensors.items():
+        if value is not None and value.dtype != x.dtype:
+            raise TypeError(
+                f"x has dtype {x.dtype} but {label.format(name)} has dtype {value.dtype}; a "
+                "layer computes "
+                f"in one dtype: convert the input (x.to({value.dtype})) or the layer "
+                f"(layer.to({x.dtype})), or run under torch.autocast"
             )
-        params = {**params, "basis": basis.permute(_BASIS_TO_NEUTRAL)}
-    check_neutral_params(params, config)
-    for name, value in params.items():
-        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
-            got = value.dtype if isinstance(value, torch.Tensor) else type(value).__name__
-            raise TypeError(f"params[{name!r}] must be a floating tensor, got {got}")
 
 
-def pad_input(x: torch.Tensor, config: LRLCConfig) -> torch.Tensor:
-    """Zero-pad NCHW `x` by `config.padding_pairs` (spec section 3; 'same' may be asymmetric)."""
-    (top, bottom), (left, right) = config.padding_pairs
+def _known_batch(x: torch.Tensor) -> int | None:
+    """x's batch size, or None when it is symbolic (torch.export, dynamic shapes): the
+    strategy rule then takes its documented unknown-batch branch instead of guarding."""
+    batch = x.shape[0]
+    return batch if isinstance(batch, int) else None
+
+
+def _pad(x: torch.Tensor, padding_pairs) -> torch.Tensor:
+    (top, bottom), (left, right) = padding_pairs
     if top == bottom == left == right == 0:
         return x
     return F.pad(x, (left, right, top, bottom))
 
 
-# ---------------------------------------------------------------------------------------------
-# Algorithm 1: one convolution for the whole basis, then the weighted sum over K.
-#
-# The convolution runs channels-last: oneDNN's native layout on CPUs, and it puts the
-# K * C_out values of a position next to each other, so the combination is one batched
-# product that reads z once (docs/performance.md, 'PyTorch', 'conv').
+def pad_input(x: torch.Tensor, config: LRLCConfig) -> torch.Tensor:
+    """Zero-pad NCHW `x` by `config.padding_pairs` (spec section 3; 'same' may be asymmetric).
+    A mixed basis pads per group of bases (`config.basis_groups`, spec section 16.2)."""
+    return _pad(x, config.padding_pairs)
+
+
+def _conv_padding(padding_pairs):
+    """(whether the convolution pads by itself, its padding): symmetric padding is left to
+    the convolution (no padded copy); asymmetric padding ('same' at some strides) is applied
+    to x first."""
+    (top, bottom), (left, right) = padding_pairs
+    if top == bottom and left == right:
+        return True, (top, left)
+    return False, (0, 0)
 
 
 def _conv_geometry(x: torch.Tensor, config: LRLCConfig):
-    """(x, padding) for F.conv2d: symmetric padding is left to the convolution (no padded
-    copy); asymmetric padding ('same' at some strides) is applied to x first."""
-    (top, bottom), (left, right) = config.padding_pairs
-    if top == bottom and left == right:
-        return x, (top, left)
-    return pad_input(x, config), (0, 0)
+    """(x, padding) for F.conv2d on a plain config (see `_conv_padding`)."""
+    by_conv, padding = _conv_padding(config.padding_pairs)
+    return (x if by_conv else pad_input(x, config)), padding
+
+
+# ---------------------------------------------------------------------------------------------
+# Algorithm 1: one convolution per group of bases with equal kernel size and dilation (one
+# for a plain basis), then the weighted sum over K.
+#
+# The convolutions run channels-last: oneDNN's native layout on CPUs, and it puts the
+# K * C_out values of a position next to each other, so the combination is one batched
+# product that reads z once (docs/performance.md, 'PyTorch', 'conv').
 
 
 def _channels_last(a: torch.Tensor) -> torch.Tensor:
@@ -112,22 +150,82 @@ def _channels_last(a: torch.Tensor) -> torch.Tensor:
     return a.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
 
 
-def _stacked_kernel(basis: torch.Tensor) -> torch.Tensor:
-    """The basis as one conv weight with K * C_out outputs (K outer; spec section 4.3)."""
-    return _channels_last(basis.flatten(0, 1))
+def _basis(params, config: LRLCConfig):
+    """The basis as `algorithm1` takes it: the stacked `basis`, or a mixed basis's members."""
+    if config.mixed:
+        return [params[name] for name in config.basis_names]
+    return params["basis"]
 
 
-def _basis_responses(x, basis, stride, padding, dilation) -> torch.Tensor:
-    """`basis_responses` on x already padded for the convolution."""
-    z = F.conv2d(x, _stacked_kernel(basis), stride=stride, padding=padding, dilation=dilation)
-    return z.unflatten(1, basis.shape[:2])
+def _group_kernels(basis, config: LRLCConfig) -> tuple[torch.Tensor, ...]:
+    """One convolution weight per group of `config.basis_groups`, its members stacked along
+    the output channels in the group's order (spec section 16.3)."""
+    if not config.mixed:
+        if not isinstance(basis, torch.Tensor):
+            raise TypeError(f"basis must be the stacked basis tensor, got {type(basis).__name__}")
+        return (basis,)
+    if isinstance(basis, torch.Tensor) or len(basis) != config.rank:
+        raise TypeError(
+            f"a mixed basis is given as its {config.rank} members [basis.0, ...], got "
+            f"{type(basis).__name__}"
+        )
+    return tuple(
+        basis[group.members[0]]
+        if len(group.members) == 1
+        else torch.cat([basis[k] for k in group.members])
+        for group in config.basis_groups
+    )
 
 
-def basis_responses(x: torch.Tensor, basis: torch.Tensor, config: LRLCConfig) -> torch.Tensor:
-    """z[b, k, o, i, j] = (I * F^(k))[b, o, i, j] (Algorithm 1, line 4): one convolution
-    with K * C_out outputs, channels-last in memory."""
-    x, padding = _conv_geometry(x, config)
-    return _basis_responses(x, basis, config.stride, padding, config.dilation)
+def _plan(x: torch.Tensor, config: LRLCConfig):
+    """Algorithm 1's convolutions: the inputs they read (x, or x padded where a group's
+    padding is asymmetric, one per distinct padding) and the plan (K, C_out, number of
+    inputs, per group (its input, members, stride, padding, dilation))."""
+    inputs, index, groups = [], {}, []
+    for group in config.basis_groups:
+        by_conv, padding = _conv_padding(group.padding_pairs)
+        key = None if by_conv else group.padding_pairs
+        if key not in index:
+            index[key] = len(inputs)
+            inputs.append(x if by_conv else _pad(x, group.padding_pairs))
+        groups.append((index[key], group.members, config.stride, padding, group.dilation))
+    return inputs, (config.rank, config.out_channels, len(inputs), tuple(groups))
+
+
+def _responses(inputs, kernels, plan) -> torch.Tensor:
+    """z (B, K, C_out, H_out, W_out), K in basis order, from each group's convolution."""
+    rank, out_channels, _, groups = plan
+    responses = [
+        F.conv2d(inputs[source], _channels_last(kernel), stride=stride, padding=padding,
+                 dilation=dilation)
+        for (source, _, stride, padding, dilation), kernel in zip(groups, kernels)
+    ]  # fmt: skip
+    if len(responses) == 1:
+        return responses[0].unflatten(1, (rank, out_channels))
+    # Groups need not be contiguous (kernel_size [3, 5, 3]): concatenated in group order,
+    # then put back in basis order (spec section 16.3).
+    order = [k for _, members, *_ in groups for k in members]
+    z = torch.cat([_positions_first(r.unflatten(1, (-1, out_channels))) for r in responses], -2)
+    if order != sorted(order):
+        z = z[..., [order.index(k) for k in range(rank)], :]
+    return z.permute(0, 3, 4, 1, 2)
+
+
+def _members(a: torch.Tensor, members: tuple[int, ...]) -> torch.Tensor:
+    """a[..., members, :] over the K axis (dim -2): a view when the members are consecutive."""
+    first = members[0]
+    if members == tuple(range(first, first + len(members))):
+        return a[..., first : first + len(members), :]
+    return a[..., list(members), :]
+
+
+def basis_responses(x: torch.Tensor, basis, config: LRLCConfig) -> torch.Tensor:
+    """z[b, k, o, i, j] = (I * F^(k))[b, o, i, j] (Algorithm 1, line 4): one convolution with
+    K * C_out outputs, channels-last in memory; for a mixed basis one per group of equal
+    kernel size and dilation, K in basis order (spec section 16.3). `basis` is the stacked
+    basis, or a mixed basis's members [basis.0, ...]."""
+    inputs, plan = _plan(x, config)
+    return _responses(inputs, _group_kernels(basis, config), plan)
 
 
 def _positions_first(per_member: torch.Tensor) -> torch.Tensor:
@@ -173,74 +271,89 @@ def _saved_tensors_expire() -> bool:
 
 
 class _Algorithm1(torch.autograd.Function):
-    """Algorithm 1 as one autograd node: y = combine(basis_responses(x), w).
+    """Algorithm 1 as one autograd node: y = combine(basis_responses(x), w), for the inputs
+    and group kernels of a `_plan` (one each for a plain basis).
 
-    The backward (spec sections 12.2-12.3) needs z for dw, then dz = w dy, as large as z,
-    for the convolution's backward: dz is written into z's buffer unless the graph is kept,
-    so a step holds one K * C_out tensor, like the K * C_out convolution's own step. A
-    recorded backward (create_graph, torch.func) recomputes z and the channels-last x from
-    the inputs, so that the recorded graph reaches them.
+    The backward (spec sections 12.2-12.3, 16.3) needs z for dw, then dz = w dy, as large
+    as z, for the convolutions' backward: dz is written into z's buffer unless the graph is
+    kept, so a step holds one K * C_out tensor, like the K * C_out convolution's own step.
+    A recorded backward (create_graph, torch.func) recomputes z and the channels-last
+    inputs, so that the recorded graph reaches them.
     """
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x, weights, basis, stride, padding, dilation):
-        x = _channels_last(x)  # converted once, kept for the backward
-        per_member = _basis_responses(x, basis, stride, padding, dilation)
-        return combine(per_member, weights), per_member, x
+    def forward(weights, plan, *tensors):
+        sources = plan[2]
+        inputs = tuple(_channels_last(x) for x in tensors[:sources])  # kept for the backward
+        per_member = _responses(inputs, tensors[sources:], plan)
+        return combine(per_member, weights), per_member, *inputs
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, weights, basis, *geometry = inputs
-        _, per_member, x_channels_last = output
-        ctx.mark_non_differentiable(per_member, x_channels_last)
+        weights, plan, *tensors = inputs
+        _, per_member, *channels_last = output
+        ctx.mark_non_differentiable(per_member, *channels_last)
         ctx.set_materialize_grads(False)  # else autograd zero-fills gradients for z and x
-        ctx.save_for_backward(x, weights, basis, per_member, x_channels_last)
-        ctx.geometry = geometry
+        ctx.save_for_backward(weights, per_member, *tensors, *channels_last)
+        ctx.plan = plan
 
     @staticmethod
     def backward(ctx, dy, *_):
-        x, weights, basis, per_member, x_channels_last = ctx.saved_tensors
+        rank, _, sources, groups = plan = ctx.plan
+        weights, per_member, *saved = ctx.saved_tensors
+        xs, kernels = saved[:sources], saved[sources : sources + len(groups)]
+        inputs = saved[sources + len(groups) :]
         if dy is None:
-            return None, None, None, None, None, None
+            return (None,) * (2 + sources + len(groups))
         if torch.is_grad_enabled():  # this backward is being recorded: start from the inputs
-            x_channels_last = _channels_last(x)
-            per_member = _basis_responses(x_channels_last, basis, *ctx.geometry)
-        need_x, need_weights, need_basis = ctx.needs_input_grad[:3]
+            inputs = tuple(_channels_last(x) for x in xs)
+            per_member = _responses(inputs, kernels, plan)
+        need_weights = ctx.needs_input_grad[0]
+        need_x = ctx.needs_input_grad[2 : 2 + sources]
+        need_kernels = ctx.needs_input_grad[2 + sources :]
         # Compute in the forward's dtype (lower than the inputs' under autocast).
         dtype = per_member.dtype
         z = _positions_first(per_member)  # (B, H_out, W_out, K, C_out)
         dy = dy.to(dtype).permute(0, 2, 3, 1)  # (B, H_out, W_out, C_out)
         dweights = None
         if need_weights:  # dw[b, i, j, k] = sum_o z[b, i, j, k, o] dy[b, i, j, o]
-            if _elementwise(z, z.shape[-2], ELEMENTWISE_WEIGHT_GRAD_MAX_RANK):
+            if _elementwise(z, rank, ELEMENTWISE_WEIGHT_GRAD_MAX_RANK):
                 dw = (z * dy.unsqueeze(-2)).sum(-1)
             else:
                 dw = torch.matmul(z, dy.unsqueeze(-1)).squeeze(-1)
             if weights.dim() == 3:  # fixed weights: summed over the batch
                 dw = dw.sum(0)
             dweights = dw.movedim(-1, -3)
-        dx = dbasis = None
-        if need_x or need_basis:
+        dxs, dkernels = [None] * sources, [None] * len(groups)
+        if any(need_x) or any(need_kernels):
             rows = weights.to(dtype).movedim(-3, -1).unsqueeze(-1)  # (..., H_out, W_out, K, 1)
             reuse = z.is_contiguous() and _saved_tensors_expire()
             dz = torch.mul(rows, dy.unsqueeze(-2), out=z if reuse else None)
-            dz = dz.flatten(-2).permute(0, 3, 1, 2)  # (B, K * C_out, H_out, W_out)
-            stride, padding, dilation = ctx.geometry
-            dx, dkernel, _ = torch.ops.aten.convolution_backward(
-                dz, x_channels_last.to(dtype), _stacked_kernel(basis.to(dtype)), None, stride,
-                padding, dilation, False, (0, 0), 1, (need_x, need_basis, False),
-            )  # fmt: skip
-            dbasis = None if dkernel is None else dkernel.unflatten(0, basis.shape[:2])
-        return dx, dweights, dbasis, None, None, None
+            for g, ((source, members, stride, padding, dilation), kernel) in enumerate(
+                zip(groups, kernels)
+            ):
+                mask = (need_x[source], need_kernels[g], False)
+                if not any(mask):
+                    continue
+                dz_group = dz if len(groups) == 1 else _members(dz, members)
+                dx, dkernels[g], _ = torch.ops.aten.convolution_backward(
+                    dz_group.flatten(-2).permute(0, 3, 1, 2), inputs[source].to(dtype),
+                    _channels_last(kernel.to(dtype)), None, stride, padding, dilation, False,
+                    (0, 0), 1, mask,
+                )  # fmt: skip
+                if dx is not None:
+                    dxs[source] = dx if dxs[source] is None else dxs[source] + dx
+        return dweights, None, *dxs, *dkernels
 
 
-def algorithm1(x: torch.Tensor, weights: torch.Tensor, basis: torch.Tensor, config: LRLCConfig):
+def algorithm1(x: torch.Tensor, weights: torch.Tensor, basis, config: LRLCConfig):
     """sum_k w[(b,) k, i, j] (I * F^(k))[b, o, i, j] without biases: `combine(basis_responses(x,
-    basis, config), weights)` as one node with a lean backward."""
-    x, padding = _conv_geometry(x, config)
-    y, *_ = _Algorithm1.apply(x, weights, basis, config.stride, padding, config.dilation)
+    basis, config), weights)` as one node with a lean backward. `basis` is the stacked basis,
+    or a mixed basis's members [basis.0, ...]."""
+    inputs, plan = _plan(x, config)
+    y, *_ = _Algorithm1.apply(weights, plan, *inputs, *_group_kernels(basis, config))
     return y
 
 
@@ -288,14 +401,16 @@ class _LowRankLocallyConnected(torch.autograd.Function):
 def lowrank_locally_connected(x, weights, basis, config: LRLCConfig) -> torch.Tensor:
     """`algorithm1`'s values for fixed weights (K, H_out, W_out), in the locally connected
     form: the position banks (eq. 2) applied to the patches block by block, at a cost that
-    grows with K only in forming the banks (see `positionwise`)."""
+    grows with K only in forming the banks (see `positionwise`). A mixed basis is embedded
+    in its union window first (`embedded_basis`, spec section 16.5)."""
     if weights.dim() != 3:
         raise ValueError(
             f"the locally connected strategy takes fixed weights (K, H_out, W_out), got shape "
             f"{tuple(weights.shape)}; input-dependent layers use Algorithm 1 (strategy='conv')"
         )
-    x, weights, basis = _autocast_inputs(x, weights, basis)
-    return _LowRankLocallyConnected.apply(x, weights, basis, config)
+    stacked = embedded_basis(basis, config)
+    x, weights, stacked = _autocast_inputs(x, weights, stacked)
+    return _LowRankLocallyConnected.apply(x, weights, stacked, config.locally_connected_config())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,14 +435,29 @@ def _working_dtype(dtype: torch.dtype) -> torch.dtype:
     return getattr(torch, working_dtype_name(str(dtype).removeprefix("torch.")))
 
 
+def _l2_normalize(logits: torch.Tensor) -> torch.Tensor:
+    """w~ / sqrt(max(sum_k w~^2, 1e-12)) without overflow (spec section 6): in the working
+    dtype (the floor underflows in 16 bits), with w~ scaled by its largest |w~_k| first, as
+    hypot does, so that neither the squares nor autograd's squared norm overflow. The scale
+    is a constant for autograd: the quotient does not depend on it."""
+    wide = logits.to(_working_dtype(logits.dtype))
+    scale = wide.detach().abs().amax(dim=-3, keepdim=True)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    unit = wide / scale  # |unit| <= 1, and its largest entry is +-1 unless all are zero
+    sum_sq = unit.square().sum(dim=-3, keepdim=True)
+    floor = math.sqrt(L2_FLOOR)
+    above = scale * sum_sq.sqrt() >= floor  # an overflow to inf here still reads as above
+    # clamp_min(1) only guards the branch not taken (an all-zero position: no 0/0 gradient).
+    weights = torch.where(above, unit / sum_sq.clamp_min(1).sqrt(), wide / floor)
+    return weights.to(logits.dtype)
+
+
 def normalize_weights(logits: torch.Tensor, mode: str) -> torch.Tensor:
     """Normalise over the K axis (dim -3): eq. 4 for 'softmax', spec section 6 for 'l2'."""
     if mode == "softmax":
         return torch.softmax(logits, dim=-3)
-    if mode == "l2":  # summed in the working dtype, where the 1e-12 floor cannot underflow
-        wide = logits.to(_working_dtype(logits.dtype))
-        norm = wide.square().sum(dim=-3, keepdim=True).clamp_min(L2_FLOOR).sqrt()
-        return (wide / norm).to(logits.dtype)
+    if mode == "l2":
+        return _l2_normalize(logits)
     if mode == "none":
         return logits
     raise ValueError(f"unknown normalisation {mode!r}; expected 'softmax', 'l2' or 'none'")
@@ -382,6 +512,8 @@ def combining_weights(params, config: LRLCConfig, x: torch.Tensor | None = None)
     check_params(params, config)
     if x is not None:  # a fixed layer does not read x, but a wrong one is still an error
         check_input(x, config)
+        if config.input_dependent:
+            _check_dtypes(x, params)
     return _weights(params, config, x)
 
 
@@ -453,33 +585,45 @@ class _TieZeroGradients(torch.autograd.Function):
 
 
 def _single_convolution(x: torch.Tensor, params, config: LRLCConfig) -> torch.Tensor:
-    """sum_k w (I * F^(k)) when w = 1 (`weights_are_ones`): the one member's convolution,
-    in x's own layout (NCHW, like a plain `nn.Conv2d`), with g not evaluated."""
+    """sum_k w (I * F^(k)) when w = 1 (`weights_are_ones`): the one member's convolution on
+    its own geometry, in x's own layout (NCHW, like a plain `nn.Conv2d`), g not evaluated."""
+    (name,) = config.basis_names
+    (group,) = config.basis_groups
     basis = _TieZeroGradients.apply(
-        params["basis"], *(params[n] for n in combining_parameter_names(params))
+        params[name], *(params[n] for n in combining_parameter_names(params))
     )
-    x, padding = _conv_geometry(x, config)
-    return F.conv2d(x, basis[0], stride=config.stride, padding=padding, dilation=config.dilation)
+    by_conv, padding = _conv_padding(group.padding_pairs)
+    x = x if by_conv else _pad(x, group.padding_pairs)
+    return F.conv2d(x, basis, stride=config.stride, padding=padding, dilation=group.dilation)
 
 
 def forward(x: torch.Tensor, params, config: LRLCConfig, *, strategy: str = "auto"):
     """y[b, o, i, j] = sum_k w[i, j, k] (I * F^(k))[b, o, i, j] + B[o, i, j] (eqs. 2-5).
 
-    `x` is NCHW of size `config.input_size`; returns (B, C_out, H_out, W_out). `strategy`:
-    'conv' (Algorithm 1), 'lc' (the locally connected form, fixed layers only) or 'auto'
-    (`costs.choose_strategy`). Algorithm 1 at rank 1 with softmax is one convolution.
+    `x` is NCHW of size `config.input_size` (or one unbatched (C_in, H, W) example); returns
+    (B, C_out, H_out, W_out). `strategy`: 'conv' (Algorithm 1), 'lc' (the locally connected
+    form, fixed layers only) or 'auto' (`costs.choose_strategy`; a symbolic batch counts as
+    unknown). Algorithm 1 at rank 1 with softmax is one convolution.
     """
     check_params(params, config)
-    check_input(x, config)
-    chosen = choose_strategy(config, x.shape[0], strategy, x.device)
+    check_input(x, config, unbatched=True)
+    _check_dtypes(x, params)
+    if x.dim() == 3:  # one example, as nn.Conv2d takes it
+        return _forward(x.unsqueeze(0), params, config, strategy).squeeze(0)
+    return _forward(x, params, config, strategy)
+
+
+def _forward(x: torch.Tensor, params, config: LRLCConfig, strategy: str) -> torch.Tensor:
+    """`forward` on arguments already checked, x batched."""
+    chosen = choose_strategy(config, _known_batch(x), strategy, x.device)
     if chosen == "conv" and weights_are_ones(config):
         y = _single_convolution(x, params, config)
     else:
         weights = _weights(params, config, x)
         if chosen == "lc":
-            y = lowrank_locally_connected(x, weights, params["basis"], config)
+            y = lowrank_locally_connected(x, weights, _basis(params, config), config)
         else:
-            y = algorithm1(x, weights, params["basis"], config)
+            y = algorithm1(x, weights, _basis(params, config), config)
     bias = bias_map(params, config)
     # The combination leaves y channels-last; with the bias first, the sum takes the bias's
     # (NCHW) layout: one pass instead of a copy and an add.
@@ -487,21 +631,61 @@ def forward(x: torch.Tensor, params, config: LRLCConfig, *, strategy: str = "aut
 
 
 # ---------------------------------------------------------------------------------------------
-# Locally connected form (spec section 11)
+# Locally connected form (spec sections 11 and 16.5)
+
+
+def _dilate(kernel: torch.Tensor, dh: int, dw: int) -> torch.Tensor:
+    """`kernel` (..., kh, kw) with d - 1 zero taps between its taps along each axis."""
+    if dh > 1:
+        kh = kernel.shape[-2]
+        rows = F.pad(kernel.unsqueeze(-2), (0, 0, 0, dh - 1)).flatten(-3, -2)
+        kernel = rows[..., : (kh - 1) * dh + 1, :]
+    if dw > 1:
+        kw = kernel.shape[-1]
+        kernel = F.pad(kernel.unsqueeze(-1), (0, dw - 1)).flatten(-2)[..., : (kw - 1) * dw + 1]
+    return kernel
+
+
+def embedded_basis(basis, config: LRLCConfig) -> torch.Tensor:
+    """The basis on the window of `config.locally_connected_config()`, stacked (K C_out,
+    C_in, kh, kw): a plain basis as it is; each member of a mixed basis (`basis` its members
+    [basis.0, ...]) placed at its own taps, which start at (window padding before - the
+    member's padding before) with step d_k, zeros elsewhere (the reference's
+    `embedded_basis`, spec section 16.5). Built without in-place writes, so autograd, vmap
+    and export see ordinary ops."""
+    window = config.locally_connected_config()
+    if window is config:
+        _group_kernels(basis, config)  # checks that `basis` is the stacked tensor
+        return basis
+    _group_kernels(basis, config)  # checks that `basis` holds the K members
+    (top, _), (left, _) = window.padding_pairs
+    height, width = window.kernel_size
+    placed = []
+    for member, (dh, dw), ((pad_top, _), (pad_left, _)) in zip(
+        basis, config.dilations, config.basis_padding_pairs
+    ):
+        taps = _dilate(member, dh, dw)
+        row, col = top - pad_top, left - pad_left
+        spec = (col, width - col - taps.shape[-1], row, height - row - taps.shape[-2])
+        placed.append(F.pad(taps, spec))
+    return torch.cat(placed)
 
 
 def position_banks(weights: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     """Per-position filter banks (eq. 2): bank[(b,) i, j] = sum_k w[(b,) k, i, j] basis[k],
-    (..., H_out, W_out, C_out, C_in, kh, kw), `locally_connected`'s weight layout."""
-    return torch.einsum("...kij,kocuv->...ijocuv", weights, basis)
+    (..., H_out, W_out, C_out, C_in, kh, kw), `locally_connected`'s weight layout; `basis`
+    is stacked (K C_out, C_in, kh, kw)."""
+    members = basis.unflatten(0, (weights.shape[-3], -1))
+    return torch.einsum("...kij,kocuv->...ijocuv", weights, members)
 
 
 def to_locally_connected(params, config: LRLCConfig, x: torch.Tensor | None = None):
     """The equivalent locally connected (weight, bias) in `locally_connected`'s layout: the
     position banks, per example when the layer is input-dependent (then `x` is required),
-    and the bias (C_out, H_out, W_out), zeros when the layer has none."""
+    and the bias (C_out, H_out, W_out), zeros when the layer has none. A mixed basis converts
+    on its union window (`config.locally_connected_config()`, spec section 16.5)."""
     weights = combining_weights(params, config, x)
-    weight = position_banks(weights, params["basis"])
+    weight = position_banks(weights, embedded_basis(_basis(params, config), config))
     bias = bias_map(params, config)
     out_shape = (config.out_channels, *config.output_size)
     if bias is None:
@@ -512,28 +696,39 @@ def to_locally_connected(params, config: LRLCConfig, x: torch.Tensor | None = No
 def locally_connected(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, config: LRLCConfig
 ) -> torch.Tensor:
-    """A locally connected layer (spec section 11) with `config`'s padding, stride, dilation:
+    """A locally connected layer (spec section 11) on the geometry of
+    `config.locally_connected_config()` (`config` itself unless the basis is mixed):
     y[b, o, i, j] = sum_{c,u,v} xpad[b, c, i s_h + u d_h, j s_w + v d_w] weight[i, j, o, c, u, v]
-    + bias[o, i, j]; `weight` may carry a leading batch axis (one kernel per example).
+    + bias[o, i, j]; `weight` may carry a leading batch axis (one kernel per example). `x`
+    may be one unbatched (C_in, H, W) example.
     """
-    check_input(x, config)
+    check_input(x, config, unbatched=True)
     for name, value in (("weight", weight), ("bias", bias)):
-        if value is not None and not value.is_floating_point():
+        if value is None and name == "bias":
+            continue
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"locally connected {name} must be a torch.Tensor, got "
+                            f"{type(value).__name__}")  # fmt: skip
+        if value.dtype not in FLOAT_DTYPES:
             raise TypeError(f"locally connected {name} must be floating point, got {value.dtype}")
+    _check_dtypes(x, {"weight": weight, "bias": bias}, "the locally connected {}")
+    if x.dim() == 3:  # one example, as nn.Conv2d takes it
+        return locally_connected(x.unsqueeze(0), weight, bias, config).squeeze(0)
     per_example = check_lc_shapes(
         weight.shape,
         None if bias is None else bias.shape,
         config,
-        batch=x.shape[0],
+        batch=_known_batch(x),
         expected=torch_lc_shapes(config),
     )
+    window = config.locally_connected_config()
     if not per_example:
         x, weight = _autocast_inputs(x, weight)
-        y = _LocallyConnected.apply(x, weight, config)
+        y = _LocallyConnected.apply(x, weight, window)
     else:  # one bank per example and position: a batched vector product per (b, p)
         out_h, out_w = config.output_size
-        padded = positionwise.batch_last(x, config)
-        patches = positionwise.extract_patches(padded, config, 0, out_h)  # (P, C_in kh kw, B)
+        padded = positionwise.batch_last(x, window)
+        patches = positionwise.extract_patches(padded, window, 0, out_h)  # (P, C_in kh kw, B)
         y = torch.einsum("pcb,bpoc->bop", patches, weight.flatten(-3).flatten(1, 2))
         y = y.unflatten(-1, (out_h, out_w))
     # NCHW out; with the bias first, the sum takes the bias's layout (see `forward`).

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -17,7 +18,7 @@ import lrlc_numpy
 from lrlc_numpy import LRLCConfig
 
 from . import checkpoint, functional
-from .checkpoint import from_neutral, lc_from_neutral, lc_to_neutral, to_neutral
+from .checkpoint import FLOAT_DTYPES, from_neutral, lc_from_neutral, lc_to_neutral, to_neutral
 from .costs import choose_strategy
 
 __all__ = ["LRLC2d", "LocallyConnected2d", "LowRankLocallyConnected2d"]
@@ -44,6 +45,42 @@ class _DeprecatedAlias:
         return alias
 
 
+def _check_dtype(owner: str, dtype) -> None:
+    """A layer's parameters are floating: refuse other dtypes before allocating them."""
+    if dtype is not None and dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{owner}: dtype must be a floating torch dtype (torch.float16, torch.bfloat16, "
+            f"torch.float32 or torch.float64), got {dtype!r}"
+        )
+
+
+def _shown(value):
+    """A config field as the user writes it: a per-basis field as its list of pairs."""
+    return list(value.pairs) if isinstance(value, lrlc_numpy.PerBasis) else value
+
+
+def _refuse_torchscript(module: nn.Module):
+    """`torch.jit.script` calls this first: TorchScript cannot compile the layer (custom
+    autograd functions, a dataclass config), so say so and name the exporters that work."""
+    raise RuntimeError(
+        f"{type(module).__name__} does not support TorchScript (torch.jit.script); export "
+        "the model with torch.export.export, or to ONNX with torch.onnx.export(model, args, "
+        "dynamo=True)"
+    )
+
+
+def _refuse_jit_tracing(module: nn.Module) -> None:
+    """torch.jit.trace, and the legacy ONNX exporter built on it (dynamo=False), record the
+    layer's custom autograd functions as opaque calls and write a graph without them."""
+    if torch.jit.is_tracing():
+        raise RuntimeError(
+            f"{type(module).__name__} cannot be traced by torch.jit.trace or exported by the "
+            "TorchScript-based ONNX exporter (torch.onnx.export(..., dynamo=False)): its "
+            "custom autograd functions would be missing from the graph. Use "
+            "torch.onnx.export(model, args, dynamo=True) or torch.export.export"
+        )
+
+
 class GLayer(nn.Module):
     """One layer of the input-dependent network g: a `kernel` and a `bias`, neutral layout."""
 
@@ -66,9 +103,17 @@ class LowRankLocallyConnected2d(nn.Module):
     'same' (TensorFlow's rule for any stride, asymmetric where needed), an int, a pair, or
     ((top, bottom), (left, right)).
 
+    `kernel_size` and `dilation` may be lists of `rank` entries, one per basis (a mixed
+    basis, spec section 16; padding 'same').
+
     Parameters carry the neutral names (`state_dict` keys `basis`, `row_logits`,
-    `g.reduce.kernel`, ...), in neutral layout except `basis`: (K, C_out, C_in, kh, kw), one
-    `nn.Conv2d` weight per member. `strategy` picks the evaluation ('auto', 'conv', 'lc').
+    `g.reduce.kernel`, ...), in neutral layout except the basis, kept as convolution weights
+    so that `channels_last` applies to it as to `nn.Conv2d.weight`: `basis` is (K C_out,
+    C_in, kh, kw), member k at rows k C_out ... (k + 1) C_out - 1; a mixed basis has
+    `basis.0` ... `basis.{K-1}` (an `nn.ParameterList`), each (C_out, C_in, kh_k, kw_k).
+    `neutral_params()` and checkpoints give the neutral layouts. `strategy` picks the
+    evaluation ('auto', 'conv', 'lc'). Input is (B, C_in, H, W), or (C_in, H, W) for one
+    example, as for `nn.Conv2d`.
     """
 
     def __init__(
@@ -92,6 +137,7 @@ class LowRankLocallyConnected2d(nn.Module):
         dtype=None,
     ):
         super().__init__()
+        _check_dtype(type(self).__name__, dtype)
         self.config = LRLCConfig(
             in_channels,
             out_channels,
@@ -122,10 +168,16 @@ class LowRankLocallyConnected2d(nn.Module):
                     for layer in g_names
                 }
             )
+        if self.config.mixed:
+            self.basis = nn.ParameterList(
+                [torch.empty(shapes[name], **factory) for name in self.config.basis_names]
+            )
         for name, shape in shapes.items():
-            if not name.startswith("g."):
+            if not name.startswith(("g.", "basis.")):
                 self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
         self.reset_parameters()
+
+    __prepare_scriptable__ = _refuse_torchscript
 
     @classmethod
     def from_lrlc_config(
@@ -150,9 +202,10 @@ class LowRankLocallyConnected2d(nn.Module):
     def extra_repr(self) -> str:
         c = self.config
         text = (
-            f"{c.in_channels}, {c.out_channels}, kernel_size={c.kernel_size}, rank={c.rank}, "
-            f"input_size={c.input_size}, stride={c.stride}, padding={c.padding!r}, "
-            f"dilation={c.dilation}, combining={c.combining!r}, normalize={c.normalize!r}"
+            f"{c.in_channels}, {c.out_channels}, kernel_size={_shown(c.kernel_size)}, "
+            f"rank={c.rank}, input_size={c.input_size}, stride={c.stride}, "
+            f"padding={c.padding!r}, dilation={_shown(c.dilation)}, "
+            f"combining={c.combining!r}, normalize={c.normalize!r}"
         )
         if not c.spatial_bias:
             text += ", spatial_bias=False"
@@ -167,8 +220,14 @@ class LowRankLocallyConnected2d(nn.Module):
     def _params(self) -> dict[str, torch.Tensor]:
         return dict(self.named_parameters(remove_duplicate=False))
 
+    def _factory(self) -> dict:
+        reference = next(self.parameters())
+        return {"device": reference.device, "dtype": reference.dtype}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C_in, H, W) -> (B, C_out, H_out, W_out), with (H, W) == `input_size`."""
+        """(B, C_in, H, W) -> (B, C_out, H_out, W_out), with (H, W) == `input_size`; one
+        unbatched (C_in, H, W) example gives (C_out, H_out, W_out)."""
+        _refuse_jit_tracing(self)
         return functional.forward(x, self._params(), self.config, strategy=self.strategy)
 
     def combining_weights(self, x: torch.Tensor | None = None) -> torch.Tensor:
@@ -193,10 +252,7 @@ class LowRankLocallyConnected2d(nn.Module):
             )
         c = self.config
         layer = LocallyConnected2d.from_lrlc_config(
-            c,
-            bias=c.spatial_bias or c.channel_bias,
-            device=self.basis.device,
-            dtype=self.basis.dtype,
+            c, bias=c.spatial_bias or c.channel_bias, **self._factory()
         )
         with torch.no_grad():
             weight, bias = self.locally_connected_kernel()
@@ -208,28 +264,36 @@ class LowRankLocallyConnected2d(nn.Module):
     # Neutral parameters and checkpoints (spec sections 9 and 13)
 
     def neutral_params(self) -> dict[str, np.ndarray]:
-        """The parameters as NumPy arrays with neutral names and layouts."""
-        return to_neutral(self._params())
+        """The parameters as NumPy arrays with neutral names and layouts (bfloat16, which
+        NumPy lacks, widened exactly to float32)."""
+        return to_neutral(self._params(), self.config)
 
     def load_neutral_params(self, params) -> None:
-        """Copy neutral parameters (NumPy arrays or tensors, neutral layouts) into the layer;
-        ValueError on missing, extra or mis-shaped tensors, TypeError on non-float ones."""
-        lrlc_numpy.check_params(params, self.config, what="neutral params")
-        self._copy_in(from_neutral(params))
+        """Copy neutral parameters (NumPy arrays or tensors, neutral layouts) into the layer,
+        each converted to the layer's dtype; every tensor is checked before any is copied:
+        ValueError on missing, extra or mis-shaped tensors, TypeError on values that are not
+        floating arrays or tensors (each error names the tensor)."""
+        what = "neutral params"
+        tensors = checkpoint.neutral_tensors(params, what=what)  # types and dtypes, each named
+        lrlc_numpy.check_params(tensors, self.config, what=what)
+        self._copy_in(from_neutral(tensors))
 
     @torch.no_grad()
     def _copy_in(self, tensors) -> None:
+        """Copy checked tensors into the parameters, converted to each parameter's dtype."""
         own = self._params()
         for name, value in tensors.items():
-            own[name].copy_(value)
+            own[name].copy_(value.to(own[name].dtype))
 
     def save_checkpoint(self, path) -> None:
-        """Write the neutral checkpoint (a .safetensors file with the config as JSON)."""
+        """Write the neutral checkpoint (a .safetensors file with the config as JSON), each
+        tensor in the layer's dtype (bfloat16 included), atomically."""
         checkpoint.save_checkpoint(path, self._params(), self.config)
 
     def load_checkpoint(self, path) -> None:
-        """Load a neutral checkpoint into this layer, in place, as `load_state_dict` does;
-        ValueError unless the file's config is this layer's."""
+        """Load a neutral checkpoint into this layer, in place, as `load_state_dict` does:
+        each tensor is converted from its stored dtype to the layer's. ValueError unless
+        the file's config is this layer's."""
         params, config = checkpoint.load_checkpoint(path)
         if config != self.config:
             raise ValueError(
@@ -240,9 +304,18 @@ class LowRankLocallyConnected2d(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, path, *, strategy: str = "auto", device=None, dtype=None):
-        """A new layer read from a neutral checkpoint; `dtype=None` keeps the file's dtype."""
+        """A new layer read from a neutral checkpoint. `dtype=None` keeps the file's dtype,
+        which must then be one for all tensors (else pass `dtype`); a given `dtype` converts
+        every tensor to it."""
         params, config = checkpoint.load_checkpoint(path)
-        dtype = params["basis"].dtype if dtype is None else dtype
+        if dtype is None:
+            stored = {value.dtype for value in params.values()}
+            if len(stored) != 1:
+                raise ValueError(
+                    f"from_checkpoint: {path} holds tensors of dtypes "
+                    f"{sorted(map(str, stored))}; a layer has one dtype: pass dtype="
+                )
+            (dtype,) = stored
         layer = cls.from_lrlc_config(config, strategy=strategy, device=device, dtype=dtype)
         layer._copy_in(params)
         return layer
@@ -309,7 +382,7 @@ class LowRankLocallyConnected2d(nn.Module):
             **options,
         )
         with torch.no_grad():
-            layer.basis.copy_(weight.detach().expand_as(layer.basis))
+            layer.basis.copy_(weight.detach().repeat(rank, 1, 1, 1))
             if layer.config.channel_bias:
                 if conv.bias is None:
                     layer.channel_bias.zero_()
@@ -332,7 +405,8 @@ class LocallyConnected2d(nn.Module):
     position (spec section 11), on NCHW input of a fixed `input_size`.
 
     `weight` is (H_out, W_out, C_out, C_in, kh, kw) and `bias` (C_out, H_out, W_out).
-    Padding, stride and dilation follow `LRLCConfig` ('same' as in TensorFlow).
+    Padding, stride and dilation follow `LRLCConfig` ('same' as in TensorFlow). Input is
+    (B, C_in, H, W), or (C_in, H, W) for one example, as for `nn.Conv2d`.
     """
 
     def __init__(
@@ -350,6 +424,9 @@ class LocallyConnected2d(nn.Module):
         dtype=None,
     ):
         super().__init__()
+        _check_dtype(type(self).__name__, dtype)
+        if not isinstance(bias, bool):
+            raise TypeError(f"LocallyConnected2d: bias must be a bool, got {bias!r}")
         # The geometry rules are LRLCConfig's; rank plays no part in a locally connected layer.
         self.config = LRLCConfig(
             in_channels,
@@ -370,18 +447,24 @@ class LocallyConnected2d(nn.Module):
             self.register_parameter("bias", None)
         self.reset_parameters()
 
+    __prepare_scriptable__ = _refuse_torchscript
+
     @classmethod
     def from_lrlc_config(cls, config: LRLCConfig, *, bias: bool = True, device=None, dtype=None):
-        """A locally connected layer on `config`'s geometry (channels, window, grid, stride,
-        padding, dilation); the LRLC-only fields (rank, combining, ...) play no part."""
+        """A locally connected layer on the geometry of `config.locally_connected_config()`
+        (channels, window, grid, stride, padding, dilation: `config`'s own, or a mixed
+        basis's union window); the LRLC-only fields (rank, combining, ...) play no part."""
+        if not isinstance(config, LRLCConfig):
+            raise TypeError(f"from_lrlc_config expects an LRLCConfig, got {type(config).__name__}")
+        window = config.locally_connected_config()
         return cls(
-            config.in_channels,
-            config.out_channels,
-            config.kernel_size,
-            config.input_size,
-            stride=config.stride,
-            padding=config.padding,
-            dilation=config.dilation,
+            window.in_channels,
+            window.out_channels,
+            window.kernel_size,
+            window.input_size,
+            stride=window.stride,
+            padding=window.padding,
+            dilation=window.dilation,
             bias=bias,
             device=device,
             dtype=dtype,
@@ -405,6 +488,7 @@ class LocallyConnected2d(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _refuse_jit_tracing(self)
         return functional.locally_connected(x, self.weight, self.bias, self.config)
 
     def neutral_params(self) -> dict[str, np.ndarray]:
@@ -417,20 +501,25 @@ class LocallyConnected2d(nn.Module):
 
     @torch.no_grad()
     def load_neutral_params(self, params) -> None:
-        """Copy a neutral {'kernel', 'bias'} (as from `lrlc_numpy.to_locally_connected`)."""
+        """Copy a neutral {'kernel', 'bias'} (as from `lrlc_numpy.to_locally_connected`),
+        converted to the layer's dtype, after checking both."""
+        if not isinstance(params, Mapping):
+            raise TypeError(
+                f"locally connected params must be a mapping, got {type(params).__name__}"
+            )
         if set(params) != {"kernel", "bias"}:
             raise ValueError(
                 f"locally connected params have names {sorted(params)}; expected ['bias', 'kernel']"
             )
-        kernel_shape = np.shape(params["kernel"])
-        if lrlc_numpy.check_lc_shapes(kernel_shape, np.shape(params["bias"]), self.config):
+        weight, bias = lc_from_neutral(params["kernel"], params["bias"])  # types, dtypes
+        kernel_shape = tuple(params["kernel"].shape)
+        if lrlc_numpy.check_lc_shapes(kernel_shape, tuple(params["bias"].shape), self.config):
             raise ValueError(
-                f"locally connected params['kernel'] has shape {tuple(kernel_shape)}, one kernel "
+                f"locally connected params['kernel'] has shape {kernel_shape}, one kernel "
                 "per example; a LocallyConnected2d holds one for the batch"
             )
-        weight, bias = lc_from_neutral(params["kernel"], params["bias"])
         if self.bias is None and bias.any():
             raise ValueError("locally connected params: non-zero bias for a layer with bias=False")
-        self.weight.copy_(weight)
+        self.weight.copy_(weight.to(self.weight.dtype))
         if self.bias is not None:
-            self.bias.copy_(bias)
+            self.bias.copy_(bias.to(self.bias.dtype))

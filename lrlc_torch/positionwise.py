@@ -11,9 +11,17 @@ W_pad, C_in, B), batch innermost, so that only 2-D transposes (copied by torch i
 cache-sized tiles) reorder large tensors. The backward (spec section 12.3, with the bank
 in place of the basis) is hand-written: d(patches) = bank^T dy folded back onto the input,
 d(bank) = dy patches^T handed block by block to the kernel source.
+
+`config` here is always a plain config: the layer's own, or for a mixed basis its
+`locally_connected_config()` (spec section 16.5). Under `torch.export` the kernel takes
+out-of-place products (the exported program has no custom backward, and autograd cannot
+differentiate `out=` products) and, when the batch is symbolic, one block for all rows, so
+that nothing branches on the batch size.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -42,10 +50,17 @@ def _bank_width(config: LRLCConfig) -> int:
     return config.in_channels * kh * kw
 
 
+def _exporting() -> bool:
+    return torch.compiler.is_exporting()
+
+
 def _row_blocks(config: LRLCConfig, x: torch.Tensor):
-    """(first row, end row) of each block of output rows for the batch `x`."""
+    """(first row, end row) of each block of output rows for the batch `x`; one block when
+    the batch is symbolic (torch.export), whose size no branch may read."""
     out_h, out_w = config.output_size
     batch, itemsize = x.shape[0], x.element_size()
+    if not isinstance(batch, int):
+        return [(0, out_h)]
     row_bytes = out_w * _bank_width(config) * max(batch, config.out_channels) * itemsize
     block_bytes = DEVICE_BLOCK_BYTES.get(x.device.type, BLOCK_BYTES)
     rows = max(1, min(out_h, block_bytes // row_bytes))
@@ -64,16 +79,22 @@ def _interior(padded: torch.Tensor, x: torch.Tensor, config: LRLCConfig) -> torc
     return padded[top : top + x.shape[2], left : left + x.shape[3]]
 
 
-def _transposed(a: torch.Tensor, rows: int) -> torch.Tensor:
-    """`a` read as a (rows, -1) matrix, transposed into contiguous memory. torch copies 2-D
-    transposes in cache-sized tiles; a general 4-D permutation is several times slower."""
-    return a.reshape(rows, -1).t().contiguous()
+def _transposed(a: torch.Tensor, split: int) -> torch.Tensor:
+    """`a` read as a matrix (its first `split` axes by the rest), transposed into contiguous
+    memory. torch copies 2-D transposes in cache-sized tiles; a general 4-D permutation is
+    several times slower. Sizes are explicit, so an empty batch reshapes too."""
+    rows, cols = math.prod(a.shape[:split]), math.prod(a.shape[split:])
+    return a.reshape(rows, cols).t().contiguous()
 
 
 def batch_last(x: torch.Tensor, config: LRLCConfig) -> torch.Tensor:
     """x (B, C_in, H, W) zero-padded by `config.padding_pairs`, as (H_pad, W_pad, C_in, B)."""
+    channels_first = _transposed(x, 1).view(*x.shape[1:], x.shape[0])  # (C_in, H, W, B)
+    if _exporting():  # no in-place copy into a buffer: a pad, which export keeps functional
+        (top, bottom), (left, right) = config.padding_pairs
+        padded = torch.nn.functional.pad(channels_first, (0, 0, left, right, top, bottom))
+        return padded.permute(1, 2, 0, 3).contiguous()
     padded = x.new_zeros(_padded_shape(x, config))
-    channels_first = _transposed(x, x.shape[0]).view(*x.shape[1:], -1)  # (C_in, H, W, B)
     _interior(padded, x, config).copy_(channels_first.permute(1, 2, 0, 3))
     return padded
 
@@ -95,7 +116,7 @@ def extract_patches(padded: torch.Tensor, config: LRLCConfig, start: int, stop: 
     window = _window_view(padded, config, start, stop)
     count = window.shape[0] * window.shape[1]
     if out is None:
-        return window.reshape(count, -1, padded.shape[3])
+        return window.reshape(count, _bank_width(config), padded.shape[3])
     out = out[:count]
     out.view(window.shape).copy_(window)
     return out
@@ -142,17 +163,19 @@ class WeightKernels:
 
 
 class BasisKernels:
-    """The position banks (eq. 2; `functional.position_banks`) of an LRLC basis (K, C_out,
-    C_in, kh, kw) and fixed weights (K, H_out, W_out), formed block by block into one reused
-    buffer, which then also takes the block's bank gradients (the backward is done with a
-    block's banks when it asks for `grad_buffer`). `accumulate` contracts those to d(basis)
-    (summed over positions) and d(w) (per position)."""
+    """The position banks (eq. 2; `functional.position_banks`) of a stacked LRLC basis
+    (K C_out, C_in, kh, kw) and fixed weights (K, H_out, W_out), formed block by block into
+    one reused buffer, which then also takes the block's bank gradients (the backward is
+    done with a block's banks when it asks for `grad_buffer`). `accumulate` contracts those
+    to d(basis) (summed over positions) and d(w) (per position)."""
 
     def __init__(self, weights, basis, *, need_weights=False, need_basis=False):
+        rank = weights.shape[0]
         self.basis_shape = basis.shape
         self.weights = weights.flatten(1).t().contiguous()  # (P, K)
-        self.basis = basis.flatten(1)  # (K, C_out C_in kh kw)
-        self.bank_shape = (basis.shape[1], self.basis.shape[1] // basis.shape[1])
+        self.basis = basis.reshape(rank, math.prod(basis.shape) // rank)  # (K, C_out C_in kh kw)
+        out_channels = basis.shape[0] // rank
+        self.bank_shape = (out_channels, self.basis.shape[1] // out_channels)
         self.buffer = None
         self.dweights = self.weights.new_empty(self.weights.shape) if need_weights else None
         self.dbasis = self.basis.new_zeros(self.basis.shape) if need_basis else None
@@ -163,6 +186,8 @@ class BasisKernels:
         return self.buffer[: stop - start]
 
     def banks(self, start: int, stop: int) -> torch.Tensor:
+        if _exporting():
+            return torch.mm(self.weights[start:stop], self.basis).view(-1, *self.bank_shape)
         out = self._scratch(start, stop)
         torch.mm(self.weights[start:stop], self.basis, out=out)
         return out.view(-1, *self.bank_shape)
@@ -193,15 +218,27 @@ def apply_banks(x: torch.Tensor, kernels, config: LRLCConfig) -> torch.Tensor:
     batch = x.shape[0]
     out_h, out_w = config.output_size
     padded = batch_last(x, config)
-    y = x.new_empty(out_h * out_w, config.out_channels, batch)
-    buffer = None
-    for start, stop in _row_blocks(config, x):
-        first, end = start * out_w, stop * out_w
-        if buffer is None:
-            buffer = x.new_empty(end - first, _bank_width(config), batch)
-        block = extract_patches(padded, config, start, stop, buffer)
-        torch.bmm(kernels.banks(first, end), block, out=y[first:end])
-    y = _transposed(y, out_h * out_w)  # (P, C_out, B) -> (C_out, B, P)
+    blocks = _row_blocks(config, x)
+    if _exporting():  # out-of-place: the exported program is differentiated op by op
+        y = torch.cat(
+            [
+                torch.bmm(
+                    kernels.banks(start * out_w, stop * out_w),
+                    extract_patches(padded, config, start, stop),
+                )
+                for start, stop in blocks
+            ]
+        )
+    else:
+        y = x.new_empty(out_h * out_w, config.out_channels, batch)
+        buffer = None
+        for start, stop in blocks:
+            first, end = start * out_w, stop * out_w
+            if buffer is None:
+                buffer = x.new_empty(end - first, _bank_width(config), batch)
+            block = extract_patches(padded, config, start, stop, buffer)
+            torch.bmm(kernels.banks(first, end), block, out=y[first:end])
+    y = _transposed(y, 1)  # (P, C_out, B) -> (C_out, B, P)
     return y.view(config.out_channels, batch, out_h, out_w).transpose(0, 1)
 
 
@@ -211,8 +248,8 @@ def apply_banks_vjp(x, dy, kernels, config: LRLCConfig, *, need_x: bool, need_ke
     batch = x.shape[0]
     out_w = config.output_size[1]
     # dy (B, C_out, P) as (P, C_out, B): swap the leading axes, then a 2-D transpose.
-    dy_rows = _transposed(dy.transpose(0, 1), config.out_channels * batch)
-    dy_rows = dy_rows.view(-1, config.out_channels, batch)
+    dy_rows = _transposed(dy.transpose(0, 1), 2)
+    dy_rows = dy_rows.view(math.prod(dy.shape[2:]), config.out_channels, batch)
     padded = batch_last(x, config) if need_kernels else None
     dpadded = x.new_zeros(_padded_shape(x, config)) if need_x else None
     buffer = None
@@ -232,4 +269,4 @@ def apply_banks_vjp(x, dy, kernels, config: LRLCConfig, *, need_x: bool, need_ke
     if not need_x:
         return None
     channels_first = _interior(dpadded, x, config).permute(2, 0, 1, 3)  # (C_in, H, W, B)
-    return _transposed(channels_first, x[0].numel()).view(x.shape)
+    return _transposed(channels_first, 3).view(x.shape)

@@ -20,8 +20,7 @@ import lrlc_torch.functional  # noqa: E402
 from conformance.backends.torch import Backend as TorchBackend  # noqa: E402
 
 GRADIENT_CHECKS = ("vjp_input", "vjp_params")
-# lrlc_torch has no mixed basis yet (spec section 16).
-IDEP_CASES = [c for c in catalogue() if c.config.input_dependent and not c.config.mixed]
+IDEP_CASES = [c for c in catalogue() if c.config.input_dependent]
 # The case whose bfloat16 gradients failed without the rule before 'conv_init' (spec 15.4).
 KINK_CASE = next(c for c in IDEP_CASES if c.name == "explicit-int/idep-full-softmax-bias[sc]")
 

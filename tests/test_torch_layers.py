@@ -53,8 +53,9 @@ def test_parameter_names_and_shapes_are_neutral(config):
     shapes = L.param_shapes(config)
     assert set(layer.state_dict()) == set(shapes)
     assert {n: v.shape for n, v in layer.neutral_params().items()} == shapes
-    # Only the basis changes layout: one (C_out, C_in, kh, kw) conv weight per member.
-    assert tuple(layer.basis.shape) == (config.rank, 3, 2, 3, 3)
+    # Only the basis changes layout: the members' (C_out, C_in, kh, kw) conv weights stacked
+    # along the output channels, one 4-D (K C_out, C_in, kh, kw) weight like nn.Conv2d's.
+    assert tuple(layer.basis.shape) == (config.rank * 3, 2, 3, 3)
 
 
 @pytest.mark.parametrize("config", [FIXED, IDEP], ids=["fixed", "idep"])
@@ -119,7 +120,8 @@ def test_algorithm1_is_one_convolution_then_one_weighted_sum(monkeypatch):
     # Independently: K separate convolutions of the padded input, summed with the weights.
     xpad = torch.nn.functional.pad(x, (0, 1, 1, 1))  # 'same', stride 2 on (7, 6): spec rule
     assert FIXED.padding_pairs == ((1, 1), (0, 1))
-    per_member = torch.stack([torch.nn.functional.conv2d(xpad, f, stride=2) for f in layer.basis])
+    members = layer.basis.unflatten(0, (FIXED.rank, 3))
+    per_member = torch.stack([torch.nn.functional.conv2d(xpad, f, stride=2) for f in members])
     torch.testing.assert_close(
         LF.basis_responses(x, layer.basis, FIXED), per_member.transpose(0, 1), rtol=0, atol=1e-13
     )
@@ -334,7 +336,8 @@ def test_deprecated_load_neutral_warns_and_keeps_its_old_behaviour(tmp_path):
 @pytest.mark.parametrize(
     "x, error, match",
     [
-        (torch.zeros(2, 7, 6), ValueError, r"rank 4 .*\(2, 7, 6\)"),
+        (torch.zeros(7, 6), ValueError, r"rank 4 .*\(7, 6\)"),
+        (torch.zeros(1, 1, 2, 7, 6), ValueError, r"rank 4 .*\(1, 1, 2, 7, 6\)"),
         (torch.zeros(1, 3, 7, 6), ValueError, "3 channels.*in_channels=2"),
         (torch.zeros(1, 2, 6, 7), ValueError, r"spatial size \(6, 7\).*input_size=\(7, 6\)"),
         (np.zeros((1, 2, 7, 6)), TypeError, "torch.Tensor, got ndarray"),
@@ -529,7 +532,7 @@ def test_functional_checks_params_and_lc_dtypes():
     params = dict(layer.named_parameters())
     with pytest.raises(ValueError, match=r"missing tensors \['row_bias'\]"):
         LF.forward(x, {k: v for k, v in params.items() if k != "row_bias"}, FIXED)
-    with pytest.raises(ValueError, match=r"'basis'\] has shape \(1, 3, 2, 3, 3\); expected \(3,"):
+    with pytest.raises(ValueError, match=r"'basis'\] has shape \(1, 2, 3, 3\); expected \(9,"):
         LF.forward(x, {**params, "basis": params["basis"][:1]}, FIXED)
     with pytest.raises(TypeError, match="'channel_bias'.*torch.int64"):
         LF.forward(x, {**params, "channel_bias": torch.zeros(3, dtype=torch.int64)}, FIXED)

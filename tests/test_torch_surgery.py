@@ -32,7 +32,7 @@ def test_from_conv_equals_the_conv_at_init(conv, input_size):
     layer = LRLC2d.from_conv(conv, rank=3, input_size=input_size)
     x = torch.randn(BATCH, 3, *input_size, dtype=torch.float64)
     assert close_to(layer(x), conv(x), layer)
-    for member in layer.basis:
+    for member in layer.basis.unflatten(0, (3, conv.out_channels)):
         assert torch.equal(member, conv.weight)
     weights = layer.combining_weights()
     assert weights.std(dim=0).min() > 0  # members are not weighted uniformly anywhere
@@ -47,7 +47,8 @@ def test_from_conv_members_diverge_in_training():
     for scale in (0.0, 1e-2):
         layer = LRLC2d.from_conv(conv, rank=2, input_size=(6, 6), logit_scale=scale)
         layer(x).square().sum().backward()
-        spread[scale] = (layer.basis.grad[0] - layer.basis.grad[1]).abs().max().item()
+        grad = layer.basis.grad.unflatten(0, (2, 3))
+        spread[scale] = (grad[0] - grad[1]).abs().max().item()
     assert spread[0.0] == 0.0 and spread[1e-2] > 0.0
 
 
@@ -117,7 +118,7 @@ def test_convert_convs_keeps_outputs_then_trains():
         optimiser.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
-    basis = model.features[0].basis
+    basis = model.features[0].basis.unflatten(0, (3, -1))
     assert not torch.equal(basis[0], basis[1])  # the members have started to differ
 
 

@@ -55,6 +55,10 @@ class Backend:
     fixed layers only; the catalogue's input-dependent cases then run Algorithm 1, which is
     what 'auto' picks for them (the layer refuses strategy='lc' with input_dependent=True)."""
 
+    # lrlc_torch has the mixed basis of spec section 16 (Algorithm 1 by groups, 'lc' and
+    # conversion on the union window).
+    supports_mixed_basis = True
+
     def __init__(self, strategy: str = "auto", **unknown):
         self.name = strategy_adapter_name("torch", strategy, unknown)
         self.strategy = strategy
@@ -92,7 +96,7 @@ class Backend:
         names, tensors = zip(*layer.named_parameters())
         y = layer(x)
         grads = torch.autograd.grad(y, (x, *tensors), _nchw(dy, dtype, device))
-        return _nhwc(grads[0]), lrlc_torch.to_neutral(dict(zip(names, grads[1:])))
+        return _nhwc(grads[0]), lrlc_torch.to_neutral(dict(zip(names, grads[1:])), config)
 
     @_full_precision
     def to_locally_connected(self, config, params, x=None, *, dtype="float64", device="cpu"):
