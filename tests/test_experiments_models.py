@@ -140,7 +140,8 @@ def test_spatial_bias_variant_starts_as_the_convolution_plus_zero_bias():
         {k: v for k, v in lrlc.state_dict().items() if not k.startswith("layers.2")}, strict=False
     )
     with torch.no_grad():
-        conv.layers[2].weight.copy_(lrlc.layers[2].basis[0])
+        # The torch layer keeps its basis as one (K C_out, C_in, kh, kw) weight; K = 1 here.
+        conv.layers[2].weight.copy_(lrlc.layers[2].basis[: conv.layers[2].out_channels])
         conv.layers[2].bias.copy_(lrlc.layers[2].channel_bias)
     x = torch.randn(3, 1, 9, 9)
     lrlc.eval()
