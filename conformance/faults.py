@@ -67,14 +67,14 @@ def _row_and_column_swapped(params, config):
     return _original["fixed_logits"](params, config)
 
 
-def _taps_transposed(out_size, kernel_size, stride, dilation):
-    for u, v, rows, cols in _original["_window_slices"](out_size, kernel_size, stride, dilation):
+def _taps_transposed(out_size, kernel_size, *geometry):
+    for u, v, *slices in _original["_window_slices"](out_size, kernel_size, *geometry):
         if u < kernel_size[1] and v < kernel_size[0]:
-            yield v, u, rows, cols
+            yield v, u, *slices
 
 
-def _dilation_ignored(out_size, kernel_size, stride, dilation):
-    yield from _original["_window_slices"](out_size, kernel_size, stride, (1, 1))
+def _dilation_ignored(out_size, kernel_size, stride, dilation, *geometry):
+    yield from _original["_window_slices"](out_size, kernel_size, stride, (1, 1), *geometry)
 
 
 def _channel_bias_dropped(params, config, dtype):

@@ -4,15 +4,26 @@ It implements spec/SPEC.md exactly, forward and backward; every other lrlc packa
 checked against it. It imports no deep-learning framework.
 """
 
-from .checkpoint import load_checkpoint, load_params, save_checkpoint, save_params
+from importlib.metadata import version
+
+from .checkpoint import (
+    Checkpoint,
+    load_checkpoint,
+    load_params,
+    read_checkpoint,
+    save_checkpoint,
+    save_params,
+)
 from .config import (
     COMBINING_MODES,
     NORMALIZATIONS,
     BasisGroup,
     LRLCConfig,
     PerBasis,
+    check_config,
     check_input_shape,
     check_lc_shapes,
+    check_param_shapes,
     check_params,
     lc_shapes,
     param_shapes,
@@ -40,10 +51,13 @@ from .reference import (
     vjp,
 )
 
+__version__ = version("lrlc")
+
 __all__ = [
     "COMBINING_MODES",
     "NORMALIZATIONS",
     "BasisGroup",
+    "Checkpoint",
     "LRLCConfig",
     "PerBasis",
     "basis_members",
@@ -52,8 +66,10 @@ __all__ = [
     "check_input",
     "combine",
     "Initial",
+    "check_config",
     "check_input_shape",
     "check_lc_shapes",
+    "check_param_shapes",
     "check_params",
     "combining_weights",
     "conv2d",
@@ -69,6 +85,7 @@ __all__ = [
     "locally_connected",
     "param_shapes",
     "position_banks",
+    "read_checkpoint",
     "resize_bilinear",
     "resize_matrix",
     "save_checkpoint",

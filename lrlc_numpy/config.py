@@ -24,27 +24,35 @@ def _is_int(v):
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _pair(name, value):
-    """An int or a pair of ints, as a pair of positive ints."""
-    expected = f"LRLCConfig.{name} must be an int or a pair of ints, got {value!r}"
-    if name in PER_BASIS_FIELDS:
+def check_config(config, where: str) -> None:
+    """Raise TypeError unless `config` is an LRLCConfig; `where` names the caller (spec
+    section 14). A dict is the common mistake, so its message says how to build one."""
+    if isinstance(config, LRLCConfig):
+        return
+    if isinstance(config, Mapping):
+        raise TypeError(
+            f"{where}: config must be an LRLCConfig, got a {type(config).__name__}; build one "
+            "with LRLCConfig(**config) or LRLCConfig.from_dict(config)"
+        )
+    raise TypeError(f"{where}: config must be an LRLCConfig, got {type(config).__name__}")
+
+
+def _pair(name, value, owner="LRLCConfig"):
+    """An int or a pair (tuple or list) of ints, as a pair of positive ints. Other iterables
+    (strings, sets, dicts, arrays) are refused: their order or items would be guessed."""
+    expected = f"{owner}.{name} must be an int or a pair of ints, got {value!r}"
+    if name in PER_BASIS_FIELDS and owner == "LRLCConfig":
         expected = (
-            f"LRLCConfig.{name} must be an int, a pair of ints or a list of one int or pair "
+            f"{owner}.{name} must be an int, a pair of ints or a list of one int or pair "
             f"per basis filter bank, got {value!r}"
         )
-    if isinstance(value, bool):
-        raise TypeError(expected)
-    if isinstance(value, int):
+    if _is_int(value):
         value = (value, value)
-    try:
-        pair = tuple(value)
-    except TypeError:
-        raise TypeError(expected) from None
-    if len(pair) != 2 or not all(map(_is_int, pair)):
+    if not isinstance(value, (tuple, list)) or len(value) != 2 or not all(map(_is_int, value)):
         raise TypeError(expected)
-    if min(pair) < 1:
-        raise ValueError(f"LRLCConfig.{name} must be positive, got {value!r}")
-    return pair
+    if min(value) < 1:
+        raise ValueError(f"{owner}.{name} must be positive, got {value!r}")
+    return tuple(value)
 
 
 class PerBasis:
@@ -120,7 +128,7 @@ def _is_nonneg_int(v):
     return _is_int(v) and v >= 0
 
 
-def _normalize_padding(padding):
+def _normalize_padding(padding, owner="LRLCConfig"):
     """Padding as 'valid', 'same' or ((top, bottom), (left, right)); raises on anything else."""
     expected = (
         "'valid', 'same', an int, a pair (pad_h, pad_w) or ((top, bottom), (left, right)) "
@@ -129,7 +137,7 @@ def _normalize_padding(padding):
     if isinstance(padding, str):
         if padding.lower() in ("valid", "same"):
             return padding.lower()
-        raise ValueError(f"LRLCConfig.padding: unknown padding {padding!r}; expected {expected}")
+        raise ValueError(f"{owner}.padding: unknown padding {padding!r}; expected {expected}")
     if _is_nonneg_int(padding):
         return ((padding, padding), (padding, padding))
     if isinstance(padding, (tuple, list)) and len(padding) == 2:
@@ -140,7 +148,7 @@ def _normalize_padding(padding):
             for p in padding
         ):
             return (tuple(padding[0]), tuple(padding[1]))
-    raise ValueError(f"LRLCConfig.padding: got {padding!r}; expected {expected}")
+    raise ValueError(f"{owner}.padding: got {padding!r}; expected {expected}")
 
 
 def resolve_padding(padding, input_size, kernel_size, stride, dilation):
@@ -221,12 +229,13 @@ class LRLCConfig:
                 f"(each basis is padded as TensorFlow's SAME pads its own kernel and dilation, "
                 f"so every basis has the same output grid), got {given_padding!r}"
             )
-        if self.combining not in COMBINING_MODES:
+        # A str first: `in` would compare anything, an array elementwise.
+        if not (isinstance(self.combining, str) and self.combining in COMBINING_MODES):
             raise ValueError(
                 f"LRLCConfig.combining: unknown mode {self.combining!r}; "
                 f"expected one of {COMBINING_MODES}"
             )
-        if self.normalize not in NORMALIZATIONS:
+        if not (isinstance(self.normalize, str) and self.normalize in NORMALIZATIONS):
             raise ValueError(
                 f"LRLCConfig.normalize: unknown normalisation {self.normalize!r}; "
                 f"expected one of {NORMALIZATIONS}"
@@ -267,14 +276,15 @@ class LRLCConfig:
                 f"{given['dilation']!r} has {len(per_basis['dilation'])}; each needs exactly "
                 f"rank={self.rank} entries"
             )
+        name, pairs = next(iter(per_basis.items()))
+        if len(pairs) != self.rank:  # checked before a shared pair is repeated rank times
+            raise ValueError(
+                f"LRLCConfig.{name}: a list gives one entry per basis filter bank, so it "
+                f"needs exactly rank={self.rank} entries; got {len(pairs)} in {given[name]!r} "
+                "(for one (h, w) pair shared by every basis, pass a tuple)"
+            )
         for name, value in given.items():
             pairs = per_basis[name] if name in per_basis else (_pair(name, value),) * self.rank
-            if len(pairs) != self.rank:
-                raise ValueError(
-                    f"LRLCConfig.{name}: a list gives one entry per basis filter bank, so it "
-                    f"needs exactly rank={self.rank} entries; got {len(pairs)} in {value!r} "
-                    "(for one (h, w) pair shared by every basis, pass a tuple)"
-                )
             object.__setattr__(self, name, PerBasis(pairs, name))
 
     # Derived quantities (spec sections 3 and 16).
@@ -314,12 +324,19 @@ class LRLCConfig:
                 "and dilation; read config.basis_padding_pairs[k] for basis k, or "
                 "config.locally_connected_config().padding_pairs for the window covering all"
             )
-        return self.basis_padding_pairs[0]
+        # Not through basis_padding_pairs: a plain config's cost does not grow with its rank.
+        return resolve_padding(
+            self.padding, self.input_size, self.kernel_size, self.stride, self.dilation
+        )
 
     @property
     def output_size(self) -> tuple[int, int]:
         """(H_out, W_out), the grid the combining weights and spatial biases live on (the
         same for every basis: ceil(H / s_h) x ceil(W / s_w) for a mixed basis)."""
+        if not self.mixed:
+            return output_size(
+                self.input_size, self.padding_pairs, self.kernel_size, self.stride, self.dilation
+            )
         return output_size(
             self.input_size,
             self.basis_padding_pairs[0],
@@ -408,7 +425,7 @@ class LRLCConfig:
         if not isinstance(data, Mapping):
             raise TypeError(f"LRLCConfig.from_dict expects a mapping, got {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
+        unknown = sorted((key for key in data if key not in names), key=repr)
         if unknown:
             raise ValueError(
                 f"LRLCConfig: unknown fields {unknown}; expected a subset of {sorted(names)}"
@@ -434,15 +451,21 @@ class LRLCConfig:
 
     @classmethod
     def from_json(cls, text: str) -> LRLCConfig:
+        """Inverse of `to_json`: a JSON object as `from_dict` reads it."""
+        if not isinstance(text, (str, bytes, bytearray)):
+            raise TypeError(f"LRLCConfig.from_json expects a str, got {type(text).__name__}")
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ValueError(f"LRLCConfig: config is not valid JSON ({err})") from None
+        except RecursionError:
+            raise ValueError("LRLCConfig: config JSON is nested too deeply") from None
         return cls.from_dict(data)
 
 
 def param_shapes(config: LRLCConfig) -> dict[str, tuple[int, ...]]:
     """Neutral parameter names and shapes for `config` (spec section 9)."""
+    check_config(config, "param_shapes")
     k = config.rank
     out_h, out_w = config.output_size
     channels = (config.in_channels, config.out_channels)
@@ -488,19 +511,35 @@ def param_shapes(config: LRLCConfig) -> dict[str, tuple[int, ...]]:
 
 
 def check_params(params: Mapping, config: LRLCConfig, *, what: str = "params") -> None:
-    """Raise ValueError unless `params` has exactly the names and shapes `config` needs."""
+    """Raise unless `params` has exactly the names and shapes `config` needs: TypeError for
+    a non-mapping or a value that is no array or tensor (a list, a number), ValueError for
+    wrong names or shapes. Shapes only, so backends call it on their tensors."""
+    check_config(config, "check_params")
     if not isinstance(params, Mapping):
         raise TypeError(f"{what} must be a mapping of name -> array, got {type(params).__name__}")
+    shapes = {}
+    for name, value in params.items():
+        if not hasattr(value, "shape"):
+            raise TypeError(
+                f"{what}[{name!r}] is a {type(value).__name__}, not an array or tensor; "
+                "convert it first (for example numpy.asarray(value, dtype=float))"
+            )
+        shapes[name] = value.shape
+    check_param_shapes(shapes, config, what=what)
+
+
+def check_param_shapes(shapes: Mapping, config: LRLCConfig, *, what: str = "params") -> None:
+    """Raise ValueError unless `shapes` (name -> shape) are exactly those `config` needs."""
     expected = param_shapes(config)
-    missing = sorted(set(expected) - set(params))
-    extra = sorted(set(params) - set(expected))
+    missing = sorted(set(expected) - set(shapes))
+    extra = sorted((name for name in shapes if name not in expected), key=repr)
     if missing or extra:
         raise ValueError(
             f"{what}: missing tensors {missing}, unexpected tensors {extra}; "
             f"expected exactly {sorted(expected)}"
         )
     for name, shape in expected.items():
-        got = tuple(getattr(params[name], "shape", ()))
+        got = tuple(shapes[name])
         if got != shape:
             raise ValueError(f"{what}[{name!r}] has shape {got}; expected {shape}")
 
@@ -511,7 +550,11 @@ def check_input_shape(shape, config: LRLCConfig, *, name: str = "x", layout: str
     Reads the shape only, so framework backends can call it on tensors or tracers;
     `layout` is 'NHWC' or 'NCHW' (the caller's native layout, named in the message).
     """
-    shape = tuple(shape)
+    check_config(config, "check_input_shape")
+    try:
+        shape = tuple(shape)
+    except TypeError:
+        raise TypeError(f"{name}: expected a shape (a tuple of ints), got {shape!r}") from None
     if len(shape) != 4:
         raise ValueError(f"{name} must have rank 4 ({layout}), got shape {shape}")
     if layout == "NHWC":
@@ -536,6 +579,7 @@ def lc_shapes(config: LRLCConfig) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Canonical shapes of the locally connected kernel (H_out, W_out, kh, kw, C_in, C_out)
     and bias (H_out, W_out, C_out) on the geometry of `config.locally_connected_config()`
     (spec sections 11 and 16.5)."""
+    check_config(config, "lc_shapes")
     out_h, out_w = config.output_size
     kh, kw = config.locally_connected_config().kernel_size
     kernel = (out_h, out_w, kh, kw, config.in_channels, config.out_channels)
@@ -552,6 +596,7 @@ def check_lc_shapes(
     bias; an unknown `batch` (None, or None in the kernel's leading axis) is not compared.
     `expected` replaces the canonical (kernel, bias) shapes by a backend's native ones.
     """
+    check_config(config, "check_lc_shapes")
     shared, bias = expected if expected is not None else lc_shapes(config)
     kernel_shape = tuple(kernel_shape)
     per_example = len(kernel_shape) == len(shared) + 1
@@ -575,4 +620,8 @@ def working_dtype_name(dtype_name: str) -> str:
     """The dtype in which sums and normalisations run for values of dtype `dtype_name`:
     float32 for the 16-bit floats (whose range underflows the l2 floor and whose sums lose
     precision), the dtype itself otherwise (spec section 15.4)."""
+    if not isinstance(dtype_name, str):
+        raise TypeError(
+            f"working_dtype_name: expected a dtype name such as 'float32', got {dtype_name!r}"
+        )
     return "float32" if dtype_name in ("float16", "bfloat16") else dtype_name

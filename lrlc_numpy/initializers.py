@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from .config import LRLCConfig, param_shapes
+from .config import LRLCConfig, check_config, param_shapes
 
 LOGIT_NAMES = ("row_logits", "col_logits", "logits")
 
@@ -29,6 +29,8 @@ class Initial:
 def glorot_fans(shape) -> tuple[int, int]:
     """(fan_in, fan_out) as Keras computes them: a matrix (q, r) has fans q and r; a
     convolution kernel (*window, c_in, c_out) multiplies both by the window's size."""
+    if not isinstance(shape, (tuple, list)) or not all(isinstance(n, int) for n in shape):
+        raise TypeError(f"glorot_fans: shape must be a tuple of ints, got {shape!r}")
     if len(shape) < 2:
         raise ValueError(f"glorot_fans: a kernel has at least 2 axes, got shape {tuple(shape)}")
     receptive = math.prod(shape[:-2])
@@ -45,6 +47,7 @@ def keras_kernel_shape(name: str, shape) -> tuple[int, ...]:
 
 def initial_value(name: str, config: LRLCConfig) -> Initial:
     """The initial distribution of neutral parameter `name` of a layer with `config`."""
+    check_config(config, "initial_value")
     shapes = param_shapes(config)
     if name not in shapes:
         raise ValueError(

@@ -8,13 +8,18 @@ each with its own window; spec section 16). Computation happens in the floating 
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Mapping
 
 import numpy as np
 
 from .config import (
+    NORMALIZATIONS,
     LRLCConfig,
+    _normalize_padding,
     _pair,
+    check_config,
     check_input_shape,
     check_lc_shapes,
     check_params,
@@ -28,64 +33,166 @@ from .initializers import initial_value
 # ---------------------------------------------------------------------------------------------
 # Input checks (spec section 14)
 
+# The reference materialises eq. 1's patches, the per-position banks and the parameters; it
+# refuses an array of more elements than this with a ValueError naming it, before numpy's
+# "array is too big" or MemoryError (spec section 14).
+MAX_ELEMENTS = 2**31
+
+
+def _check_size(shape, what: str) -> None:
+    count = math.prod(shape)
+    if count > MAX_ELEMENTS:
+        raise ValueError(
+            f"{what} would have shape {tuple(shape)}, {count} elements; the NumPy reference "
+            f"materialises at most lrlc_numpy.reference.MAX_ELEMENTS = {MAX_ELEMENTS}"
+        )
+
 
 def as_floating(array, name: str) -> np.ndarray:
-    """`array` as a NumPy array, which must have a floating dtype (never silently cast)."""
-    array = np.asarray(array)
+    """`array` as a NumPy array, which must have a floating dtype (never silently cast).
+    Array-likes (nested lists of floats) are converted; the message names `name`."""
+    if isinstance(array, Mapping):
+        raise TypeError(f"{name} must be an array, got a {type(array).__name__}")
+    given = "" if isinstance(array, np.ndarray) else f" (converted from a {type(array).__name__})"
+    try:
+        array = np.asarray(array)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} is not an array ({err})") from None
     if not np.issubdtype(array.dtype, np.floating):
-        raise TypeError(f"{name} must have a floating dtype, got {array.dtype}")
+        raise TypeError(f"{name} must have a floating dtype, got {array.dtype}{given}")
     return array
 
 
 def check_input(x, config: LRLCConfig, *, name: str = "x") -> np.ndarray:
     """`x` as an array after checking rank, dtype, channels and grid against `config`."""
+    check_config(config, "check_input")
     x = as_floating(x, name)
     check_input_shape(x.shape, config, name=name)
     return x
 
 
-def _cast_params(params: Mapping, config: LRLCConfig, dtype) -> dict[str, np.ndarray]:
-    check_params(params, config)
-    return {
-        name: as_floating(value, f"params[{name!r}]").astype(dtype, copy=False)
-        for name, value in params.items()
-    }
+def _floating_params(params, config: LRLCConfig, dtype=None) -> dict[str, np.ndarray]:
+    """`params` as floating arrays (array-likes converted, each named in an error) with the
+    names and shapes `config` needs, cast to `dtype` unless it is None."""
+    if not isinstance(params, Mapping):
+        raise TypeError(f"params must be a mapping of name -> array, got {type(params).__name__}")
+    arrays = {name: as_floating(value, f"params[{name!r}]") for name, value in params.items()}
+    check_params(arrays, config)
+    if dtype is None:
+        return arrays
+    return {name: value.astype(dtype, copy=False) for name, value in arrays.items()}
+
+
+def _floating_dtype(dtype, where: str) -> np.dtype:
+    """`dtype` as a NumPy floating dtype; anything else is a TypeError naming `where`."""
+    try:
+        resolved = None if dtype is None else np.dtype(dtype)
+    except TypeError:
+        resolved = None
+    if resolved is None or not np.issubdtype(resolved, np.floating):
+        raise TypeError(
+            f"{where}: dtype must be a NumPy floating dtype (float16, float32, float64), "
+            f"got {dtype!r}"
+        )
+    return resolved
+
+
+def _named_params(params, names, config: LRLCConfig, where: str) -> dict[str, np.ndarray]:
+    """The tensors `names` of `params` (a building block reads only its own) as floating
+    arrays of the shapes `config` gives them; errors name `where` and the tensor."""
+    check_config(config, where)
+    if not isinstance(params, Mapping):
+        raise TypeError(f"{where}: params must be a mapping of name -> array, got {type(params)}")
+    shapes = param_shapes(config)
+    out = {}
+    for name in names:
+        if name not in params:
+            raise ValueError(f"{where}: params has no {name!r}; it needs {sorted(names)}")
+        out[name] = as_floating(params[name], f"{where}: params[{name!r}]")
+        if out[name].shape != shapes[name]:
+            raise ValueError(
+                f"{where}: params[{name!r}] has shape {out[name].shape}; expected {shapes[name]}"
+            )
+    return out
+
+
+def _contract(where: str, subscripts: str, **operands) -> np.ndarray:
+    """np.einsum(subscripts, *operands) after checking that each operand is a floating array
+    with one axis per letter of its subscript (a leading '...': any number more) and that
+    every letter has one size: never broadcast. Errors name `where` and the operands."""
+    sizes = {}
+    arrays = []
+    for (name, array), letters in zip(operands.items(), subscripts.split("->")[0].split(",")):
+        array = as_floating(array, f"{where}: {name}")
+        axes = letters.replace("...", "")
+        if array.ndim < len(axes) or ("..." not in letters and array.ndim != len(axes)):
+            raise ValueError(
+                f"{where}: {name} has shape {array.shape}; expected axes ({', '.join(letters)})"
+            )
+        for letter, size in zip(axes, array.shape[array.ndim - len(axes) :]):
+            seen, first = sizes.setdefault(letter, (size, f"{name} {array.shape}"))
+            if seen != size:
+                raise ValueError(
+                    f"{where}: axis {letter!r} has size {size} in {name} {array.shape} but "
+                    f"{seen} in {first}"
+                )
+        arrays.append(array)
+    return np.einsum(subscripts, *arrays, optimize=True)
 
 
 # ---------------------------------------------------------------------------------------------
 # Windows: padding, patch extraction and its adjoint (spec section 3)
 
 
-def _window_slices(out_size, kernel_size, stride, dilation):
-    """For each kernel tap (u, v): the strided slices of the padded input it reads."""
-    (out_h, out_w), (kh, kw), (sh, sw), (dh, dw) = out_size, kernel_size, stride, dilation
+def _tap_span(tap, n_out, n_in, stride, dilation, before):
+    """On one axis, the outputs i whose filter tap `tap` reads inside the input, and the
+    input positions they read: i * stride + tap * dilation - before (spec section 3).
+    Returns (output slice, input slice), or None when the tap reads padding only."""
+    offset = tap * dilation - before
+    first = max(0, -(offset // stride))  # ceil(-offset / stride)
+    last = min(n_out - 1, (n_in - 1 - offset) // stride)
+    if last < first:
+        return None
+    start = first * stride + offset
+    return slice(first, last + 1), slice(start, start + (last - first) * stride + 1, stride)
+
+
+def _window_slices(out_size, kernel_size, stride, dilation, padding_pairs, input_size):
+    """For each kernel tap (u, v) that reads some of the input: (u, v, out_rows, out_cols,
+    in_rows, in_cols), the outputs whose tap lies inside the input and the strided slices of
+    the input they read. The padding is never materialised, so its size costs nothing."""
+    (out_h, out_w), (kh, kw) = out_size, kernel_size
     for u in range(kh):
+        rows = _tap_span(u, out_h, input_size[0], stride[0], dilation[0], padding_pairs[0][0])
         for v in range(kw):
-            rows = slice(u * dh, u * dh + (out_h - 1) * sh + 1, sh)
-            cols = slice(v * dw, v * dw + (out_w - 1) * sw + 1, sw)
-            yield u, v, rows, cols
+            cols = _tap_span(v, out_w, input_size[1], stride[1], dilation[1], padding_pairs[1][0])
+            if rows is not None and cols is not None:
+                yield u, v, rows[0], cols[0], rows[1], cols[1]
 
 
 def extract_patches(x, kernel_size, stride, dilation, padding_pairs):
-    """patches[b, i, j, u, v, c] = xpad[b, i*s_h + u*d_h, j*s_w + v*d_w, c] (spec eq. 1)."""
-    xpad = np.pad(x, ((0, 0), *padding_pairs, (0, 0)))
+    """patches[b, i, j, u, v, c] = xpad[b, i*s_h + u*d_h, j*s_w + v*d_w, c] (spec eq. 1):
+    x at row i*s_h + u*d_h - top and column j*s_w + v*d_w - left, 0 outside x."""
     out = output_size(x.shape[1:3], padding_pairs, kernel_size, stride, dilation)
     kh, kw = kernel_size
-    patches = np.empty((x.shape[0], *out, kh, kw, x.shape[3]), dtype=x.dtype)
-    for u, v, rows, cols in _window_slices(out, kernel_size, stride, dilation):
-        patches[:, :, :, u, v, :] = xpad[:, rows, cols, :]
+    shape = (x.shape[0], *out, kh, kw, x.shape[3])
+    _check_size(shape, "the patches of eq. 1")
+    patches = np.zeros(shape, dtype=x.dtype)
+    for u, v, out_rows, out_cols, in_rows, in_cols in _window_slices(
+        out, kernel_size, stride, dilation, padding_pairs, x.shape[1:3]
+    ):
+        patches[:, out_rows, out_cols, u, v, :] = x[:, in_rows, in_cols, :]
     return patches
 
 
 def extract_patches_vjp(dpatches, input_shape, kernel_size, stride, dilation, padding_pairs):
     """Adjoint of `extract_patches`: scatter-add patch gradients back onto the input."""
-    (top, bottom), (left, right) = padding_pairs
-    b, h, w, c = input_shape
-    dxpad = np.zeros((b, h + top + bottom, w + left + right, c), dtype=dpatches.dtype)
-    out = dpatches.shape[1:3]
-    for u, v, rows, cols in _window_slices(out, kernel_size, stride, dilation):
-        dxpad[:, rows, cols, :] += dpatches[:, :, :, u, v, :]
-    return dxpad[:, top : top + h, left : left + w, :]
+    dx = np.zeros(input_shape, dtype=dpatches.dtype)
+    for u, v, out_rows, out_cols, in_rows, in_cols in _window_slices(
+        dpatches.shape[1:3], kernel_size, stride, dilation, padding_pairs, input_shape[1:3]
+    ):
+        dx[:, in_rows, in_cols, :] += dpatches[:, out_rows, out_cols, u, v, :]
+    return dx
 
 
 def conv2d(x, kernel, *, stride=1, padding="valid", dilation=1):
@@ -93,7 +200,7 @@ def conv2d(x, kernel, *, stride=1, padding="valid", dilation=1):
 
     `padding` takes every form LRLCConfig accepts ('same' is TensorFlow's rule).
     """
-    x, kernel = as_floating(x, "x"), as_floating(kernel, "kernel")
+    x, kernel = as_floating(x, "conv2d: x"), as_floating(kernel, "conv2d: kernel")
     if x.ndim != 4 or kernel.ndim != 4:
         raise ValueError(
             f"conv2d expects x of rank 4 (NHWC) and kernel of rank 4 (HWIO), "
@@ -101,7 +208,10 @@ def conv2d(x, kernel, *, stride=1, padding="valid", dilation=1):
         )
     if kernel.shape[2] != x.shape[3]:
         raise ValueError(f"conv2d: kernel has {kernel.shape[2]} input channels, x has {x.shape[3]}")
-    stride, dilation = _pair("stride", stride), _pair("dilation", dilation)
+    if min(kernel.shape[:2]) < 1:
+        raise ValueError(f"conv2d: kernel has an empty window, shape {kernel.shape} (HWIO)")
+    stride, dilation = _pair("stride", stride, "conv2d"), _pair("dilation", dilation, "conv2d")
+    padding = _normalize_padding(padding, "conv2d")
     pads = resolve_padding(padding, x.shape[1:3], kernel.shape[:2], stride, dilation)
     out = output_size(x.shape[1:3], pads, kernel.shape[:2], stride, dilation)
     if min(out) < 1:
@@ -116,6 +226,7 @@ def conv2d(x, kernel, *, stride=1, padding="valid", dilation=1):
 def group_patches(x, config: LRLCConfig) -> list[np.ndarray]:
     """Eq. 1's patches for each of `config.basis_groups` (one group unless the basis is
     mixed), each with that group's kernel size, dilation and padding (spec section 16.3)."""
+    x = check_input(x, config)
     return [
         extract_patches(x, group.kernel_size, config.stride, group.dilation, group.padding_pairs)
         for group in config.basis_groups
@@ -154,50 +265,91 @@ def fixed_logits_vjp(dlogits, config: LRLCConfig) -> dict[str, np.ndarray]:
 L2_FLOOR = 1e-12
 
 
-def _l2_norm(logits):
-    """(sum_k w~^2, max(that, floor) ** 0.5), summed in at least float32 so the 1e-12 floor
-    does not underflow in 16-bit dtypes."""
-    wide = logits.astype(np.promote_types(logits.dtype, np.float32))
-    sq = (wide**2).sum(axis=-1, keepdims=True)
-    return sq, np.sqrt(np.maximum(sq, L2_FLOOR))
+def _check_mode(mode, where: str) -> None:
+    if not (isinstance(mode, str) and mode in NORMALIZATIONS):
+        raise ValueError(
+            f"{where}: unknown normalisation {mode!r}; expected one of {NORMALIZATIONS}"
+        )
+
+
+def _wide(array) -> np.ndarray:
+    """`array` in its working dtype: at least float32 (16-bit normalisations lose the l2
+    floor and the sums' precision; spec sections 6 and 15.4)."""
+    return array.astype(np.promote_types(array.dtype, np.float32), copy=False)
+
+
+def _l2_terms(logits):
+    """The parts of 'l2' (spec section 6), in at least float32 so that the 1e-12 floor does
+    not underflow in 16-bit dtypes: the widened logits, where the floor applies (the sum of
+    squares taken as written; if it overflows to inf, it is above the floor), and elsewhere
+    w~ = scale * unit with scale = max_k |w~|, length = |unit| in [1, sqrt K], so no square
+    overflows, as hypot scales. Floored entries get scale and length 1 (unused)."""
+    wide = _wide(logits)
+    with np.errstate(over="ignore"):
+        floored = (wide**2).sum(axis=-1, keepdims=True) <= L2_FLOOR
+    scale = np.where(floored, 1.0, np.abs(wide).max(axis=-1, keepdims=True)).astype(wide.dtype)
+    with np.errstate(invalid="ignore"):  # an infinite logit: inf / inf, NaN weights
+        unit = wide / scale
+    length = np.where(floored, 1.0, np.sqrt((unit**2).sum(axis=-1, keepdims=True)))
+    return wide, floored, scale, unit, length.astype(wide.dtype)
 
 
 def normalize_weights(logits, mode: str) -> np.ndarray:
-    """Normalise over the last axis K (eq. 4 for 'softmax'; spec section 6)."""
+    """Normalise over the last axis K (eq. 4 for 'softmax'; spec section 6), in at least
+    float32; the result has the logits' dtype."""
+    _check_mode(mode, "normalize_weights")
+    logits = as_floating(logits, "normalize_weights: logits")
     if mode == "softmax":
-        shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-        return shifted / shifted.sum(axis=-1, keepdims=True)
-    if mode == "l2":
-        return (logits / _l2_norm(logits)[1]).astype(logits.dtype, copy=False)
-    return logits
+        wide = _wide(logits)
+        with np.errstate(over="ignore"):  # a difference beyond the range: -inf, exp 0
+            shifted = np.exp(wide - wide.max(axis=-1, keepdims=True))
+        weights = shifted / shifted.sum(axis=-1, keepdims=True)
+    elif mode == "l2":  # w = w~ / sqrt(max(sum_k w~^2, 1e-12)), without overflow
+        wide, floored, _, unit, length = _l2_terms(logits)
+        # Each branch divides only its own entries, so neither can overflow on the other's.
+        below = np.where(floored, wide, 0) / np.sqrt(wide.dtype.type(L2_FLOOR))
+        weights = np.where(floored, below, unit / length)
+    else:
+        return logits
+    return weights.astype(logits.dtype, copy=False)
 
 
 def normalize_weights_vjp(dweights, logits, weights, mode: str) -> np.ndarray:
-    """Gradient of `normalize_weights` with respect to the logits."""
+    """Gradient of `normalize_weights` with respect to the logits, in at least float32."""
+    _check_mode(mode, "normalize_weights_vjp")
     if mode == "softmax":  # dw~ = w * (dw - <w, dw>)
-        return weights * (dweights - (weights * dweights).sum(axis=-1, keepdims=True))
-    if mode == "l2":
-        sq, norm = _l2_norm(logits)
-        # Below the floor the norm is a constant, so only the first term remains.
-        radial = np.where(sq > L2_FLOOR, (dweights * logits).sum(axis=-1, keepdims=True), 0.0)
-        return (dweights / norm - logits * radial / norm**3).astype(logits.dtype, copy=False)
-    return dweights
+        wide, dweights = _wide(weights), _wide(dweights)
+        dlogits = wide * (dweights - (wide * dweights).sum(axis=-1, keepdims=True))
+    elif mode == "l2":
+        # Above the floor dw~ = (dw - w <w, dw>) / |w~|, |w~| = scale * length, divided by
+        # the scale last so it cannot overflow; below it the norm is the constant 1e-6.
+        wide, floored, scale, unit, length = _l2_terms(logits)
+        unit_weights = unit / length
+        dweights = dweights.astype(wide.dtype, copy=False)
+        radial = (unit_weights * dweights).sum(axis=-1, keepdims=True)
+        with np.errstate(invalid="ignore"):  # NaN or infinite logits: NaN, as in the forward
+            tangent = (dweights - unit_weights * radial) / length / scale
+        below = np.where(floored, dweights, 0) / np.sqrt(wide.dtype.type(L2_FLOOR))
+        dlogits = np.where(floored, below, tangent)
+    else:
+        return dweights
+    return dlogits.astype(logits.dtype, copy=False)
 
 
 def combining_weights(params, config: LRLCConfig, x=None) -> np.ndarray:
     """Normalised combining weights w (eq. 4): (H_out, W_out, K), or (B, H_out, W_out, K)
     for an input-dependent layer, whose weights are predicted from `x` (eq. 6)."""
+    check_config(config, "combining_weights")
     if config.input_dependent:
         if x is None:
             raise ValueError("combining_weights: an input-dependent layer needs the input x")
         x = check_input(x, config)
-        params = _cast_params(params, config, x.dtype)
+        params = _floating_params(params, config, x.dtype)
         logits, _ = g_forward(x, params, config)
     else:
         if x is not None:  # not needed, but a wrong input is still an error
             check_input(x, config)
-        check_params(params, config)
-        logits = fixed_logits(params, config)
+        logits = fixed_logits(_floating_params(params, config), config)
     return normalize_weights(logits, config.normalize)
 
 
@@ -211,6 +363,12 @@ def resize_matrix(n_in: int, n_out: int, dtype=np.float64) -> np.ndarray:
     Output o samples source coordinate o * (n_in - 1) / (n_out - 1) (0 when n_out == 1),
     so a size-1 input broadcasts.
     """
+    for name, value in (("n_in", n_in), ("n_out", n_out)):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+            raise TypeError(f"resize_matrix: {name} must be an int, got {value!r}")
+        if value < 1:
+            raise ValueError(f"resize_matrix: {name} must be >= 1, got {value!r}")
+    dtype = _floating_dtype(dtype, "resize_matrix")
     matrix = np.zeros((n_out, n_in), dtype=dtype)
     scale = (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
     for o in range(n_out):
@@ -225,6 +383,10 @@ def resize_matrix(n_in: int, n_out: int, dtype=np.float64) -> np.ndarray:
 
 def resize_bilinear(a, size) -> np.ndarray:
     """Bilinear resize of NHWC `a` to `size` with aligned corners (separable: R_h a R_w^T)."""
+    a = as_floating(a, "resize_bilinear: a")
+    if a.ndim != 4:
+        raise ValueError(f"resize_bilinear: a must have rank 4 (NHWC), got shape {a.shape}")
+    size = _pair("size", size, "resize_bilinear")
     rows = resize_matrix(a.shape[1], size[0], a.dtype)
     cols = resize_matrix(a.shape[2], size[1], a.dtype)
     return np.einsum("oh,bhwc,pw->bopc", rows, a, cols, optimize=True)
@@ -240,7 +402,9 @@ def depthwise_conv3x3(a, kernel, bias, rate: int) -> np.ndarray:
     """Depthwise 3x3 convolution with dilation `rate`, 'valid' padding, plus bias."""
     out_size = (a.shape[1] - 2 * rate, a.shape[2] - 2 * rate)
     out = np.zeros((a.shape[0], *out_size, a.shape[3]), dtype=a.dtype)
-    for u, v, rows, cols in _window_slices(out_size, (3, 3), (1, 1), (rate, rate)):
+    for u, v, _, _, rows, cols in _window_slices(
+        out_size, (3, 3), (1, 1), (rate, rate), ((0, 0), (0, 0)), a.shape[1:3]
+    ):
         out += a[:, rows, cols, :] * kernel[u, v]
     return out + bias
 
@@ -249,7 +413,9 @@ def depthwise_conv3x3_vjp(dout, a, kernel, rate: int):
     """Gradients (da, dkernel, dbias) of `depthwise_conv3x3`."""
     da = np.zeros_like(a)
     dkernel = np.zeros_like(kernel)
-    for u, v, rows, cols in _window_slices(dout.shape[1:3], (3, 3), (1, 1), (rate, rate)):
+    for u, v, _, _, rows, cols in _window_slices(
+        dout.shape[1:3], (3, 3), (1, 1), (rate, rate), ((0, 0), (0, 0)), a.shape[1:3]
+    ):
         da[:, rows, cols, :] += dout * kernel[u, v]
         dkernel[u, v] = (dout * a[:, rows, cols, :]).sum(axis=(0, 1, 2))
     return da, dkernel, dout.sum(axis=(0, 1, 2))
@@ -359,8 +525,14 @@ def bias_vjp(dy, config: LRLCConfig) -> dict[str, np.ndarray]:
     return grads
 
 
+BIAS_NAMES = ("row_bias", "col_bias", "spatial_bias", "channel_bias")
+
+
 def bias_map(params, config: LRLCConfig, dtype) -> np.ndarray:
     """B[i, j, c] of eq. 5 as an (H_out, W_out, C_out) array (zeros when both are off)."""
+    dtype = _floating_dtype(dtype, "bias_map")
+    names = [name for name in param_shapes(config) if name in BIAS_NAMES]
+    params = _named_params(params, names, config, "bias_map")
     out_h, out_w = config.output_size
     bias = np.zeros((out_h, out_w, config.out_channels), dtype=dtype)
     spatial = spatial_bias_map(params, config)
@@ -377,6 +549,7 @@ def bias_map(params, config: LRLCConfig, dtype) -> np.ndarray:
 
 def basis_members(params, config: LRLCConfig) -> list[np.ndarray]:
     """The K filter banks F^(k) (k_h, k_w, C_in, C_out): `basis[k]`, or `basis.k` when mixed."""
+    params = _named_params(params, config.basis_names, config, "basis_members")
     if config.mixed:
         return [params[name] for name in config.basis_names]
     return list(params["basis"])
@@ -389,12 +562,30 @@ def group_basis(members, group) -> np.ndarray:
 
 def basis_responses(patches, basis) -> np.ndarray:
     """Algorithm 1's K C_out-output convolution: z[b, i, j, k, o] = (I * F^(k))[b, i, j, o]."""
-    return np.einsum("bijuvc,kuvco->bijko", patches, basis, optimize=True)
+    return _contract("basis_responses", "bijuvc,kuvco->bijko", patches=patches, basis=basis)
 
 
 def stack_responses(responses, config: LRLCConfig) -> np.ndarray:
     """z (B, H_out, W_out, K, C_out) from each group's `basis_responses`, the K axis in
     basis order (a mixed basis's groups need not be contiguous; spec section 16.3)."""
+    check_config(config, "stack_responses")
+    groups = config.basis_groups
+    if not isinstance(responses, (list, tuple)):
+        raise TypeError(f"stack_responses: responses must be a list, got {type(responses)}")
+    if len(responses) != len(groups):
+        raise ValueError(
+            f"stack_responses: got {len(responses)} responses; expected one per basis group, "
+            f"{len(groups)}"
+        )
+    responses = [
+        as_floating(r, f"stack_responses: responses[{n}]") for n, r in enumerate(responses)
+    ]
+    for n, (group, response) in enumerate(zip(groups, responses)):
+        if response.ndim != 5 or response.shape[3] != len(group.members):
+            raise ValueError(
+                f"stack_responses: responses[{n}] has shape {response.shape}; expected "
+                f"(B, H_out, W_out, {len(group.members)}, C_out) for bases {group.members}"
+            )
     if len(responses) == 1:
         return responses[0]
     first = responses[0]
@@ -406,17 +597,30 @@ def stack_responses(responses, config: LRLCConfig) -> np.ndarray:
 
 def combine(per_member, weights, bias) -> np.ndarray:
     """Algorithm 1's last step: y[b, i, j, o] = sum_k w[b, i, j, k] z[b, i, j, k, o] + B."""
-    return np.einsum("bijko,bijk->bijo", per_member, weights, optimize=True) + bias
+    y = _contract("combine", "bijko,bijk->bijo", per_member=per_member, weights=weights)
+    bias = as_floating(bias, "combine: bias")
+    if bias.shape != y.shape[1:]:
+        raise ValueError(f"combine: bias has shape {bias.shape}; expected {y.shape[1:]}")
+    return y + bias
 
 
 def position_banks(weights, basis) -> np.ndarray:
     """Per-position filter banks (eq. 2): F^(i, j) = sum_k w[..., i, j, k] F^(k)."""
-    return np.einsum("...ijk,kuvco->...ijuvco", weights, basis, optimize=True)
+    weights = as_floating(weights, "position_banks: weights")
+    basis = as_floating(basis, "position_banks: basis")
+    _check_size((*weights.shape[:-1], *basis.shape[1:]), "position_banks: the filter banks")
+    return _contract("position_banks", "...ijk,kuvco->...ijuvco", weights=weights, basis=basis)
+
+
+def _checked(x, params, config: LRLCConfig, where: str):
+    """(x, params) checked against `config` (spec section 14), params cast to x's dtype."""
+    check_config(config, where)
+    x = check_input(x, config)
+    return x, _floating_params(params, config, x.dtype)
 
 
 def _forward_parts(x, params, config: LRLCConfig):
-    x = check_input(x, config)
-    params = _cast_params(params, config, x.dtype)
+    """Algorithm 1 on checked arrays, keeping what the backward pass needs."""
     patches = group_patches(x, config)
     members = basis_members(params, config)
     per_member = stack_responses(
@@ -434,7 +638,7 @@ def _forward_parts(x, params, config: LRLCConfig):
     weights = normalize_weights(logits, config.normalize)
     # Fixed weights are shared by every example; give them the batch axis explicitly.
     weights = np.broadcast_to(weights, (x.shape[0], *weights.shape[-3:]))
-    return x, params, patches, per_member, logits, weights, cache
+    return patches, per_member, logits, weights, cache
 
 
 def forward(x, params, config: LRLCConfig) -> np.ndarray:
@@ -442,7 +646,8 @@ def forward(x, params, config: LRLCConfig) -> np.ndarray:
 
     `x` is NHWC of size `config.input_size`; returns (B, H_out, W_out, C_out).
     """
-    x, params, _, per_member, _, weights, _ = _forward_parts(x, params, config)
+    x, params = _checked(x, params, config, "forward")
+    _, per_member, _, weights, _ = _forward_parts(x, params, config)
     return combine(per_member, weights, bias_map(params, config, x.dtype))
 
 
@@ -451,12 +656,13 @@ def vjp(x, params, config: LRLCConfig, dy) -> tuple[np.ndarray, dict[str, np.nda
 
     Written out by hand (spec section 12), step by step in reverse order of `forward`.
     """
-    x, params, patches, per_member, logits, weights, cache = _forward_parts(x, params, config)
+    x, params = _checked(x, params, config, "vjp")
     dy = as_floating(dy, "dy")
     expected = (x.shape[0], *config.output_size, config.out_channels)
     if dy.shape != expected:
         raise ValueError(f"dy has shape {dy.shape}; expected the output shape {expected}")
     dy = dy.astype(x.dtype, copy=False)
+    patches, per_member, logits, weights, cache = _forward_parts(x, params, config)
     grads = bias_vjp(dy, config)
     # y = sum_k w_k z_k: the weights see dy . z_k, each member's output sees w_k dy.
     dweights = np.einsum("bijo,bijko->bijk", dy, per_member, optimize=True)
@@ -497,11 +703,13 @@ def embedded_basis(params, config: LRLCConfig) -> np.ndarray:
     C_out). A plain basis as it is; basis.k of a mixed basis placed at its own taps, which
     start at (window padding before - basis k's padding before) with step d_k, and zeros
     elsewhere (spec section 16.5)."""
+    params = _named_params(params, config.basis_names, config, "embedded_basis")
     window = config.locally_connected_config()
     if window is config:
-        return np.asarray(params["basis"])
+        return params["basis"]
     (top, _), (left, _) = window.padding_pairs
     members = basis_members(params, config)
+    _check_size((config.rank, *window.kernel_size, *members[0].shape[2:]), "embedded_basis")
     out = np.zeros((config.rank, *window.kernel_size, *members[0].shape[2:]), members[0].dtype)
     for k, (member, (dh, dw), ((pad_top, _), (pad_left, _))) in enumerate(
         zip(members, config.dilations, config.basis_padding_pairs)
@@ -519,9 +727,10 @@ def to_locally_connected(params, config: LRLCConfig, x=None):
     an input-dependent layer (then `x` is required); bias is (H_out, W_out, C_out). The window
     (kh, kw) is that of `config.locally_connected_config()`: a mixed basis's union window.
     """
+    check_config(config, "to_locally_connected")
     weights = combining_weights(params, config, x)
-    bases = {name: np.asarray(params[name], dtype=weights.dtype) for name in config.basis_names}
-    basis = embedded_basis(bases, config)
+    params = _floating_params(params, config, weights.dtype)
+    basis = embedded_basis(params, config)
     return position_banks(weights, basis), bias_map(params, config, weights.dtype)
 
 
@@ -529,6 +738,7 @@ def locally_connected(x, kernel, bias, config: LRLCConfig) -> np.ndarray:
     """y[b, i, j, o] = sum_{u, v, c} xpad[b, i s_h + u d_h, j s_w + v d_w, c] K[i, j, u, v, c, o]
     + bias[i, j, o], on the geometry of `config.locally_connected_config()` (`config` itself
     unless the basis is mixed). `kernel` may carry a leading batch axis (one per example)."""
+    check_config(config, "locally_connected")
     x = check_input(x, config)
     kernel = as_floating(kernel, "locally connected kernel")
     bias = as_floating(bias, "locally connected bias")
@@ -549,10 +759,22 @@ def locally_connected(x, kernel, bias, config: LRLCConfig) -> np.ndarray:
 def init_params(config: LRLCConfig, seed: int = 0, dtype=np.float64) -> dict[str, np.ndarray]:
     """Initial parameters drawn from `initial_value` (spec section 10): He-uniform basis,
     'conv_init' logits, Glorot-uniform kernels in g, zero biases. Every fixed layer starts
-    as the convolution with kernel sum_k w_k F^(k), whatever its normalisation."""
+    as the convolution with kernel sum_k w_k F^(k), whatever its normalisation.
+
+    `seed` is a non-negative int (NumPy's generator seed); `dtype` a NumPy floating dtype.
+    """
+    check_config(config, "init_params")
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
+        raise TypeError(f"init_params: seed must be a non-negative int, got {seed!r}")
+    if seed < 0:
+        raise ValueError(f"init_params: seed must be a non-negative int, got {seed!r}")
+    dtype = _floating_dtype(dtype, "init_params")
+    shapes = param_shapes(config)
+    for name, shape in shapes.items():
+        _check_size(shape, f"init_params: parameter {name!r}")
     rng = np.random.default_rng(seed)
     params = {}
-    for name, shape in param_shapes(config).items():
+    for name, shape in shapes.items():
         rule = initial_value(name, config)
         if rule.uniform:
             params[name] = rng.uniform(-rule.limit, rule.limit, size=shape)
