@@ -12,6 +12,7 @@ from . import backends
 from .cases import Case, case_data, catalogue, random_config
 from .runner import (
     CHECKS,
+    DTYPES,
     Failure,
     Report,
     check_case,
@@ -27,6 +28,7 @@ from .runner import (
 
 __all__ = [
     "CHECKS",
+    "DTYPES",
     "Case",
     "Failure",
     "Report",

@@ -45,6 +45,31 @@ _EPS = {
     "float16": float(np.finfo(np.float16).eps),
     "bfloat16": 2.0**-7,
 }
+# The dtypes the suite knows a tolerance for (spec section 15.4).
+DTYPES = tuple(_EPS)
+
+
+def _check_dtype(dtype, where: str) -> None:
+    if not (isinstance(dtype, str) and dtype in DTYPES):
+        raise ValueError(f"{where}: unknown dtype {dtype!r}; expected one of {DTYPES}")
+
+
+def _check_seed(seed, where: str) -> None:
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise TypeError(f"{where}: seed must be a non-negative int, got {seed!r}")
+    if seed < 0:
+        raise ValueError(f"{where}: seed must be a non-negative int, got {seed!r}")
+
+
+def _names(values, what: str, where: str) -> tuple:
+    """A list of names as a tuple; a bare string would be read letter by letter, so it is
+    refused, as is anything but a list or tuple of strings."""
+    if isinstance(values, str) or not isinstance(values, (list, tuple)):
+        raise TypeError(f"{where}: {what} must be a list of names, got {values!r}")
+    if not all(isinstance(value, str) for value in values):
+        raise TypeError(f"{where}: {what} must be a list of names, got {values!r}")
+    return tuple(values)
+
 
 # ---------------------------------------------------------------------------------------------
 # Tolerance rule (spec section 15)
@@ -82,6 +107,7 @@ def tolerance(dtype: str, config, batch: int) -> float:
     every framework, so their error is the rounding of each stored intermediate:
     tol = 8 eps sqrt(stages).
     """
+    _check_dtype(dtype, "tolerance")
     eps = _EPS[dtype]
     if not _is_16bit(dtype):
         return 8.0 * eps * math.sqrt(reduction_length(config, batch))
@@ -108,6 +134,7 @@ def gradient_conditioning(config, x, params) -> float:
 
 def round_to(array, dtype: str) -> np.ndarray:
     """`array` rounded to `dtype` (round to nearest even) and returned as float64."""
+    _check_dtype(dtype, "round_to")
     array = np.asarray(array, dtype=np.float64)
     if dtype == "bfloat16":
         bits = array.astype(np.float32).view(np.uint32).astype(np.uint64)
@@ -449,6 +476,13 @@ def check_case(
     report: Report | None = None,
 ) -> Report:
     """Run `checks` for one case, dtype and device, adding outcomes to `report`."""
+    if not isinstance(case, Case):
+        raise TypeError(f"check_case: case must be a conformance.Case, got {type(case).__name__}")
+    _check_dtype(dtype, "check_case")
+    _check_seed(seed, "check_case")
+    _check_checks(checks, "check_case")
+    if not isinstance(device, str):
+        raise TypeError(f"check_case: device must be a name such as 'cpu', got {device!r}")
     report = report or Report(getattr(backend, "name", type(backend).__name__))
     if case.config.mixed and not getattr(backend, MIXED_GATE, False):
         for check in _applicable(checks, dtype, device):
@@ -496,6 +530,12 @@ def check_case(
     return report
 
 
+def _check_checks(checks, where: str) -> None:
+    unknown = [check for check in _names(checks, "checks", where) if check not in CHECKS]
+    if unknown:
+        raise ValueError(f"{where}: unknown checks {unknown}; expected some of {CHECKS}")
+
+
 def _applicable(checks, dtype, device):
     """Checkpoint files and initial values are dtype- and device-independent: checked once,
     in float64 on CPU."""
@@ -509,11 +549,17 @@ def run(backend, *, dtypes=None, devices=None, seed=0, cases=None, checks=CHECKS
     Requested devices or dtypes the backend does not offer are counted as skipped, never
     as passed.
     """
+    _check_seed(seed, "run")
+    _check_checks(checks, "run")
+    dtypes = tuple(backend.dtypes) if dtypes is None else _names(dtypes, "dtypes", "run")
+    for dtype in dtypes:
+        _check_dtype(dtype, "run")
+    devices = tuple(backend.devices) if devices is None else _names(devices, "devices", "run")
+    cases = catalogue() if cases is None else cases
+    if not isinstance(cases, (list, tuple)) or not all(isinstance(c, Case) for c in cases):
+        raise TypeError(f"run: cases must be a list of conformance.Case, got {type(cases)}")
     start = time.perf_counter()
     report = Report(getattr(backend, "name", type(backend).__name__))
-    cases = catalogue() if cases is None else cases
-    dtypes = tuple(backend.dtypes) if dtypes is None else tuple(dtypes)
-    devices = tuple(backend.devices) if devices is None else tuple(devices)
     for device in devices:
         for dtype in dtypes:
             available = device in backend.devices and dtype in backend.dtypes

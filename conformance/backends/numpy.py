@@ -17,6 +17,13 @@ class Backend:
     devices = ("cpu",)
     supports_mixed_basis = True
 
+    def __init__(self, **options):
+        if options:
+            raise ValueError(
+                f"numpy adapter: unknown options {sorted(options)}; it takes none (the "
+                "reference has one evaluation)"
+            )
+
     def _check_device(self, device):
         if device != "cpu":
             raise ValueError(f"the numpy backend runs on 'cpu' only, got device={device!r}")
