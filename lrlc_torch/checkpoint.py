@@ -96,6 +96,7 @@ def check_torch_params(params: Mapping, config: LRLCConfig, *, what: str = "para
     """Raise unless `params` holds exactly `config`'s tensors, in lrlc_torch's layouts, each a
     floating tensor (spec section 14: names, shapes, then dtypes, each error naming the
     tensor)."""
+    _check_config(config, "check_params")
     if not isinstance(params, Mapping):
         raise TypeError(f"{what} must be a mapping of name -> tensor, got {type(params).__name__}")
     shapes = _torch_shapes(config)
@@ -123,7 +124,10 @@ def check_torch_params(params: Mapping, config: LRLCConfig, *, what: str = "para
 
 def _check_config(config, where: str) -> None:
     if not isinstance(config, LRLCConfig):
-        raise TypeError(f"{where}: config must be an LRLCConfig, got {type(config).__name__}")
+        raise TypeError(
+            f"{where}: config must be an lrlc_numpy.LRLCConfig, got {type(config).__name__} "
+            "(build one with LRLCConfig(...) or LRLCConfig.from_dict(mapping))"
+        )
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:

@@ -28,7 +28,7 @@ from lrlc_numpy.reference import L2_FLOOR
 from lrlc_numpy.strategy import combining_parameter_names, weights_are_ones
 
 from . import positionwise
-from .checkpoint import FLOAT_DTYPES, check_torch_params, torch_lc_shapes
+from .checkpoint import FLOAT_DTYPES, _check_config, check_torch_params, torch_lc_shapes
 from .costs import choose_strategy
 
 __all__ = [
@@ -62,6 +62,7 @@ __all__ = [
 def check_input(x, config: LRLCConfig, *, name: str = "x", unbatched: bool = False) -> None:
     """Raise unless `x` is a floating NCHW tensor with the layer's channels and input grid;
     with `unbatched`, a (C_in, H, W) tensor (one example) is accepted too."""
+    _check_config(config, "check_input")
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     shape = tuple(x.shape)

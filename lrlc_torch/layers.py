@@ -7,6 +7,7 @@ The math lives in `lrlc_torch.functional`; validation and geometry come from
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from collections.abc import Mapping
 
@@ -197,6 +198,8 @@ class LowRankLocallyConnected2d(nn.Module):
         layers reproducible."""
         if seed is None:
             seed = int(torch.randint(0, 2**62, (), device="cpu"))
+        elif not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise ValueError(f"reset_parameters: seed must be None or an int >= 0, got {seed!r}")
         self.load_neutral_params(lrlc_numpy.init_params(self.config, seed=seed))
 
     def extra_repr(self) -> str:
@@ -307,6 +310,7 @@ class LowRankLocallyConnected2d(nn.Module):
         """A new layer read from a neutral checkpoint. `dtype=None` keeps the file's dtype,
         which must then be one for all tensors (else pass `dtype`); a given `dtype` converts
         every tensor to it."""
+        _check_dtype(f"{cls.__name__}.from_checkpoint", dtype)
         params, config = checkpoint.load_checkpoint(path)
         if dtype is None:
             stored = {value.dtype for value in params.values()}
@@ -359,6 +363,14 @@ class LowRankLocallyConnected2d(nn.Module):
         if conv.padding_mode != "zeros":
             raise ValueError(
                 f"from_conv: conv has padding_mode={conv.padding_mode!r}; only 'zeros' is supported"
+            )
+        if not isinstance(logit_scale, (int, float)) or not 0 <= logit_scale < math.inf:
+            raise ValueError(
+                f"from_conv: logit_scale must be a finite number >= 0, got {logit_scale!r}"
+            )
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(
+                f"from_conv: generator must be a torch.Generator or None, got {generator!r}"
             )
         if options.get("normalize", "softmax") != "softmax":
             raise ValueError(

@@ -31,8 +31,10 @@ def convert_convs(
     An LRLC layer needs its input size, so one forward pass on `example_input` (in eval
     mode and without gradients, so batch-norm statistics are left alone) records the
     spatial size each chosen conv sees. A chosen conv that the pass does not reach, or
-    reaches with two sizes, is an error. Returns the names of the replaced modules. At
-    initialisation the model computes what it computed before (see `from_conv`).
+    reaches with two sizes, is an error. All or nothing: every replacement is built (and so
+    checked) before the first is put in, so an error leaves the model unchanged. Returns
+    the names of the replaced modules. At initialisation the model computes what it
+    computed before (see `from_conv`).
 
     The paper's Table 4 setting, every 3x3 convolution of a torchvision ResNet-50 (not
     tested here: torchvision is not installed alongside this project's torch build;
@@ -44,6 +46,17 @@ def convert_convs(
             predicate=lambda name, conv: conv.kernel_size == (3, 3),
         )
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"convert_convs: model must be an nn.Module, got {type(model).__name__}")
+    if not isinstance(example_input, torch.Tensor):
+        raise TypeError(
+            f"convert_convs: example_input must be a torch.Tensor, got "
+            f"{type(example_input).__name__}"
+        )
+    if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
+        raise ValueError(f"convert_convs: rank must be an int >= 1, got {rank!r}")
+    if not callable(predicate):
+        raise TypeError(f"convert_convs: predicate must be callable, got {predicate!r}")
     chosen = {
         name: module
         for name, module in model.named_modules()
@@ -78,11 +91,21 @@ def convert_convs(
             f"convert_convs: the example forward pass never reached {unreached}, so their "
             "input sizes are unknown; exclude them with `predicate`"
         )
+    layers, problems = {}, []
     for name, conv in chosen.items():
-        layer = LowRankLocallyConnected2d.from_conv(
-            conv, rank, sizes[name], generator=generator, **options
+        try:
+            layers[name] = LowRankLocallyConnected2d.from_conv(
+                conv, rank, sizes[name], generator=generator, **options
+            )
+        except (TypeError, ValueError) as err:
+            problems.append(f"{name!r}: {err}")
+    if problems:
+        raise ValueError(
+            f"convert_convs: cannot convert {len(problems)} of the {len(chosen)} chosen "
+            f"convolutions, so the model was left unchanged; {'; '.join(problems)}"
         )
-        layer.train(conv.training)
+    for name, layer in layers.items():
+        layer.train(chosen[name].training)
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name), child, layer)
     return list(chosen)
