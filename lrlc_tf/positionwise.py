@@ -1,14 +1,75 @@
 """The locally connected kernel (spec sections 3 and 11): input windows, and `apply_banks`,
 which multiplies each output position's patches by its own filter bank, a block of output
-rows at a time; it runs `LocallyConnected2D` and the LRLC layer's 'lc' strategy."""
+rows at a time; it runs `LocallyConnected2D` and the LRLC layer's 'lc' strategy. Also the
+tensor checks (spec section 14) that every lrlc_tf module shares.
+
+A reshape here never writes the batch into a static shape: it may be unknown (a traced
+None) or 0, where -1 is ambiguous.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import tensorflow as tf
 
+import lrlc_numpy
 from lrlc_numpy import LRLCConfig
+from lrlc_numpy.config import check_config
 
-__all__ = ["BLOCK_BYTES", "apply_banks", "extract_patches", "pad_input"]
+__all__ = [
+    "BLOCK_BYTES",
+    "FLOAT_DTYPES",
+    "apply_banks",
+    "as_floating",
+    "check_input",
+    "extract_patches",
+    "pad_input",
+]
+
+# The dtypes lrlc_tf computes in; others (integers, float8) are refused by name.
+FLOAT_DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
+
+
+def as_floating(value, name: str):
+    """`value` (a tensor, variable or array) as a tensor of one of FLOAT_DTYPES; TypeError
+    naming `name` otherwise. Never casts."""
+    if value is None or isinstance(value, (str, bytes, Mapping)):
+        raise TypeError(f"{name} must be a tensor or array, got {type(value).__name__}")
+    try:
+        tensor = tf.convert_to_tensor(value)
+    except (TypeError, ValueError) as err:
+        raise TypeError(
+            f"{name} must be a tensor or array, got {type(value).__name__} ({err})"
+        ) from None
+    if tensor.dtype not in FLOAT_DTYPES:
+        names = ", ".join(d.name for d in FLOAT_DTYPES)
+        raise TypeError(f"{name} must have a floating dtype ({names}), got {tensor.dtype.name}")
+    return tensor
+
+
+def check_input(x, config: LRLCConfig, *, name: str = "x", layout: str = "NHWC"):
+    """`x` as a tensor after checking its rank, channels and grid (in `layout`), then dtype
+    (spec section 14); on static shapes, so inside tf.function once per trace. The batch may
+    be unknown or 0."""
+    check_config(config, f"check_input ({name})")
+    if x is None or isinstance(x, (str, bytes, Mapping)):
+        raise TypeError(f"{name} must be a tensor or array, got {type(x).__name__}")
+    try:
+        x = tf.convert_to_tensor(x)
+    except (TypeError, ValueError) as err:
+        raise TypeError(
+            f"{name} must be a tensor or array, got {type(x).__name__} ({err})"
+        ) from None
+    if x.shape.rank is None:
+        raise ValueError(f"{name} has unknown rank; expected rank 4 ({layout})")
+    lrlc_numpy.check_input_shape(tuple(x.shape), config, name=name, layout=layout)
+    return as_floating(x, name)
+
+
+def _with_leading(a, leading):
+    """`a` (..., B, C) reshaped to (*leading, B, C), B and C read at run time."""
+    return tf.reshape(a, tf.concat([leading, tf.shape(a)[-2:]], axis=0))
 
 
 def pad_input(x, config: LRLCConfig, padding_pairs=None):
@@ -18,6 +79,7 @@ def pad_input(x, config: LRLCConfig, padding_pairs=None):
     Padding explicitly keeps the spec's padding rule the only one in play, asymmetric
     padding and stride with dilation included.
     """
+    x = check_input(x, config)
     pairs = config.padding_pairs if padding_pairs is None else padding_pairs
     return tf.pad(x, [[0, 0], *pairs, [0, 0]])
 
@@ -88,7 +150,7 @@ def _block_patches(xpad, config: LRLCConfig, block):
     """The patches of the output rows `block` (eq. 1) as (rows W_out, B, kh kw C_in), from
     the position-major padded input."""
     patches = tf.concat([xpad[rows, cols] for rows, cols in _tap_slices(config, block)], -1)
-    return tf.reshape(patches, (-1, *patches.shape[2:]))
+    return _with_leading(patches, [(block[1] - block[0]) * config.output_size[1]])
 
 
 def _spread(a, axis: int, window: slice, size: int):
@@ -113,7 +175,16 @@ def apply_banks(x, banks, config: LRLCConfig):
     the gradient: dbanks = patches^T dy, dpatches = dy banks^T (patches made again), dx
     the adjoint of the patch extraction.
     """
+    x = check_input(x, config)
     (out_h, out_w), (kh, kw) = config.output_size, config.kernel_size
+    depth = kh * kw * config.in_channels
+    banks = as_floating(banks, "banks")
+    if tuple(banks.shape) != (out_h * out_w, depth, config.out_channels):
+        raise ValueError(
+            f"banks has shape {tuple(banks.shape)}; expected (H_out W_out, kh kw C_in, C_out) "
+            f"= {(out_h * out_w, depth, config.out_channels)}"
+        )
+    banks = tf.cast(banks, x.dtype)
     (top, bottom), (left, right) = config.padding_pairs
     (h, w), c_in = config.input_size, config.in_channels
     (sh, _), (dh, _) = config.stride, config.dilation
@@ -131,11 +202,12 @@ def apply_banks(x, banks, config: LRLCConfig):
             dbanks = []
             drows = [[] for _ in range(kh)]  # per tap row u, per block: dx of its padded rows
             for block, bank in zip(blocks, block_banks):
-                dy_block = tf.reshape(dy[block[0] : block[1]], (-1, *dy.shape[2:]))
+                rows = block[1] - block[0]
+                dy_block = _with_leading(dy[block[0] : block[1]], [rows * out_w])
                 patches = _block_patches(xpad, config, block)
                 dbanks.append(tf.matmul(patches, dy_block, transpose_a=True))
                 dpatches = tf.matmul(dy_block, bank, transpose_b=True)
-                dpatches = tf.reshape(dpatches, (block[1] - block[0], out_w, *dpatches.shape[1:]))
+                dpatches = _with_leading(dpatches, [rows, out_w])
                 taps = _tap_slices(config, block)
                 for u in range(kh):
                     drows[u].append(
@@ -162,7 +234,7 @@ def apply_banks(x, banks, config: LRLCConfig):
             dx = _batch_major(dxpad[top : top + h, left : left + w])
             return dx, tf.concat(dbanks, axis=0)
 
-        y = tf.reshape(tf.concat(y, axis=0), (out_h, out_w, *y[0].shape[1:]))
+        y = _with_leading(tf.concat(y, axis=0), [out_h, out_w])
         return _batch_major(y), grad
 
     return products(x, banks)
