@@ -225,10 +225,10 @@ def main(argv=None) -> int:
             if "missing" in result:
                 print(f"{entry.label:<14} not run: {result['missing']} is not installed")
                 continue
-            ok = result["status"] == 0
+            outcome = {0: "ok", NOTHING_RAN: "nothing ran"}.get(result["status"], "FAILED")
             print(
-                f"{entry.label:<14} {'ok' if ok else 'FAILED'} in {result['seconds']:.0f} s"
-                + ("" if ok else f" (log: {result['log']})"),
+                f"{entry.label:<14} {outcome} in {result['seconds']:.0f} s"
+                + ("" if outcome == "ok" else f" (log: {result['log']})"),
                 flush=True,
             )
             for report in result["reports"]:
