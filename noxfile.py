@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["tests", "conformance", "lint"]
@@ -10,12 +12,38 @@ nox.options.reuse_existing_virtualenvs = True
 # Sessions use the interpreter nox runs on (no pinned version), so `python -m pip install nox`
 # followed by `nox -s ...` works with whatever Python >= 3.10 the machine has.
 
+ROOT = Path(__file__).resolve().parent
+# Exact versions for this project's machines; the package metadata keeps the ranges.
+CONSTRAINTS = ("-c", str(ROOT / "constraints.txt"))
+
+
+def install(session, *requirements):
+    session.install(*requirements, *CONSTRAINTS)
+
 
 @nox.session
 def tests(session):
     """The project's whole test suite: every backend and the experiments harness installed."""
-    session.install("-e", ".[all,test,experiments]")
+    install(session, "-e", ".[all,test,experiments]")
     session.run("pytest", "-q", *session.posargs, env={"LRLC_REQUIRE_ALL_BACKENDS": "1"})
+    if not session.posargs:  # the whole suite: also build the wheel and smoke-test it
+        session.notify("wheel")
+
+
+@nox.session(reuse_venv=False)
+@nox.parametrize("extra", ["", "torch", "jax", "tf"], ids=["base", "torch", "jax", "tf"])
+def wheel(session, extra):
+    """Build the sdist and the wheel, install the wheel with one extra into a fresh venv and
+    smoke-test it from outside the source tree (tests/smoke_wheel.py)."""
+    session.install("build")
+    dist = Path(session.create_tmp()) / "dist"
+    session.run("python", "-m", "build", "--outdir", str(dist), str(ROOT), silent=True)
+    (sdist,) = dist.glob("lrlc-*.tar.gz")
+    (wheel_file,) = dist.glob("lrlc-*.whl")
+    session.log(f"built {sdist.name} and {wheel_file.name}")
+    install(session, f"{wheel_file}[{extra}]" if extra else str(wheel_file))
+    session.chdir(session.create_tmp())
+    session.run("python", str(ROOT / "tests" / "smoke_wheel.py"), extra or "numpy")
 
 
 @nox.session
@@ -26,7 +54,7 @@ def conformance(session):
     Pass `-- --device cpu gpu` to choose devices (default: every device found; a requested
     device that is absent is reported as skipped) or `-- --only numpy torch[lc]` for some rows.
     """
-    session.install("-e", ".[all]")
+    install(session, "-e", ".[all]")
     session.run(
         "python", "-m", "conformance.matrix", "run", "--output-dir", "reports", *session.posargs
     )
@@ -36,7 +64,7 @@ def conformance(session):
 def docs(session):
     """The API reference of every public name, as HTML in docs/api/ (built offline from the
     docstrings by pdoc); open docs/api/index.html."""
-    session.install("-e", ".[all,docs]")
+    install(session, "-e", ".[all,docs]")
     session.run(
         "pdoc",
         "--output-directory",
@@ -62,7 +90,7 @@ def bench(session):
     """The CPU benchmark of issue 7 (minutes, so not a default session): prints the tables and
     the targets verdict, writes reports/bench-cpu.{md,json}. Arguments after `--` go to
     `python -m lrlc_bench` (e.g. `-- --full`, or `-- --device gpu` on a GPU machine)."""
-    session.install("-e", ".[all]")
+    install(session, "-e", ".[all]")
     session.run("python", "-m", "lrlc_bench", "--output-dir", "reports", *session.posargs)
 
 
@@ -73,5 +101,5 @@ def reproduce(session):
     Writes runs/<timestamp>/ with the table, figures and every model's config and seed.
     Pass options to `python -m lrlc_experiments run`, e.g. `-- --preset paper` on a GPU.
     """
-    session.install("-e", ".[experiments]")
+    install(session, "-e", ".[experiments]")
     session.run("python", "-m", "lrlc_experiments", "run", *session.posargs)

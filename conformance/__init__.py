@@ -8,6 +8,8 @@
 can check itself, no registration needed. Imports no framework at module level.
 """
 
+from lrlc_numpy import __version__
+
 from . import backends
 from .cases import Case, case_data, catalogue, random_config
 from .runner import (
@@ -27,6 +29,7 @@ from .runner import (
 )
 
 __all__ = [
+    "__version__",
     "CHECKS",
     "DTYPES",
     "Case",

@@ -4,8 +4,7 @@ It implements spec/SPEC.md exactly, forward and backward; every other lrlc packa
 checked against it. It imports no deep-learning framework.
 """
 
-from importlib.metadata import version
-
+from ._version import __version__
 from .checkpoint import (
     Checkpoint,
     load_checkpoint,
@@ -51,9 +50,8 @@ from .reference import (
     vjp,
 )
 
-__version__ = version("lrlc")
-
 __all__ = [
+    "__version__",
     "COMBINING_MODES",
     "NORMALIZATIONS",
     "BasisGroup",
