@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import nox
@@ -37,6 +38,7 @@ def wheel(session, extra):
     smoke-test it from outside the source tree (tests/smoke_wheel.py)."""
     session.install("build")
     dist = Path(session.create_tmp()) / "dist"
+    shutil.rmtree(dist, ignore_errors=True)  # only this build's files
     session.run("python", "-m", "build", "--outdir", str(dist), str(ROOT), silent=True)
     (sdist,) = dist.glob("lrlc-*.tar.gz")
     (wheel_file,) = dist.glob("lrlc-*.whl")
