@@ -1,31 +1,42 @@
 """Keras 3 layers: `LowRankLocallyConnected2D` (alias `LRLC2D`) and `LocallyConnected2D`.
 
-Both validate their arguments with `lrlc_numpy.LRLCConfig` and compute with
-`lrlc_tf.functional`. Arguments use the spec's names (`out_channels`, `stride`,
-`dilation`, ...). `input_size` is required because the combining weights and spatial
-biases live on the output grid; the channel count is taken from the first input unless
-given. Both share one surface with lrlc_torch: `config`, `from_lrlc_config`,
-`neutral_params`, `load_neutral_params`, and for LRLC2D the neutral checkpoint
-(`save_checkpoint`, `load_checkpoint`, `from_checkpoint`).
+They run under every Keras backend lrlc has (tensorflow, jax, torch): a layer owns its
+variables, under the neutral names and layouts, and its call hands them to the running
+backend's own implementation through `lrlc_tf.ops`. Only Keras is imported here.
+
+Both validate their arguments with `lrlc_numpy.LRLCConfig`; arguments use the spec's names
+(`out_channels`, `stride`, `dilation`, ...). `input_size` is required because the combining
+weights and spatial biases live on the output grid; the channel count is taken from the
+first input unless given. Both share one surface with lrlc_torch: `config`,
+`from_lrlc_config`, `neutral_params`, `load_neutral_params`, and for LRLC2D the neutral
+checkpoint (`save_checkpoint`, `load_checkpoint`, `from_checkpoint`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import warnings
 from collections.abc import Mapping
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 import lrlc_numpy
 from lrlc_numpy import LRLCConfig
+from lrlc_numpy.strategy import STRATEGIES
 
-from . import checkpoint, functional
-from .costs import choose_strategy
+from . import ops
+from .ops import DATA_FORMATS
 
-DATA_FORMATS = ("channels_last", "channels_first")
+
+def _variable_name(neutral_name: str) -> str:
+    """The Keras variable name of a neutral parameter: the neutral name itself, except under
+    the torch backend, where 'g.reduce.kernel' is 'g_reduce_kernel' and 'basis.0' 'basis_0':
+    Keras registers each variable as a torch parameter, whose name cannot hold '.'."""
+    if keras.backend.backend() == "torch":
+        return neutral_name.replace(".", "_")
+    return neutral_name
 
 
 def _initializer(initial: lrlc_numpy.Initial):
@@ -34,6 +45,56 @@ def _initializer(initial: lrlc_numpy.Initial):
         return keras.initializers.RandomUniform(minval=-initial.limit, maxval=initial.limit)
     # A float64 scalar: Keras would round a Python float to float32 before casting it.
     return keras.initializers.Constant(np.float64(initial.value))
+
+
+def _invalid_argument(cls_name: str, err: Exception, given: Mapping) -> Exception:
+    """`err` (from LRLCConfig) restated for the layer's constructor, in Keras's words: the
+    argument, what was wrong, and the value received. Same exception type."""
+    message = str(err)
+    field = re.match(r"LRLCConfig\.(\w+)", message)
+    if field is None or field.group(1) not in given:
+        detail = message.removeprefix("LRLCConfig: ")
+        return type(err)(f"Invalid arguments for {cls_name}: {detail}")
+    name = field.group(1)
+    return type(err)(
+        f"Invalid value for argument `{name}` of {cls_name}: "
+        f"{message.removeprefix('LRLCConfig.')}. Received: {name}={given[name]!r}"
+    )
+
+
+def _numpy(variable) -> np.ndarray:
+    """A Keras variable's value as a NumPy array of its dtype: a copy, never a view of the
+    variable's storage (which later training steps would change)."""
+    return np.array(variable.numpy())
+
+
+def _dtype_name(value) -> str:
+    dtype = getattr(value, "dtype", None)
+    return keras.backend.standardize_dtype(np.asarray(value).dtype if dtype is None else dtype)
+
+
+def _assign(variables: Mapping, params: Mapping) -> None:
+    """Assign `params[name]` (names and shapes checked already) to each of `variables`, cast
+    to the variable's dtype; TypeError for a non-float value (nothing is assigned then)."""
+    for name in variables:
+        if not keras.backend.is_float_dtype(_dtype_name(params[name])):
+            raise TypeError(
+                f"params[{name!r}] must have a floating dtype, got {_dtype_name(params[name])}"
+            )
+    for name, variable in variables.items():
+        variable.assign(keras.ops.cast(params[name], variable.dtype))
+
+
+def _stored_dtype(checkpoint: lrlc_numpy.Checkpoint, path) -> str:
+    """The one dtype a checkpoint's tensors are stored in; a Keras layer has one variable
+    dtype, so a file mixing dtypes needs `dtype=` chosen by the caller, not a silent cast."""
+    dtypes = sorted(set(checkpoint.stored_dtypes.values()))
+    if len(dtypes) > 1:
+        raise ValueError(
+            f"checkpoint {path} holds tensors of several dtypes {dtypes}; a Keras layer keeps "
+            "one, so pass dtype= (for example the widest) to load it"
+        )
+    return dtypes[0]
 
 
 _DEPRECATED = set()
@@ -80,21 +141,29 @@ def _json_fields(config: Mapping) -> dict:
 
 class _WindowedLayer(keras.layers.Layer):
     """What both layers share: the window geometry as an LRLCConfig, data_format, input
-    checks. Subclasses define `_make_config(in_channels)` and `_create_weights()`."""
+    checks. Subclasses define `_arguments()` (the constructor's LRLCConfig fields, as given),
+    `_make_config(in_channels)` and `_create_weights()`."""
 
     def _init_geometry(self, in_channels, data_format):
         if data_format is None:
             data_format = keras.config.image_data_format()
         if data_format not in DATA_FORMATS:
             raise ValueError(
-                f"{type(self).__name__}: unknown data_format {data_format!r}; "
-                f"expected one of {DATA_FORMATS}"
+                f"Invalid value for argument `data_format` of {type(self).__name__}: expected "
+                f"one of {DATA_FORMATS}. Received: data_format={data_format!r}"
             )
         self.data_format = data_format
         self.in_channels = in_channels
         # Validate every argument now; only the channel count may wait for build(), and
         # nothing derived from this config before then depends on it.
-        self._config = self._make_config(1 if in_channels is None else in_channels)
+        self._config = self._checked_config(1 if in_channels is None else in_channels)
+
+    def _checked_config(self, in_channels) -> LRLCConfig:
+        try:
+            return self._make_config(in_channels)
+        except (TypeError, ValueError) as err:
+            given = {**self._arguments(), "in_channels": in_channels}
+            raise _invalid_argument(type(self).__name__, err, given) from None
 
     def __dir__(self):
         # Keras's .keras saver reads every attribute dir() lists: deprecated aliases stay out
@@ -132,10 +201,17 @@ class _WindowedLayer(keras.layers.Layer):
     def build(self, input_shape):
         shape = tuple(input_shape)
         if self.in_channels is None and len(shape) == 4:
-            channel_axis = 3 if self.data_format == "channels_last" else 1
-            self.in_channels = shape[channel_axis]
-            self._config = self._make_config(self.in_channels)
+            channels = shape[3 if self.data_format == "channels_last" else 1]
+            if channels is None:
+                raise ValueError(
+                    f"{self.name}: the input's channel axis must be known to build the layer "
+                    f"(input shape {shape}, {self._layout}); pass in_channels= otherwise"
+                )
+            self.in_channels = channels
+            self._config = self._checked_config(channels)
         self._check_input_shape(shape)
+        for dtype in {self.variable_dtype, self.compute_dtype}:
+            ops.check_dtype(dtype, self.name)
         self._create_weights()
 
     def _require_built(self):
@@ -151,14 +227,13 @@ class _WindowedLayer(keras.layers.Layer):
             return (input_shape[0], out_h, out_w, c_out)
         return (input_shape[0], c_out, out_h, out_w)
 
-    def _to_nhwc(self, x):
-        """`x` checked in this layer's layout, cast to the compute dtype, and in NHWC."""
-        x = functional.check_input(x, self._config, name=f"{self.name} input", layout=self._layout)
-        x = tf.cast(x, self.compute_dtype)
-        return x if self.data_format == "channels_last" else tf.transpose(x, (0, 2, 3, 1))
-
-    def _from_nhwc(self, y):
-        return y if self.data_format == "channels_last" else tf.transpose(y, (0, 3, 1, 2))
+    def _checked_input(self, x):
+        """`x` checked in this layer's layout (rank, channels, grid, then a float dtype) and
+        cast to the compute dtype."""
+        self._check_input_shape(x.shape)
+        if not keras.backend.is_float_dtype(_dtype_name(x)):
+            raise TypeError(f"{self.name} input must have a floating dtype, got {_dtype_name(x)}")
+        return keras.ops.cast(x, self.compute_dtype)
 
     def _geometry_config(self):
         return {
@@ -171,6 +246,11 @@ class _WindowedLayer(keras.layers.Layer):
             "padding": self._config.padding,
             "data_format": self.data_format,
         }
+
+
+def _one_pair(value):
+    """A Keras-style list [h, w] as the pair it means for a single window."""
+    return tuple(value) if isinstance(value, list) else value
 
 
 @keras.saving.register_keras_serializable(package="lrlc")
@@ -200,14 +280,17 @@ class LocallyConnected2D(_WindowedLayer):
         super().__init__(**kwargs)
         self._geometry = dict(
             out_channels=out_channels,
-            kernel_size=kernel_size,
+            kernel_size=_one_pair(kernel_size),
             input_size=input_size,
             stride=stride,
-            dilation=dilation,
+            dilation=_one_pair(dilation),
             padding=padding,
         )
         if not isinstance(use_bias, bool):
-            raise TypeError(f"LocallyConnected2D.use_bias must be a bool, got {use_bias!r}")
+            raise TypeError(
+                "Invalid value for argument `use_bias` of LocallyConnected2D: expected a bool. "
+                f"Received: use_bias={use_bias!r}"
+            )
         self.use_bias = use_bias
         self._init_geometry(in_channels, data_format)
 
@@ -224,6 +307,9 @@ class LocallyConnected2D(_WindowedLayer):
             **{name: getattr(config, name) for name in geometry},
             **kwargs,
         )
+
+    def _arguments(self):
+        return self._geometry
 
     def _make_config(self, in_channels):
         # The window geometry is an LRLCConfig's; the rank plays no part here.
@@ -245,9 +331,13 @@ class LocallyConnected2D(_WindowedLayer):
             )
 
     def call(self, inputs):
-        x = self._to_nhwc(inputs)
-        y = functional.locally_connected(x, self.kernel, self.bias, self._config)
-        return self._from_nhwc(y)
+        return ops.locally_connected(
+            self._checked_input(inputs),
+            self.kernel,
+            self.bias,
+            self._config,
+            data_format=self.data_format,
+        )
 
     def get_config(self):
         return {**super().get_config(), **self._geometry_config(), "use_bias": self.use_bias}
@@ -258,11 +348,13 @@ class LocallyConnected2D(_WindowedLayer):
     def neutral_params(self) -> dict[str, np.ndarray]:
         """{'kernel': ..., 'bias': ...} as NumPy arrays, canonical layouts (spec section 11);
         no 'bias' without use_bias."""
-        return checkpoint.neutral_params(self._variables_by_name())
+        self._require_built()
+        return {name: _numpy(v) for name, v in self._variables_by_name().items()}
 
     def load_neutral_params(self, params) -> None:
         """Assign {'kernel', 'bias'} ('bias' only with use_bias) in place; names and shapes
         must match, values be float."""
+        self._require_built()
         variables = self._variables_by_name()
         if not isinstance(params, Mapping):
             raise TypeError(
@@ -276,7 +368,7 @@ class LocallyConnected2D(_WindowedLayer):
             got, want = tuple(getattr(params[name], "shape", ())), tuple(variable.shape)
             if got != want:
                 raise ValueError(f"{self.name}: params[{name!r}] has shape {got}; expected {want}")
-        checkpoint.assign(variables, params)
+        _assign(variables, params)
 
     get_params = _deprecated_alias("get_params", "neutral_params")
     set_params = _deprecated_alias("set_params", "load_neutral_params")
@@ -289,13 +381,15 @@ class LowRankLocallyConnected2D(_WindowedLayer):
     K basis filter banks F^(k), combined at each output position by normalised weights w
     (fixed, or predicted from the input when `input_dependent=True`), plus spatial and
     channel biases; evaluated by Algorithm 1 or, for fixed weights, in the locally
-    connected form (`strategy`; see `lrlc_tf.costs.choose_strategy`). Arguments are
-    `lrlc_numpy.LRLCConfig`'s, plus `data_format` ('channels_last', the default, or
-    'channels_first'), `strategy` and Keras's layer arguments.
+    connected form (`strategy`: 'auto' lets the running backend's cost rule choose, with
+    an unknown batch counted as large). Arguments are `lrlc_numpy.LRLCConfig`'s (a list
+    `kernel_size` or `dilation` is one entry per basis: a mixed basis), plus `data_format`
+    ('channels_last', the default, or 'channels_first'), `strategy` and Keras's arguments.
 
-    Weights carry the neutral names and shapes (`basis`, `row_logits`, ...,
-    `g.reduce.kernel`), exchanged by `neutral_params`/`load_neutral_params` and the
-    neutral checkpoint.
+    Weights carry the neutral shapes and names (`basis`, `row_logits`, ...,
+    `g.reduce.kernel`; under the torch backend, whose parameter names cannot hold '.',
+    `g_reduce_kernel`), and are exchanged under the neutral names by `neutral_params`,
+    `load_neutral_params` and the neutral checkpoint.
     """
 
     def __init__(
@@ -334,8 +428,23 @@ class LowRankLocallyConnected2D(_WindowedLayer):
             input_dependent=input_dependent,
         )
         self._init_geometry(in_channels, data_format)
-        choose_strategy(self._config, None, strategy)  # rejects unknown or unfit
+        if strategy not in STRATEGIES:
+            raise ValueError(
+                f"Invalid value for argument `strategy` of {type(self).__name__}: unknown "
+                f"strategy {strategy!r}; expected one of {STRATEGIES}. Received: "
+                f"strategy={strategy!r}"
+            )
+        if strategy == "lc" and self._config.input_dependent:
+            raise ValueError(
+                f"Invalid value for argument `strategy` of {type(self).__name__}: "
+                "strategy='lc' needs fixed combining weights; an input-dependent layer has "
+                "one filter bank per example and position, so it runs Algorithm 1 "
+                "(strategy='conv' or 'auto')"
+            )
         self.strategy = strategy
+
+    def _arguments(self):
+        return self._options
 
     def _make_config(self, in_channels):
         return LRLCConfig(in_channels=in_channels, **self._options)
@@ -351,7 +460,7 @@ class LowRankLocallyConnected2D(_WindowedLayer):
     def _create_weights(self):
         self._neutral = {
             name: self.add_weight(
-                name=name,
+                name=_variable_name(name),
                 shape=shape,
                 initializer=_initializer(lrlc_numpy.initial_value(name, self._config)),
             )
@@ -359,9 +468,13 @@ class LowRankLocallyConnected2D(_WindowedLayer):
         }
 
     def call(self, inputs):
-        x = self._to_nhwc(inputs)
-        y = functional.forward(x, self._neutral, self._config, strategy=self.strategy)
-        return self._from_nhwc(y)
+        return ops.forward(
+            self._checked_input(inputs),
+            self._neutral,
+            self._config,
+            strategy=self.strategy,
+            data_format=self.data_format,
+        )
 
     def get_config(self):
         fields = {**self._config.to_dict(), "in_channels": self.in_channels}
@@ -372,6 +485,11 @@ class LowRankLocallyConnected2D(_WindowedLayer):
             "strategy": self.strategy,
         }
 
+    def neutral_variables(self) -> dict:
+        """The layer's Keras variables by neutral name (for gradients by neutral name)."""
+        self._require_built()
+        return dict(self._neutral)
+
     # -----------------------------------------------------------------------------------------
     # Combining weights and the locally connected form (spec section 11)
 
@@ -379,17 +497,20 @@ class LowRankLocallyConnected2D(_WindowedLayer):
         """Normalised combining weights w (eq. 4): (H_out, W_out, K), or (B, H_out, W_out, K)
         predicted from `x` (in this layer's data_format) for an input-dependent layer."""
         self._require_built()
-        x = None if x is None else self._to_nhwc(x)
-        return functional.combining_weights(self._neutral, self._config, x)
+        x = None if x is None else self._checked_input(x)
+        return ops.combining_weights(self._neutral, self._config, x, data_format=self.data_format)
 
     def locally_connected_kernel(self, x=None):
         """(kernel, bias) of the equivalent locally connected layer, canonical layouts:
         kernel (H_out, W_out, kh, kw, C_in, C_out), or one per example of `x` for an
-        input-dependent layer; bias (H_out, W_out, C_out). In the variables' dtype without
-        `x`, in the compute dtype with it."""
+        input-dependent layer; bias (H_out, W_out, C_out). A mixed basis converts on the
+        window of `config.locally_connected_config()`. In the variables' dtype without `x`,
+        in the compute dtype with it."""
         self._require_built()
-        x = None if x is None else self._to_nhwc(x)
-        return functional.to_locally_connected(self._neutral, self._config, x)
+        x = None if x is None else self._checked_input(x)
+        return ops.to_locally_connected(
+            self._neutral, self._config, x, data_format=self.data_format
+        )
 
     def to_locally_connected(self) -> LocallyConnected2D:
         """A built `LocallyConnected2D` with the same outputs (fixed combining weights only:
@@ -402,7 +523,7 @@ class LowRankLocallyConnected2D(_WindowedLayer):
         kernel, bias = self.locally_connected_kernel()
         config = self.config
         layer = LocallyConnected2D.from_lrlc_config(
-            config,
+            config.locally_connected_config(),
             use_bias=config.spatial_bias or config.channel_bias,
             data_format=self.data_format,
             dtype=self.dtype_policy,
@@ -419,18 +540,18 @@ class LowRankLocallyConnected2D(_WindowedLayer):
     def neutral_params(self) -> dict[str, np.ndarray]:
         """The weights as NumPy arrays under their neutral names (canonical layouts)."""
         self._require_built()
-        return checkpoint.neutral_params(self._neutral)
+        return {name: _numpy(variable) for name, variable in self._neutral.items()}
 
     def load_neutral_params(self, params) -> None:
         """Assign neutral-named arrays in place; names, shapes and a float dtype are checked."""
         self._require_built()
         lrlc_numpy.check_params(params, self._config)
-        checkpoint.assign(self._neutral, params)
+        _assign(self._neutral, params)
 
     def save_checkpoint(self, path) -> None:
-        """Write the neutral safetensors checkpoint (tensors and config) to `path`."""
-        self._require_built()
-        checkpoint.save_checkpoint(path, self._neutral, self.config)
+        """Write the neutral safetensors checkpoint (tensors, each in the variables' dtype,
+        and the config) to `path`."""
+        lrlc_numpy.save_params(path, self.neutral_params(), self.config)
 
     def load_checkpoint(self, path) -> None:
         """Load the neutral checkpoint at `path` into this layer, building it first if needed.
@@ -438,7 +559,7 @@ class LowRankLocallyConnected2D(_WindowedLayer):
         The file's config must equal this layer's (ValueError naming both); values are cast
         to the variables' dtype.
         """
-        params, config = checkpoint.load_checkpoint(path)
+        params, config, _ = lrlc_numpy.read_checkpoint(path)
         mine = self._config if self.in_channels else self._make_config(config.in_channels)
         if config != mine:
             raise ValueError(
@@ -454,13 +575,14 @@ class LowRankLocallyConnected2D(_WindowedLayer):
         """A new built layer holding the neutral checkpoint at `path` (validated on read).
 
         `kwargs` are Keras/layout arguments such as `dtype`, `data_format` or `name`; without
-        `dtype` the variables keep the stored dtype (spec section 13), so a save and a load
-        round-trip bit-exactly."""
-        params, config = checkpoint.load_checkpoint(path)
-        kwargs.setdefault("dtype", checkpoint.stored_dtype(params))
-        layer = cls.from_lrlc_config(config, **kwargs)
+        `dtype` the variables take the stored dtype (spec section 13), so a save and a load
+        round-trip bit-exactly (a file mixing dtypes needs `dtype`)."""
+        checkpoint = lrlc_numpy.read_checkpoint(path)
+        if "dtype" not in kwargs:
+            kwargs["dtype"] = _stored_dtype(checkpoint, path)
+        layer = cls.from_lrlc_config(checkpoint.config, **kwargs)
         layer.build(layer._input_shape())
-        layer.load_neutral_params(params)
+        layer.load_neutral_params(checkpoint.params)
         return layer
 
     lrlc_config = _deprecated_alias("lrlc_config", "config", kind="property")
