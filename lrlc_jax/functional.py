@@ -2,7 +2,8 @@
 
 Each function cites the spec section (spec/SPEC.md) and equation it implements; `lrlc_numpy`
 is the normative version of every formula. Data is NHWC, kernels HWIO, `basis[k, u, v, c_in,
-c_out]`. The config is an `lrlc_numpy.LRLCConfig`: hashable, so static under `jax.jit`.
+c_out]` (a mixed basis: `basis.k[u, v, c_in, c_out]` per basis, spec section 16). The config
+is an `lrlc_numpy.LRLCConfig`: hashable, so static under `jax.jit`.
 
 Matrix products use JAX's default precision, which GPUs and TPUs may reduce for float32;
 wrap calls in `jax.default_matmul_precision("highest")` for full float32 accuracy.
@@ -14,10 +15,12 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 import lrlc_numpy
 from lrlc_numpy import (
+    BasisGroup,
     LRLCConfig,
     check_input_shape,
     check_lc_shapes,
@@ -32,20 +35,24 @@ from .positionwise import apply_banks, pad_input
 
 __all__ = [
     "STRATEGIES",
+    "basis_members",
     "basis_responses",
     "bias_map",
     "check_input",
     "combine",
     "combining_weights",
     "depthwise_conv3x3",
+    "embedded_basis",
     "fixed_logits",
     "forward",
     "g_forward",
+    "group_basis",
     "locally_connected",
     "normalize_weights",
     "position_banks",
     "resize_bilinear",
     "spatial_bias_map",
+    "stack_responses",
     "to_locally_connected",
 ]
 
@@ -97,6 +104,10 @@ def _prepare_without_layer(params, config: LRLCConfig, x, caller: str):
     if x is not None:  # not needed, but a wrong input is still an error
         check_input(x, config)
     return _prepare(params, config)
+
+
+def _basis_dtype(params, config: LRLCConfig) -> jnp.dtype:
+    return params[config.basis_names[0]].dtype
 
 
 def _working_dtype(dtype) -> jnp.dtype:
@@ -151,7 +162,7 @@ def combining_weights(params, config: LRLCConfig, x=None) -> jax.Array:
     for an input-dependent layer, whose weights are predicted from `x` (eq. 6)."""
     params, x = _prepare_without_layer(params, config, x, "combining_weights")
     wide, wide_x = _widened((params, x))
-    return _weights(wide, config, wide_x).astype(params["basis"].dtype)
+    return _weights(wide, config, wide_x).astype(_basis_dtype(params, config))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,26 +237,66 @@ def bias_map(params, config: LRLCConfig, dtype) -> jax.Array:
 # The layer (Algorithm 1; eqs. 2-6; spec section 4)
 
 
-def basis_responses(x, basis, config: LRLCConfig) -> jax.Array:
-    """Algorithm 1, step 1: z[b, i, j, k, o] = (x * F^(k))[b, i, j, o] for every basis member,
-    as one convolution with K * C_out output channels."""
-    rank, kh, kw, c_in, c_out = basis.shape
-    kernel = jnp.transpose(basis, (1, 2, 3, 0, 4)).reshape(kh, kw, c_in, rank * c_out)
-    padding = config.padding_pairs
-    reach = [(size - 1) * rate for size, rate in zip(config.kernel_size, config.dilation)]
+def basis_members(params, config: LRLCConfig):
+    """The K filter banks F^(k), indexable by k: the stacked `basis` (K, kh, kw, C_in, C_out),
+    or the list of a mixed basis's `basis.k` (kh_k, kw_k, C_in, C_out) (spec section 16)."""
+    if config.mixed:
+        return [params[name] for name in config.basis_names]
+    return params["basis"]
+
+
+def group_basis(members, group: BasisGroup) -> jax.Array:
+    """The banks of `group` stacked (|G|, kh, kw, C_in, C_out) in member order; a stacked plain
+    basis is its one group already."""
+    if isinstance(members, (list, tuple)):
+        return jnp.stack([members[k] for k in group.members])
+    return members
+
+
+def _convolution(x, kernel, config: LRLCConfig, group: BasisGroup) -> jax.Array:
+    """`x` convolved with the HWIO `kernel` on `group`'s window, dilation and padding, at
+    `config`'s stride (eq. 1)."""
+    padding = group.padding_pairs
+    reach = [(size - 1) * rate for size, rate in zip(group.kernel_size, group.dilation)]
     if any(side > limit for pair, limit in zip(padding, reach) for side in pair):
         # XLA's CPU float32 input gradient is wrong for padding beyond the kernel's reach
         # (tests/test_jax.py::test_padding_wider_than_the_kernel_in_float32): pad here.
-        x, padding = pad_input(x, config), ((0, 0), (0, 0))
-    z = lax.conv_general_dilated(
+        x, padding = pad_input(x, config, padding), ((0, 0), (0, 0))
+    return lax.conv_general_dilated(
         x,
         kernel,
         window_strides=config.stride,
         padding=padding,
-        rhs_dilation=config.dilation,
+        rhs_dilation=group.dilation,
         dimension_numbers=_DIMENSION_NUMBERS,
     )
-    return z.reshape(*z.shape[:3], rank, c_out)
+
+
+def stack_responses(responses, config: LRLCConfig) -> jax.Array:
+    """z (B, H_out, W_out, K, C_out) from each of `config.basis_groups`' responses, the K axis
+    in basis order: a mixed basis's groups need not be contiguous (spec section 16.3)."""
+    if len(responses) == 1:
+        return responses[0]
+    order = [k for group in config.basis_groups for k in group.members]
+    z = jnp.concatenate(responses, axis=3)
+    if order == sorted(order):
+        return z
+    return z[:, :, :, np.argsort(order)]
+
+
+def basis_responses(x, basis, config: LRLCConfig) -> jax.Array:
+    """Algorithm 1, step 1: z[b, i, j, k, o] = (x * F^(k))[b, i, j, o] for every basis member,
+    as one convolution with K * C_out output channels, K outer (spec section 4.3); a mixed
+    basis (`basis` the list of `basis_members`) has one per group of equal kernel size and
+    dilation (spec section 16.3)."""
+    responses = []
+    for group in config.basis_groups:
+        stacked = group_basis(basis, group)
+        members, kh, kw, c_in, c_out = stacked.shape
+        kernel = jnp.transpose(stacked, (1, 2, 3, 0, 4)).reshape(kh, kw, c_in, members * c_out)
+        z = _convolution(x, kernel, config, group)
+        responses.append(z.reshape(*z.shape[:3], members, c_out))
+    return stack_responses(responses, config)
 
 
 def combine(per_member, weights, bias) -> jax.Array:
@@ -257,12 +308,15 @@ def combine(per_member, weights, bias) -> jax.Array:
 
 
 def _single_convolution(x, params, config: LRLCConfig) -> jax.Array:
-    """Algorithm 1 when w = 1 (`weights_are_ones`): one C_out convolution plus the bias map.
-    The weights are never formed (XLA does not fold a one-member softmax to 1, so g would
-    still run), and the logits' or g's gradients come out as exact zeros."""
+    """Algorithm 1 when w = 1 (`weights_are_ones`): one C_out convolution plus the bias map
+    (a mixed basis of one: `basis.0` on its own geometry). The weights are never formed (XLA
+    does not fold a one-member softmax to 1, so g would still run), and the logits' or g's
+    gradients come out as exact zeros."""
     wide = _widened(params)
-    responses = basis_responses(x, params["basis"], config)
-    return _widened(responses[..., 0, :]) + bias_map(wide, config, _working_dtype(x.dtype))
+    (group,) = config.basis_groups
+    kernel = group_basis(basis_members(params, config), group)[0]
+    y = _convolution(x, kernel, config, group)
+    return _widened(y) + bias_map(wide, config, _working_dtype(x.dtype))
 
 
 def position_banks(weights, basis) -> jax.Array:
@@ -288,10 +342,11 @@ def forward(x, params, config: LRLCConfig, *, strategy: str = "auto") -> jax.Arr
     weights = _weights(wide, config, wide_x)
     bias = bias_map(wide, config, weights.dtype)
     if chosen == "lc":
-        banks = position_banks(weights, wide["basis"]).astype(x.dtype)
-        y = _widened(apply_banks(x, banks, config)) + bias
+        banks = position_banks(weights, embedded_basis(wide, config)).astype(x.dtype)
+        y = _widened(apply_banks(x, banks, config.locally_connected_config())) + bias
     else:
-        y = combine(_widened(basis_responses(x, params["basis"], config)), weights, bias)
+        responses = basis_responses(x, basis_members(params, config), config)
+        y = combine(_widened(responses), weights, bias)
     return y.astype(x.dtype)
 
 
@@ -299,17 +354,38 @@ def forward(x, params, config: LRLCConfig, *, strategy: str = "auto") -> jax.Arr
 # Locally connected form (spec section 11)
 
 
+def embedded_basis(params, config: LRLCConfig) -> jax.Array:
+    """The basis on the window of `config.locally_connected_config()`, (K, kh, kw, C_in,
+    C_out): a plain basis as it is; each basis.k of a mixed one at its own taps, from (window
+    padding before - its padding before) in steps of its dilation, zeros elsewhere (spec
+    section 16.5), placed by `lax.pad` with interior padding."""
+    window = config.locally_connected_config()
+    if window is config:
+        return params["basis"]
+    (kh, kw), ((top, _), (left, _)) = window.kernel_size, window.padding_pairs
+    members = []
+    for member, (dh, dw), ((pad_top, _), (pad_left, _)) in zip(
+        basis_members(params, config), config.dilations, config.basis_padding_pairs
+    ):
+        row, col = top - pad_top, left - pad_left
+        rows, cols = row + (member.shape[0] - 1) * dh + 1, col + (member.shape[1] - 1) * dw + 1
+        pads = ((row, kh - rows, dh - 1), (col, kw - cols, dw - 1), (0, 0, 0), (0, 0, 0))
+        members.append(lax.pad(member, jnp.zeros((), member.dtype), pads))
+    return jnp.stack(members)
+
+
 def to_locally_connected(params, config: LRLCConfig, x=None):
     """Equivalent locally connected (kernel, bias): kernel[..., i, j] = sum_k w[..., i, j, k] F^(k).
 
     kernel is (H_out, W_out, kh, kw, C_in, C_out), or (B, H_out, W_out, ...) per example for
-    an input-dependent layer (then `x` is required); bias is (H_out, W_out, C_out).
+    an input-dependent layer (then `x` is required); bias is (H_out, W_out, C_out). The window
+    is `config.locally_connected_config()`'s: a mixed basis's covers every basis's taps.
     """
     params, x = _prepare_without_layer(params, config, x, "to_locally_connected")
     wide, wide_x = _widened((params, x))
     weights = _weights(wide, config, wide_x)
-    kernel = jnp.einsum("...ijk,kuvco->...ijuvco", weights, wide["basis"])
-    dtype = params["basis"].dtype
+    kernel = jnp.einsum("...ijk,kuvco->...ijuvco", weights, embedded_basis(wide, config))
+    dtype = _basis_dtype(params, config)
     return kernel.astype(dtype), bias_map(wide, config, weights.dtype).astype(dtype)
 
 
@@ -323,4 +399,4 @@ def locally_connected(x, kernel, bias, config: LRLCConfig) -> jax.Array:
     check_lc_shapes(kernel.shape, bias.shape, config, batch=x.shape[0])
     positions = math.prod(config.output_size)
     banks = kernel.astype(x.dtype).reshape(*kernel.shape[:-6], positions, -1, config.out_channels)
-    return apply_banks(x, banks, config) + bias.astype(x.dtype)
+    return apply_banks(x, banks, config.locally_connected_config()) + bias.astype(x.dtype)

@@ -11,10 +11,11 @@ from jax import lax
 from lrlc_numpy import LRLCConfig
 
 
-def pad_input(x, config: LRLCConfig, *, spatial_first: bool = False) -> jax.Array:
-    """Zero-pad `x` by `config.padding_pairs` (spec section 3; 'same' may be asymmetric): NHWC,
-    or (H, W, B, C) when `spatial_first`."""
-    pairs = config.padding_pairs
+def pad_input(x, config: LRLCConfig, pairs=None, *, spatial_first: bool = False) -> jax.Array:
+    """Zero-pad `x` by `pairs`, default `config.padding_pairs` (spec section 3; 'same' may be
+    asymmetric; a mixed basis pads each group by its own): NHWC, or (H, W, B, C) when
+    `spatial_first`."""
+    pairs = config.padding_pairs if pairs is None else pairs
     return jnp.pad(x, (*pairs, (0, 0), (0, 0)) if spatial_first else ((0, 0), *pairs, (0, 0)))
 
 

@@ -366,6 +366,85 @@ def test_locally_connected_with_one_filter_everywhere_is_a_convolution():
 
 
 # ---------------------------------------------------------------------------------------------
+# Mixed basis (spec section 16): one kernel size and dilation per basis
+
+# Groups that are not contiguous (bases 0 and 2 share a 3x3 window), stride 2, 'rowcol'.
+MIXED = LRLCConfig(
+    2, 3, [3, 5, (3, 3)], rank=3, input_size=(9, 8), stride=2, dilation=[1, 2, 1],
+    padding="same",
+)  # fmt: skip
+# Input-dependent, non-square windows, a dilation given per axis.
+MIXED_IDEP = LRLCConfig(
+    2, 3, [(3, 2), 4], rank=2, input_size=(9, 8), dilation=[1, (2, 1)], padding="same",
+    combining="full", normalize="l2", input_dependent=True,
+)  # fmt: skip
+MIXED_CONFIGS = pytest.mark.parametrize(
+    "config", [MIXED, MIXED_IDEP], ids=["mixed", "mixed-input-dependent"]
+)
+
+
+@MIXED_CONFIGS
+def test_mixed_basis_init_has_one_tensor_per_basis(config):
+    params = lrlc_jax.init(jax.random.key(0), config)
+    assert [name for name in params if name.startswith("basis")] == list(config.basis_names)
+    assert {name: p.shape for name, p in params.items()} == lrlc_numpy.param_shapes(config)
+
+
+@MIXED_CONFIGS
+def test_mixed_basis_strategies_match_the_reference(config):
+    """Algorithm 1 by groups (and for a fixed layer the locally connected form on the union
+    window): output, input gradient and every parameter gradient, jitted."""
+    x, params, dy = data(config)
+    want_dx, want_dparams = lrlc_numpy.vjp(x, params, config, dy)
+    strategies = ("conv",) if config.input_dependent else ("conv", "lc")
+    for strategy in strategies:
+
+        def step(params, x, dy, strategy=strategy):
+            y, pullback = jax.vjp(
+                lambda p, xs: lrlc_jax.forward(xs, p, config, strategy=strategy), params, x
+            )
+            return y, *pullback(dy)
+
+        y, dparams, dx = jax.jit(step)(params, x, dy)
+        assert_close(y, lrlc_numpy.forward(x, params, config), config)
+        assert_close(dx, want_dx, config)
+        assert set(dparams) == set(want_dparams)
+        for name, want in want_dparams.items():
+            assert_close(dparams[name], want, config)
+
+
+@MIXED_CONFIGS
+def test_mixed_basis_converts_on_the_union_window(config):
+    """The kernel has `locally_connected_config()`'s window, each basis embedded at its own
+    taps (`embedded_basis` equals the reference's exactly), and reproduces the layer."""
+    x, params, _ = data(config)
+    window = config.locally_connected_config()
+    np.testing.assert_array_equal(
+        lrlc_jax.embedded_basis(params, config), lrlc_numpy.embedded_basis(params, config)
+    )
+    kernel, bias = to_locally_connected_jit(params, config=config, x=x)
+    batch = (x.shape[0],) if config.input_dependent else ()
+    assert kernel.shape == (*batch, *lrlc_numpy.lc_shapes(config)[0])
+    assert kernel.shape[-4:-2] == window.kernel_size
+    want_kernel, want_bias = lrlc_numpy.to_locally_connected(params, config, x)
+    assert_close(kernel, want_kernel, config)
+    assert_close(bias, want_bias, config)
+    y = locally_connected_jit(x, kernel, bias, config=config)
+    assert_close(y, apply_jit(params, x, config=config), config)
+
+
+def test_mixed_basis_checkpoint_round_trip(tmp_path):
+    params = lrlc_jax.init(jax.random.key(0), MIXED)
+    path = tmp_path / "mixed.safetensors"
+    lrlc_jax.save_checkpoint(path, params, MIXED)
+    loaded, config = lrlc_jax.load_checkpoint(path)
+    assert config == MIXED and config.mixed
+    assert set(loaded) == set(params)
+    for name, value in params.items():
+        np.testing.assert_array_equal(loaded[name], value)
+
+
+# ---------------------------------------------------------------------------------------------
 # Aligned-corner bilinear resize (g's branches)
 
 RESIZES = pytest.mark.parametrize(

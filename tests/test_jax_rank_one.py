@@ -20,8 +20,9 @@ from lrlc_numpy.strategy import combining_parameter_names
 # float64 must be real for the float64 comparisons (the conformance adapter does the same).
 jax.config.update("jax_enable_x64", True)
 
-# Every combining mode, with stride, dilation, asymmetric and wide padding between them; the
-# input-dependent layer's grid (9 x 10) activates g's dilated branches r = 1, 2 and 4.
+# Every combining mode, with stride, dilation, asymmetric and wide padding between them, and a
+# mixed basis of one; the input-dependent layer's grid (9 x 10) activates g's dilated
+# branches r = 1, 2 and 4.
 FIXED = {
     "rowcol": LRLCConfig(
         3, 4, 3, rank=1, input_size=(8, 7), stride=(2, 1), dilation=(1, 2), padding="same"
@@ -32,6 +33,9 @@ FIXED = {
                       combining="row", channel_bias=False),
     "col": LRLCConfig(2, 4, 3, rank=1, input_size=(7, 5), stride=2, combining="col",
                       spatial_bias=False),
+    # A mixed basis of one (spec section 16): basis.0 on its own dilated, strided geometry.
+    "mixed": LRLCConfig(2, 3, [(3, 2)], rank=1, input_size=(9, 8), stride=2, dilation=[2],
+                        padding="same"),
 }  # fmt: skip
 INPUT_DEPENDENT = LRLCConfig(
     3, 4, (3, 2), rank=1, input_size=(9, 10), padding=((2, 0), (1, 1)), combining="full",

@@ -72,6 +72,8 @@ class Backend:
     applies to fixed layers; input-dependent cases run 'auto' (Algorithm 1), as `forward`
     refuses strategy='lc' for them."""
 
+    supports_mixed_basis = True
+
     def __init__(self, strategy: str = "auto", **options):
         self.name = strategy_adapter_name("jax", strategy, options)
         self.strategy = strategy
