@@ -3,6 +3,7 @@
     python -m lrlc_bench                       # CPU, batch 64, K in {1, 2, 16}
     python -m lrlc_bench --full                # K in {1, 2, 4, 8, 16, 32}
     python -m lrlc_bench --device gpu          # batch 512
+    python -m lrlc_bench --preset gpu-targets  # every target on a GPU, in minutes
     python -m lrlc_bench --backends torch --ranks 4 16 --output-dir reports
 
 Prints the markdown tables and the targets verdict; `--output-dir DIR` also writes them to
@@ -25,7 +26,15 @@ from pathlib import Path
 
 from . import backends
 from .report import add_ratios, evaluate_targets, markdown
-from .settings import ALL_RANKS, DEFAULT_BATCH, DEFAULT_RANKS, DEVICES, MEMORY_OPS, Settings
+from .settings import (
+    ALL_RANKS,
+    DEFAULT_BATCH,
+    DEFAULT_RANKS,
+    DEVICES,
+    MEMORY_OPS,
+    PRESETS,
+    Settings,
+)
 
 DEFAULTS = Settings()
 
@@ -34,7 +43,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m lrlc_bench", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--backends", nargs="+", choices=backends.NAMES, default=backends.NAMES)
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="a named set of the options below (those given explicitly win): "
+        + "; ".join(f"{name}: {values}" for name, values in PRESETS.items()),
+    )
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        choices=backends.NAMES,
+        help="default: "
+        + "; ".join(f"{d}: {' '.join(n)}" for d, n in backends.DEFAULT_NAMES.items()),
+    )
     parser.add_argument("--device", choices=DEVICES, default="cpu")
     parser.add_argument("--batch", type=int, help="default: 64 on CPU, 512 on GPU")
     ranks = parser.add_mutually_exclusive_group()
@@ -66,6 +87,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--tf-jit-compile", action="store_true", help="tf.function(jit_compile=True) (XLA)"
     )
+    parser.add_argument(
+        "--targets-only",
+        action="store_true",
+        help="time only the measurements the targets read (fewer compiles)",
+    )
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
     parser.add_argument(
         "--report",
@@ -78,7 +104,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         type=Path,
         help="write bench-<device>.json (every measurement) and bench-<device>.md (the tables)",
     )
-    return parser.parse_args(argv)
+    preset = parser.parse_args(argv).preset
+    if preset:
+        parser.set_defaults(**PRESETS[preset])
+    args = parser.parse_args(argv)
+    if args.backends is None:
+        args.backends = backends.DEFAULT_NAMES[args.device]
+    return args
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -94,6 +126,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         min_runs=args.min_runs,
         warmup=args.warmup,
         tf_jit_compile=args.tf_jit_compile,
+        targets_only=args.targets_only,
     )
 
 
@@ -103,6 +136,9 @@ def run_worker(request: dict) -> dict:
         request_path, result_path = Path(tmp, "request.json"), Path(tmp, "result.json")
         request_path.write_text(json.dumps(request))
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+        if request["task"] == "memory":
+            # Memory processes run two at a time: JAX must not claim most of a GPU up front.
+            env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         process = subprocess.run(
             [sys.executable, "-m", "lrlc_bench.worker", str(request_path), str(result_path)],
             env=env,
@@ -156,13 +192,15 @@ def log(message: str) -> None:
 
 def peak_memories(settings: Settings, name: str, ops) -> list[dict]:
     """The peak memory of each op's training step at each rank, one fresh process each.
-    Two run at a time: a process's own peak RSS does not depend on its neighbour."""
+    Several run at a time (two on the CPU, four beside a GPU, whose machines have more
+    cores): a process's own peak RSS or allocator counters do not depend on its neighbour."""
     requests = [
         {"task": "memory", "backend": name, "settings": settings.to_dict(), "op": op, "rank": k}
         for k in settings.ranks
         for op in ops
     ]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+    workers = 4 if settings.device == "gpu" else 2
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         results = pool.map(run_worker, requests)
         return [
             {"op": r["op"], "rank": r["rank"], **result} for r, result in zip(requests, results)
@@ -194,6 +232,8 @@ def measure(settings: Settings, names, *, memory: bool = True) -> dict:
         if memory:
             log(f"[lrlc_bench] {name}: peak memory")
             ops = [op for op in MEMORY_OPS if op != "lrlc_lc" or backend["auto_strategy"]]
+            if settings.targets_only:  # target 5b compares these two
+                ops = [op for op in ops if op in ("conv_k", "lrlc")]
             backend["memory"] = peak_memories(settings, name, ops)
         backend["elapsed_s"] = time.perf_counter() - clock
         log(f"[lrlc_bench] {name}: done in {backend['elapsed_s']:.0f} s")

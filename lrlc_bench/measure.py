@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .settings import OP_MODES, OPS, Settings
+from .settings import OPS, Settings
 
 
 @dataclass
@@ -59,14 +59,19 @@ class Workload:
 def interleaved_medians(functions: dict, settings: Settings) -> dict:
     """Median wall-clock seconds of each of `functions` (key -> callable), timed in turns.
 
-    Each callable first runs `warmup` times untimed. Then come `min_runs` rounds; in each,
+    Each callable first runs `warmup` times untimed (the first of these, which compiles
+    where a framework compiles, is timed apart as `first_s`). Then come `min_runs` rounds; in each,
     every callable in turn runs until it has spent budget_s / min_runs (at least once). On a
     machine shared with other work, turns make the callables of one table row see the same
     load, so their ratios stay meaningful while the absolute times drift.
     """
-    for fn in functions.values():
-        for _ in range(settings.warmup):
+    first: dict = {}
+    for key, fn in functions.items():
+        for run in range(settings.warmup):
+            start = time.perf_counter()
             fn()
+            if run == 0:
+                first[key] = time.perf_counter() - start
     times: dict = {key: [] for key in functions}
     share = settings.budget_s / settings.min_runs
     for _ in range(settings.min_runs):
@@ -80,7 +85,12 @@ def interleaved_medians(functions: dict, settings: Settings) -> dict:
                 if spent >= share:
                     break
     return {
-        key: {"median_s": statistics.median(t), "runs": len(t), "times_s": t}
+        key: {
+            "median_s": statistics.median(t),
+            "runs": len(t),
+            "times_s": t,
+            "first_s": first.get(key),
+        }
         for key, t in times.items()
     }
 
@@ -92,17 +102,24 @@ def time_backend(backend, settings: Settings) -> list[dict]:
 
     The converted locally connected layer costs the same at every rank (one filter bank per
     position whatever K was), so it is timed once, converted from the first rank's layer.
+    With `settings.targets_only`, only the measurements the targets read are taken (the LC
+    strategy only at ranks where the backend's automatic choice picks it).
     """
     records = []
     ops = [op for op in OPS if op != "lrlc_lc" or "lc" in backend.strategies]
     for rank in settings.ranks:
-        workloads = {
-            op: backend.workload(op, rank) for op in ops if op != "lc" or rank == settings.ranks[0]
-        }
+        timed = [op for op in ops if op != "lc" or rank == settings.ranks[0]]
+        if (
+            settings.targets_only
+            and "lc" in backend.strategies
+            and backend.chosen_strategy(rank) != "lc"
+        ):
+            timed.remove("lrlc_lc")  # target 2 reads it only where 'auto' picks it
+        workloads = {op: backend.workload(op, rank) for op in timed}
         functions = {
             (op, mode): getattr(workload, mode)
             for op, workload in workloads.items()
-            for mode in OP_MODES[op]
+            for mode in settings.measured(op)
         }
         for (op, mode), stats in interleaved_medians(functions, settings).items():
             records.append({"op": op, "rank": rank, "mode": mode, **stats})

@@ -247,7 +247,17 @@ def _context(results: dict) -> list[str]:
             extra += f"; device {env['device_name']}"
         if "float32" in env:
             extra += f"; float32: {env['float32']}"
+        if "lrlc_path" in env:
+            extra += f"; lrlc_torch path: {env['lrlc_path']}"
+        if "compile" in env:
+            extra += f"; {env['compile']}"
         load = backend["load_average"]
+        firsts = [r["first_s"] for r in backend["times"] if r.get("first_s") is not None]
+        if firsts:
+            extra += (
+                f"; first calls (compiles included) {_ms(sum(firsts))} in all, the longest "
+                f"{_ms(max(firsts))}"
+            )
         lines.append(
             f"- {name}: {versions}; threads {threads}{extra}; 1-min load average "
             f"{load['before'][0]:.1f} → {load['after'][0]:.1f} while timing."

@@ -37,6 +37,20 @@ MODES = ("forward", "train")
 # LC strategy only where a backend has it.
 MEMORY_OPS = ("conv_k", "lrlc", "lrlc_lc")
 OP_MODES = {op: ("forward",) if op == "lc" else MODES for op in OPS}
+# The (op, mode) pairs the targets read (`report.evaluate_targets`), with the plain
+# convolution's every mode (each figure's ratio is to it): what `targets_only` times, which
+# halves the compiles of a compiled backend.
+TARGET_MEASUREMENTS = frozenset(
+    {
+        ("conv", "forward"),
+        ("conv", "train"),
+        ("conv_k", "train"),
+        ("lrlc", "train"),
+        ("lrlc_lc", "train"),
+        ("lrlc_input_dependent", "train"),
+        ("lc", "forward"),
+    }
+)
 
 DEVICES = ("cpu", "gpu")
 DEFAULT_BATCH = {"cpu": 64, "gpu": 512}
@@ -68,6 +82,7 @@ class Settings:
     min_runs: int = 3  # ...but never time fewer runs than this
     warmup: int = 1  # untimed runs first (the first one compiles under jit / tf.function)
     tf_jit_compile: bool = False  # tf.function(jit_compile=...) for the TensorFlow backend
+    targets_only: bool = False  # time only TARGET_MEASUREMENTS
     seed: int = 0
 
     def __post_init__(self):
@@ -100,6 +115,13 @@ class Settings:
             input_dependent=input_dependent,
         )
 
+    def measured(self, op: str) -> tuple[str, ...]:
+        """The modes in which `op` is timed."""
+        modes = OP_MODES[op]
+        if self.targets_only:
+            modes = tuple(mode for mode in modes if (op, mode) in TARGET_MEASUREMENTS)
+        return modes
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -109,3 +131,18 @@ class Settings:
         data["ranks"] = tuple(data["ranks"])
         data["input_size"] = tuple(data["input_size"])
         return cls(**data)
+
+
+# `python -m lrlc_bench --preset NAME`: the options a preset stands for (explicit options
+# given beside it win). 'gpu-targets' measures every target of issues 7 and 17 on a GPU in
+# well under 8 minutes on an H100 (compiles included): four ranks, the target
+# measurements only, and the three backends a GPU machine has.
+PRESETS = {
+    "gpu-targets": {
+        "device": "gpu",
+        "ranks": (1, 2, 4, 16),
+        "targets_only": True,
+        "budget": 0.5,
+        "backends": ("torch", "torch_compile", "jax"),
+    },
+}

@@ -328,3 +328,66 @@ def test_profile_lists_the_operators_of_a_workload():
     assert "aten::convolution_backward" in text  # Algorithm 1's one convolution, backward
     with pytest.raises(SystemExit):
         profile.parse_args(["--op", "lc", "--mode", "train"])  # LC is timed for inference
+
+
+def test_first_calls_are_recorded_and_reported(run):
+    """The first warm-up call of each workload (where compiling happens) is timed apart."""
+    results, text, _ = run
+    for name in BACKENDS:
+        for record in results["backends"][name]["times"]:
+            assert record["first_s"] > 0
+    assert "first calls (compiles included)" in text
+    assert "lrlc_torch path: eager" in text  # the CPU default (lrlc_torch.compiled.enabled)
+
+
+def test_targets_only_times_what_the_targets_read():
+    from lrlc_bench.measure import Workload, time_backend
+    from lrlc_bench.settings import TARGET_MEASUREMENTS
+
+    class Backend:
+        strategies = ("conv", "lc")
+
+        def workload(self, op, rank):
+            return Workload(lambda: None, None if op == "lc" else (lambda: None))
+
+        def chosen_strategy(self, rank):
+            return "lc" if rank == 16 else "conv"
+
+    settings = Settings(ranks=(1, 16), budget_s=0.0, min_runs=1, warmup=1, targets_only=True)
+    records = time_backend(Backend(), settings)
+    measured = {(r["op"], r["mode"]) for r in records}
+    assert measured == set(TARGET_MEASUREMENTS)
+    # Every figure still has its plain convolution to be a ratio of.
+    from lrlc_bench import add_ratios
+
+    add_ratios(records)
+    # The converted LC at the first rank only; the LC strategy only where 'auto' picks it.
+    assert {r["rank"] for r in records if r["op"] == "lc"} == {1}
+    assert {r["rank"] for r in records if r["op"] == "lrlc_lc"} == {16}
+    assert len(records) == 2 * len(TARGET_MEASUREMENTS) - 2
+
+
+def test_the_gpu_preset_and_default_backends():
+    from lrlc_bench.__main__ import parse_args, settings_from
+    from lrlc_bench.backends import DEFAULT_NAMES
+
+    args = parse_args(["--preset", "gpu-targets"])
+    settings = settings_from(args)
+    assert settings.device == "gpu" and settings.ranks == (1, 2, 4, 16) and settings.targets_only
+    assert args.backends == ("torch", "torch_compile", "jax")
+    # Explicit options win over the preset's.
+    args = parse_args(["--preset", "gpu-targets", "--ranks", "16", "--backends", "jax"])
+    assert args.ranks == [16] and args.backends == ["jax"]
+    assert parse_args([]).backends == DEFAULT_NAMES["cpu"] == ("torch", "jax", "tf")
+    assert "torch_compile" in parse_args(["--device", "gpu"]).backends
+
+
+def test_torch_compile_backend_compiles_every_module():
+    """The user's view: every workload's module, plain convolutions included, compiled."""
+    torch = pytest.importorskip("torch")
+    from lrlc_bench.backends import torch_compile
+
+    backend = torch_compile.Backend(Settings(batch=2, ranks=(2,), input_size=(5, 5)))
+    for op in ("conv", "lrlc", "lc"):
+        assert isinstance(backend._module(op, 2), torch._dynamo.eval_frame.OptimizedModule)
+    assert backend.environment()["compile"].startswith("torch.compile")

@@ -20,10 +20,20 @@ from __future__ import annotations
 
 import importlib
 
-NAMES = ("torch", "jax", "tf")
+NAMES = ("torch", "torch_compile", "jax", "tf")
+# "torch_compile" is the user's own view of torch.compile: every workload, the plain
+# convolutions included, wrapped in torch.compile (inductor), so its ratios compare compiled
+# with compiled. Compiling takes tens of seconds per workload on a small CPU, so the CPU
+# default leaves it out; on a GPU it is a default backend.
+DEFAULT_NAMES = {"cpu": ("torch", "jax", "tf"), "gpu": NAMES}
 # The third-party modules each backend needs: when one is not installed, the backend is
 # reported unavailable; any other import error is a failure of the code under test.
-FRAMEWORKS = {"torch": ("torch",), "jax": ("jax", "jaxlib"), "tf": ("tensorflow", "keras")}
+FRAMEWORKS = {
+    "torch": ("torch",),
+    "torch_compile": ("torch",),
+    "jax": ("jax", "jaxlib"),
+    "tf": ("tensorflow", "keras"),
+}
 
 
 class Unavailable(RuntimeError):

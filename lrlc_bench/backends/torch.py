@@ -1,4 +1,12 @@
-"""PyTorch: `nn.Conv2d`, `lrlc_torch.LRLC2d` and its `to_locally_connected()`; NCHW, float32."""
+"""PyTorch: `nn.Conv2d`, `lrlc_torch.LRLC2d` and its `to_locally_connected()`; NCHW, float32.
+
+The LRLC layers are called through `lrlc_torch.compiled` (`forward`, `locally_connected`),
+which takes the compiled path where its rule says (CUDA by default) and the layers' eager
+functions elsewhere: the path a layer takes once `lrlc_torch.compiled` is wired into its
+forward, measured whether or not it is yet. `LRLC_TORCH_COMPILED=0|1` in the environment
+picks the eager or compiled path for every device (docs/performance.md, 'Compiled paths
+(torch)').
+"""
 
 from __future__ import annotations
 
@@ -7,10 +15,26 @@ import torch
 from torch import nn
 
 import lrlc_torch
+from lrlc_torch import compiled
 
 from ..measure import Workload
 from ..settings import OP_STRATEGIES
 from . import Unavailable
+
+
+class _Routed(nn.Module):
+    """An lrlc_torch layer whose forward goes through `lrlc_torch.compiled`."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        layer = self.layer
+        if isinstance(layer, lrlc_torch.LocallyConnected2d):
+            return compiled.locally_connected(x, layer.weight, layer.bias, layer.config)
+        params = dict(layer.named_parameters())
+        return compiled.forward(x, params, layer.config, strategy=layer.strategy)
 
 
 class Backend:
@@ -39,6 +63,7 @@ class Backend:
             },
             "layout": "NCHW",
             "dtype": "float32",
+            "lrlc_path": "compiled" if compiled.enabled(self.device) else "eager",
         }
         if self.device.type == "cuda":
             info["device_name"] = torch.cuda.get_device_name(self.device)
@@ -50,7 +75,7 @@ class Backend:
         values = self.rng.standard_normal(shape, dtype=np.float32)
         return torch.from_numpy(values).to(self.device)
 
-    def _layer(self, op: str, rank: int) -> nn.Module:
+    def _module(self, op: str, rank: int) -> nn.Module:
         s = self.settings
         factory = {"device": self.device, "dtype": torch.float32}
         if op in ("conv", "conv_k"):
@@ -59,7 +84,7 @@ class Backend:
         config = s.lrlc_config(rank, input_dependent=op == "lrlc_input_dependent")
         strategy = OP_STRATEGIES.get(op, "auto")
         layer = lrlc_torch.LRLC2d.from_lrlc_config(config, strategy=strategy, **factory)
-        return layer.to_locally_connected() if op == "lc" else layer
+        return _Routed(layer.to_locally_connected() if op == "lc" else layer)
 
     def chosen_strategy(self, rank: int) -> str:
         config = self.settings.lrlc_config(rank)
@@ -71,7 +96,7 @@ class Backend:
 
     def workload(self, op: str, rank: int) -> Workload:
         s = self.settings
-        layer = self._layer(op, rank)
+        layer = self._module(op, rank)
         x = self._random((s.batch, s.in_channels, *s.input_size))
 
         def forward():
