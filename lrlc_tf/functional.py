@@ -444,7 +444,11 @@ def resize_bilinear(a, size):
         raise ValueError(f"resize_bilinear: a needs a static height and width, got {a.shape}")
     rows = tf.cast(lrlc_numpy.resize_matrix(a.shape[1], size[0]), a.dtype)
     cols = tf.cast(lrlc_numpy.resize_matrix(a.shape[2], size[1]), a.dtype)
-    return tf.einsum("oh,bhpc->bopc", rows, tf.einsum("pw,bhwc->bhpc", cols, a))
+    # Two tf.tensordot products (2-D matrix products with run-time reshapes), not einsum,
+    # whose lowering writes the batch into a constant shape that TFLite cannot allocate.
+    columns = tf.tensordot(a, cols, axes=[[2], [1]])  # (B, H, C, W_out)
+    resized = tf.tensordot(rows, columns, axes=[[1], [1]])  # (H_out, B, C, W_out)
+    return tf.transpose(resized, (1, 0, 3, 2))
 
 
 def _dense(a, params, name):

@@ -488,3 +488,162 @@ def test_conformance_tolerance_of_the_checked_forward():
     assert conformance.relative_error(got, L.forward(x, params, config)) <= conformance.tolerance(
         "float64", config, 2
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Unknown batch (issue 15): traced with batch None, no reshape writes the batch statically and
+# 'auto' decides from the config alone (`choose_strategy`'s limit for an unknown batch)
+
+# 'auto' takes 'lc' for an unknown batch here, 'conv' for a known batch of 2.
+AUTO_LC = L.LRLCConfig(3, 64, 3, rank=4, input_size=(6, 5), padding="same")
+UNKNOWN_BATCH_CASES = {
+    **{f"fixed-{s}": (FIXED, s) for s in ("conv", "lc", "auto")},
+    **{f"idep-{s}": (IDEP, s) for s in ("conv", "auto")},
+    **{f"mixed-{s}": (MIXED, s) for s in ("conv", "lc")},
+    "auto-takes-lc": (AUTO_LC, "auto"),
+}
+# Under XLA (one compilation per batch size) a case of each path: lc, g, groups, 'auto'.
+XLA_CASES = ("fixed-lc", "idep-auto", "mixed-conv", "auto-takes-lc")
+TRACED = [
+    pytest.param(case, jit, id=f"{name}-{'xla' if jit else 'graph'}")
+    for name, case in UNKNOWN_BATCH_CASES.items()
+    for jit in ((False, True) if name in XLA_CASES else (False,))
+]
+
+
+def traced_step(fn, config, variables, jit_compile):
+    """fn(x) and the gradients of sum(fn(x) * dy), traced once with the batch unknown."""
+    spec = tf.TensorSpec((None, *config.input_size, config.in_channels), tf.float64)
+    out_spec = tf.TensorSpec((None, *config.output_size, config.out_channels), tf.float64)
+
+    @tf.function(input_signature=[spec, out_spec], jit_compile=jit_compile)
+    def step(x, dy):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = fn(x)
+        return y, tape.gradient(y, [x, *variables], output_gradients=dy)
+
+    return step
+
+
+@pytest.mark.parametrize(("case", "jit_compile"), TRACED)
+def test_unknown_batch_traces_once_and_runs_every_batch(case, jit_compile):
+    config, strategy = case
+    x, params, dy = conformance.case_data(conformance.Case("t", config, 3), 0)
+    variables = {name: tf.Variable(value) for name, value in params.items()}
+    step = traced_step(
+        lambda x: F.forward(x, variables, config, strategy=strategy),
+        config,
+        list(variables.values()),
+        jit_compile,
+    )
+    tol = conformance.tolerance("float64", config, 3)
+    for batch in (3, 1, 0):  # a full batch, a short last one, an empty one
+        y, (dx, *dparams) = step(x[:batch], dy[:batch])
+        if batch == 0:
+            assert y.shape == (0, *config.output_size, config.out_channels)
+            continue
+        want_dx, want = L.vjp(x[:batch], params, config, dy[:batch])
+        gradient_tol = tol * conformance.gradient_conditioning(config, x[:batch], params)
+        assert conformance.relative_error(y.numpy(), L.forward(x[:batch], params, config)) <= tol
+        assert conformance.relative_error(dx.numpy(), want_dx) <= gradient_tol
+        for name, grad in zip(variables, dparams):
+            assert conformance.relative_error(grad.numpy(), want[name]) <= gradient_tol, name
+    assert len(step._list_all_concrete_functions()) == 1
+
+
+def test_auto_decides_an_unknown_batch_by_the_documented_limit():
+    """With the batch unknown 'auto' is `choose_strategy(config, None)`, read off the config:
+    the traced graph has no convolution for AUTO_LC, whose known batch of 2 takes 'conv'."""
+    assert lrlc_tf.costs.choose_strategy(AUTO_LC, None) == "lc"
+    assert lrlc_tf.costs.choose_strategy(AUTO_LC, 2) == "conv"
+    params = L.init_params(AUTO_LC)
+
+    def ops(batch):
+        spec = tf.TensorSpec((batch, *AUTO_LC.input_size, 3), tf.float64)
+        traced = tf.function(lambda x: F.forward(x, params, AUTO_LC))
+        return {op.type for op in traced.get_concrete_function(spec).graph.get_operations()}
+
+    assert not any(op.startswith("Conv2D") for op in ops(None))
+    assert any(op.startswith("Conv2D") for op in ops(2))
+
+
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+@pytest.mark.parametrize("per_example", [False, True], ids=["shared", "per-example"])
+def test_locally_connected_with_an_unknown_batch(per_example, jit_compile):
+    kernel = np.stack([LC_KERNEL] * 3) if per_example else LC_KERNEL
+    kernel_shape = (None, *LC_KERNEL.shape) if per_example else LC_KERNEL.shape
+    kernel_spec = tf.TensorSpec(kernel_shape, tf.float64)
+
+    @tf.function(
+        input_signature=[tf.TensorSpec((None, 7, 6, 3), tf.float64), kernel_spec],
+        jit_compile=jit_compile,
+    )
+    def apply(x, kernel):
+        return F.locally_connected(x, kernel, LC_BIAS, FIXED)
+
+    for batch in (3, 1):
+        got = apply(X[:1].repeat(batch, axis=0), kernel[:batch] if per_example else kernel)
+        want = L.locally_connected(
+            X[:1].repeat(batch, axis=0), kernel[:batch] if per_example else kernel, LC_BIAS, FIXED
+        )
+        assert got.shape == want.shape
+        assert conformance.relative_error(got.numpy(), want) <= conformance.tolerance(
+            "float64", FIXED, batch
+        )
+
+
+@pytest.mark.parametrize("layer_class", ["LocallyConnected2D", "LRLC2D-lc", "LRLC2D-auto"])
+def test_fit_with_a_short_last_batch(layer_class):
+    """model.fit on 10 samples in batches of 4 (the last has 2), traced with batch None."""
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(0)
+    if layer_class == "LocallyConnected2D":
+        layer = lrlc_tf.LocallyConnected2D.from_lrlc_config(FIXED)
+    else:
+        config = AUTO_LC if layer_class.endswith("auto") else FIXED
+        layer = lrlc_tf.LRLC2D.from_lrlc_config(config, strategy=layer_class.split("-")[1])
+    h, w = layer.config.input_size
+    model = keras.Sequential([keras.Input((h, w, 3)), layer])
+    model.compile(optimizer="sgd", loss="mse")
+    rng = np.random.default_rng(0)
+    out_h, out_w = layer.config.output_size
+    history = model.fit(
+        rng.normal(size=(10, h, w, 3)).astype("float32"),
+        rng.normal(size=(10, out_h, out_w, layer.config.out_channels)).astype("float32"),
+        batch_size=4,
+        epochs=2,
+        verbose=0,
+    )
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert history.history["loss"][1] < history.history["loss"][0]
+
+
+@pytest.mark.parametrize("name", ["lc", "input-dependent"])
+def test_export_and_tflite_with_an_unknown_batch(tmp_path, name):
+    """model.export() and the TFLite converter trace with batch None; both serve any batch."""
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(0)
+    if name == "lc":
+        layer = lrlc_tf.LRLC2D.from_lrlc_config(AUTO_LC, strategy="lc")
+    else:
+        layer = lrlc_tf.LRLC2D.from_lrlc_config(IDEP)
+    h, w = layer.config.input_size
+    model = keras.Sequential([keras.Input((h, w, 3)), layer])
+    model.export(tmp_path, verbose=False)
+    exported = tf.saved_model.load(str(tmp_path))  # kept: .serve needs its variables
+    interpreter = tf.lite.Interpreter(
+        model_content=tf.lite.TFLiteConverter.from_saved_model(str(tmp_path)).convert()
+    )
+    (source,), (target,) = interpreter.get_input_details(), interpreter.get_output_details()
+    for batch in (5, 2):
+        x = np.random.default_rng(batch).normal(size=(batch, h, w, 3)).astype("float32")
+        want = model(x).numpy()
+        np.testing.assert_allclose(exported.serve(x).numpy(), want, rtol=1e-5, atol=1e-5)
+        interpreter.resize_tensor_input(source["index"], x.shape)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(source["index"], x)
+        interpreter.invoke()
+        np.testing.assert_allclose(
+            interpreter.get_tensor(target["index"]), want, rtol=1e-5, atol=1e-5
+        )
