@@ -7,7 +7,14 @@ Modules (`layers`): `LowRankLocallyConnected2d` (alias `LRLC2d`) and `LocallyCon
 the same computations as functions in `functional`; the strategy rule in `costs`; neutral
 parameters and checkpoints in `checkpoint`; `convert_convs` upgrades the convolutions of an
 existing model.
+
+The modules follow `nn.Conv2d`'s conventions: unbatched (C, H, W) input, 4-D convolution
+weights that `model.to(memory_format=torch.channels_last)` converts, `torch.export` with a
+dynamic batch (inference and training) and `torch.onnx.export(..., dynamo=True)`;
+TorchScript and the legacy ONNX exporter raise an error saying so.
 """
+
+from lrlc_numpy import __version__  # the one version of the lrlc distribution
 
 from . import costs, functional
 from .checkpoint import (
@@ -40,4 +47,5 @@ __all__ = [
     "to_neutral",
     "torch_lc_shapes",
     "torch_param_shapes",
+    "__version__",
 ]

@@ -617,7 +617,10 @@ def forward(x: torch.Tensor, params, config: LRLCConfig, *, strategy: str = "aut
 def _forward(x: torch.Tensor, params, config: LRLCConfig, strategy: str) -> torch.Tensor:
     """`forward` on arguments already checked, x batched."""
     chosen = choose_strategy(config, _known_batch(x), strategy, x.device)
-    if chosen == "conv" and weights_are_ones(config):
+    # An exported program keeps no custom backward, so the single convolution would leave the
+    # logits without gradients there; the general path gives the same values (w = 1 exactly)
+    # and their exact zero gradients.
+    if chosen == "conv" and weights_are_ones(config) and not torch.compiler.is_exporting():
         y = _single_convolution(x, params, config)
     else:
         weights = _weights(params, config, x)
