@@ -59,15 +59,41 @@ def lc_crossover(config: LRLCConfig, batch: int | None, costs: CostModel) -> flo
     return math.inf if slope <= 0 else batch * per_example / slope
 
 
+def algorithm1_windows(config: LRLCConfig) -> float:
+    """Algorithm 1's work in units of one convolution over the locally connected window:
+    sum_k (kh_k kw_k) / (window area). K for one kernel size; less for a mixed basis, whose
+    union window is larger than its banks (spec section 16)."""
+    window = math.prod(config.locally_connected_config().kernel_size)
+    return sum(kh * kw for kh, kw in config.kernel_sizes) / window
+
+
+def lc_is_cheaper(config: LRLCConfig, batch: int | None, costs: CostModel) -> bool:
+    """Whether a training step costs less in the locally connected form. With
+    R = algorithm1_windows(config) (R = K for one kernel size), 'lc' is cheaper when
+        3 B R - bank_passes bank K > B (3 product + patch / C_out),
+    which for one kernel size is `rank > lc_crossover`. An unknown batch counts as large."""
+    per_example = 3 * costs.product + costs.patch / config.out_channels
+    windows = algorithm1_windows(config)
+    if batch is None:
+        return 3 * windows > per_example
+    bank_cost = costs.bank_passes * costs.bank * config.rank
+    return 3 * batch * windows - bank_cost > batch * per_example
+
+
 def choose_strategy(config: LRLCConfig, batch: int | None, strategy: str, costs: CostModel) -> str:
-    """'conv' or 'lc' for a batch of `batch` examples: `strategy` itself, or for 'auto' 'lc'
-    when the layer is fixed and its rank exceeds `lc_crossover`, else 'conv'.
+    """'conv' or 'lc' for a batch of `batch` examples (None: unknown, as when exporting with
+    a symbolic batch): `strategy` itself, or for 'auto' 'lc' when the layer is fixed and
+    `lc_is_cheaper`, else 'conv'.
 
     Input-dependent layers run Algorithm 1 only: their banks differ per example, so the
     locally connected form would share nothing; asking for 'lc' there is an error.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
+    if batch is not None and (not isinstance(batch, int) or isinstance(batch, bool) or batch < 0):
+        raise ValueError(
+            f"choose_strategy: batch must be a non-negative int or None (unknown), got {batch!r}"
+        )
     if strategy == "lc" and config.input_dependent:
         raise ValueError(
             "strategy='lc' needs fixed combining weights; an input-dependent layer has one "
@@ -76,7 +102,7 @@ def choose_strategy(config: LRLCConfig, batch: int | None, strategy: str, costs:
         )
     if strategy != "auto":
         return strategy
-    if config.input_dependent or config.rank <= lc_crossover(config, batch, costs):
+    if config.input_dependent or not lc_is_cheaper(config, batch, costs):
         return "conv"
     return "lc"
 

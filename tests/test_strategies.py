@@ -156,3 +156,24 @@ def test_tf_strategies_agree(case):
     tol = 2 * conformance.tolerance("float32", case.config, case.batch)
     for conv, lc in zip(results["conv"], results["lc"]):
         assert conformance.relative_error(lc, conv) <= tol
+
+
+def test_mixed_basis_counts_algorithm1_work_per_bank():
+    """A 3x3 bank and a 5x5 bank of dilation 2 cover a 9x9 window: Algorithm 1 does
+    (9 + 25) / 81 window-convolutions of work, not K = 2, so 'auto' waits longer for 'lc'."""
+    from lrlc_numpy.strategy import algorithm1_windows, lc_is_cheaper
+
+    mixed = LRLCConfig(64, 64, [3, 5], 2, (32, 32), dilation=[1, 2], padding="same")
+    assert algorithm1_windows(mixed) == pytest.approx(34 / 81)
+    assert algorithm1_windows(paper(4)) == 4
+    for batch in (1, 8, 64, None):
+        assert lc_is_cheaper(paper(16), batch, COSTS) == (
+            16 > lc_crossover(paper(16), batch, COSTS)
+        )
+    assert choose_strategy(mixed, 64, "auto", COSTS) == "conv"
+
+
+@pytest.mark.parametrize("batch", [-1, 2.0, True, "8"])
+def test_batch_must_be_a_count_or_unknown(batch):
+    with pytest.raises(ValueError, match="batch must be a non-negative int or None"):
+        choose_strategy(paper(4), batch, "auto", COSTS)
