@@ -13,7 +13,19 @@ import pytest
 )
 @pytest.mark.parametrize(
     "module",
-    ["torch", "jax", "tensorflow", "keras", "safetensors", "sklearn", "matplotlib", "PIL", "tqdm"],
+    [
+        "torch",
+        "jax",
+        "tensorflow",
+        "keras",
+        "safetensors",
+        "sklearn",
+        "matplotlib",
+        "PIL",
+        "tqdm",
+        "onnxruntime",
+        "onnxscript",
+    ],
 )
 def test_framework_installed(module):
     importlib.import_module(module)
