@@ -391,3 +391,12 @@ def test_torch_compile_backend_compiles_every_module():
     for op in ("conv", "lrlc", "lc"):
         assert isinstance(backend._module(op, 2), torch._dynamo.eval_frame.OptimizedModule)
     assert backend.environment()["compile"].startswith("torch.compile")
+
+
+def test_bandwidth_counts_the_bytes_each_pass_moves():
+    from lrlc_bench import bandwidth
+
+    results = {r["name"]: r for r in bandwidth.measure(mib=1, runs=2)}
+    assert results["numpy copy"]["bytes"] == 2 * 2**20  # read and written
+    assert results["numpy sum (read)"]["bytes"] == 2**20
+    assert all(r["best_gb_s"] >= r["median_gb_s"] > 0 for r in results.values())
