@@ -254,3 +254,19 @@ def test_cuda_graphs_match_eager(monkeypatch):
     want = (want[0].cpu(), [g.cpu() for g in want[1]])
     got = (got[0].cpu(), [g.cpu() for g in got[1]])
     _compare([want, got], conformance.tolerance("float32", CONFIG, BATCH))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("strategy", ["conv", "lc"])
+def test_inductor_on_cuda_passes_conformance(wired, strategy):
+    """The default path on CUDA (inductor, Triton): float64, float32 with TF32 off (the
+    adapter's rule) and bfloat16, values and gradients, fixed and input-dependent layers."""
+    cases = [conformance.Case("compiled-fixed", FIXED), conformance.Case("compiled-idep", CONFIG)]
+    report = conformance.run(
+        torch_adapter.Backend(strategy=strategy),
+        dtypes=("float64", "float32", "bfloat16"),
+        devices=("gpu",),
+        cases=cases,
+        checks=("forward", "vjp_input", "vjp_params", "lc_forward"),
+    )
+    assert not report.failures, report.failures[:3]
