@@ -37,15 +37,10 @@ _LAYOUTS = {"channels_last": "NHWC", "channels_first": "NCHW"}
 _TRANSPOSES = {("NHWC", "NCHW"): (0, 3, 1, 2), ("NCHW", "NHWC"): (0, 2, 3, 1)}
 
 
-class _TensorFlow:
-    """lrlc_tf.functional: NHWC and neutral layouts already."""
+class _NeutralLayouts:
+    """An lrlc implementation (`self.functional`) taking NHWC data and neutral layouts."""
 
     layout = "NHWC"
-
-    def __init__(self):
-        from . import functional
-
-        self.functional = functional
 
     def forward(self, x, params, config, strategy):
         return self.functional.forward(x, params, config, strategy=strategy)
@@ -60,9 +55,14 @@ class _TensorFlow:
         return self.functional.locally_connected(x, kernel, bias, config)
 
 
-class _Jax(_TensorFlow):
-    """lrlc_jax: NHWC and neutral layouts already."""
+class _TensorFlow(_NeutralLayouts):
+    def __init__(self):
+        from . import functional
 
+        self.functional = functional
+
+
+class _Jax(_NeutralLayouts):
     def __init__(self):
         import jax.numpy as jnp
 
