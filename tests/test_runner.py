@@ -1,4 +1,4 @@
-"""The conformance runner itself, on the reference backend."""
+"""The conformance runner itself (catalogue, matrix, tolerance rule, gates), on the reference backend."""
 
 import json
 import types
