@@ -1,4 +1,4 @@
-"""The conformance runner itself (catalogue, matrix, tolerance rule, gates), on the reference backend."""
+"""The conformance runner itself (catalogue, matrix, tolerances, gates), on the reference."""
 
 import json
 import types
