@@ -12,6 +12,7 @@ wrap calls in `jax.default_matmul_precision("highest")` for full float32 accurac
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -20,18 +21,28 @@ from jax import lax
 
 import lrlc_numpy
 from lrlc_numpy import (
+    NORMALIZATIONS,
     BasisGroup,
     LRLCConfig,
-    check_input_shape,
+    check_config,
     check_lc_shapes,
     check_params,
+    param_shapes,
     working_dtype_name,
 )
-from lrlc_numpy.reference import L2_FLOOR
+from lrlc_numpy.config import _pair
+from lrlc_numpy.reference import BIAS_NAMES, L2_FLOOR
 from lrlc_numpy.strategy import STRATEGIES, weights_are_ones
 
 from .costs import choose_strategy
-from .positionwise import apply_banks, pad_input
+from .positionwise import (
+    apply_banks,
+    as_floating,
+    check_input,
+    check_shape,
+    floating_dtype,
+    pad_input,
+)
 
 __all__ = [
     "STRATEGIES",
@@ -59,34 +70,33 @@ __all__ = [
 _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 
 # ---------------------------------------------------------------------------------------------
-# Checks (spec section 14). They read shapes and dtypes only, so they work on tracers.
+# Checks (spec section 14). They read shapes and dtypes only, so they work on tracers; the
+# array checks are positionwise.py's, shared by every module.
+
+_LOGIT_NAMES = ("row_logits", "col_logits", "logits")
 
 
-def _check_config(config) -> None:
-    if not isinstance(config, LRLCConfig):
-        raise TypeError(f"config must be an lrlc_numpy.LRLCConfig, got {type(config).__name__}")
+def _named_params(params, names, config: LRLCConfig, where: str) -> dict[str, jax.Array]:
+    """The tensors `names` of `params` (a building block reads only its own) as floating
+    arrays of the shapes `config` gives them; errors name `where` and the tensor."""
+    check_config(config, where)
+    if not isinstance(params, Mapping):
+        raise TypeError(f"{where}: params must be a mapping of name -> array, got {type(params)}")
+    shapes = param_shapes(config)
+    out = {}
+    for name in names:
+        if name not in params:
+            raise ValueError(f"{where}: params has no {name!r}; it needs {sorted(names)}")
+        out[name] = as_floating(params[name], f"{where}: params[{name!r}]")
+        check_shape(out[name], shapes[name], f"{where}: params[{name!r}]")
+    return out
 
 
-def _as_floating(array, name: str) -> jax.Array:
-    """`array` as a JAX array, which must have a floating dtype (never silently cast)."""
-    array = jnp.asarray(array)
-    if not jnp.issubdtype(array.dtype, jnp.floating):
-        raise TypeError(f"{name} must have a floating dtype, got {array.dtype}")
-    return array
-
-
-def check_input(x, config: LRLCConfig, *, name: str = "x") -> jax.Array:
-    """`x` as a JAX array after checking rank, dtype, channels and grid against `config`."""
-    x = _as_floating(x, name)
-    check_input_shape(x.shape, config, name=name)
-    return x
-
-
-def _prepare(params, config: LRLCConfig, x=None):
+def _prepare(params, config: LRLCConfig, x=None, where: str = "forward"):
     """Checked (params, x): params as JAX arrays in x's dtype (or their common dtype)."""
-    _check_config(config)
+    check_config(config, where)
     check_params(params, config)
-    arrays = {name: _as_floating(value, f"params[{name!r}]") for name, value in params.items()}
+    arrays = {name: as_floating(value, f"params[{name!r}]") for name, value in params.items()}
     if x is not None:
         x = check_input(x, config)
     dtype = x.dtype if x is not None else jnp.result_type(*arrays.values())
@@ -96,14 +106,14 @@ def _prepare(params, config: LRLCConfig, x=None):
 def _prepare_without_layer(params, config: LRLCConfig, x, caller: str):
     """`_prepare` for functions that use x only to predict weights: an input-dependent
     layer needs it; a fixed layer ignores it (after checking it) and keeps the params' dtype."""
-    _check_config(config)
+    check_config(config, caller)
     if config.input_dependent:
         if x is None:
             raise ValueError(f"{caller}: an input-dependent layer needs the input x")
-        return _prepare(params, config, x)
+        return _prepare(params, config, x, caller)
     if x is not None:  # not needed, but a wrong input is still an error
         check_input(x, config)
-    return _prepare(params, config)
+    return _prepare(params, config, where=caller)
 
 
 def _basis_dtype(params, config: LRLCConfig) -> jnp.dtype:
@@ -126,6 +136,11 @@ def _widened(tree):
 
 def fixed_logits(params, config: LRLCConfig) -> jax.Array:
     """Unnormalised weights w~[i, j, k] of a fixed layer (eq. 3 and its variants)."""
+    check_config(config, "fixed_logits")
+    if config.input_dependent:
+        raise ValueError("fixed_logits: an input-dependent layer's logits come from g_forward")
+    names = [name for name in param_shapes(config) if name in _LOGIT_NAMES]
+    params = _named_params(params, names, config, "fixed_logits")
     out_h, out_w = config.output_size
     shape = (out_h, out_w, config.rank)
     if config.combining == "rowcol":  # eq. 3: w~ = alpha_i + beta_j
@@ -138,13 +153,32 @@ def fixed_logits(params, config: LRLCConfig) -> jax.Array:
 
 
 def normalize_weights(logits, mode: str) -> jax.Array:
-    """Normalise over the last axis K (eq. 4 for 'softmax'; spec section 6)."""
+    """Normalise over the last axis K (eq. 4 for 'softmax'; spec section 6). 'l2' divides
+    w~ / max|w~| by its norm, as hypot scales, so that no square overflows."""
+    if not (isinstance(mode, str) and mode in NORMALIZATIONS):
+        raise ValueError(
+            f"normalize_weights: unknown mode {mode!r}; expected one of {NORMALIZATIONS}"
+        )
+    logits = as_floating(logits, "normalize_weights: logits")
     if mode == "softmax":
         return jax.nn.softmax(logits, axis=-1)
     if mode == "l2":
-        squares = jnp.sum(logits**2, axis=-1, keepdims=True)
-        return logits / jnp.sqrt(jnp.maximum(squares, L2_FLOOR))
+        return _l2_normalize(logits)
     return logits
+
+
+def _l2_normalize(logits) -> jax.Array:
+    """w = w~ / sqrt(max(sum_k w~^2, 1e-12)) without overflow: where the floor applies (the sum
+    as written; an overflow to inf is above it) w~ / 1e-6, elsewhere unit / |unit| with
+    unit = w~ / max|w~|. The scale is a constant of that quotient, so it is held out of the
+    gradient, which is then exactly w~ / |w~|'s. The branch not taken gets safe operands
+    (scale and squared length 1), so its zero cotangent meets no infinity (no NaN)."""
+    squares = jnp.sum(jnp.square(logits), axis=-1, keepdims=True)
+    floored = squares <= L2_FLOOR
+    scale = lax.stop_gradient(jnp.max(jnp.abs(logits), axis=-1, keepdims=True))
+    unit = logits / jnp.where(floored, 1, scale)
+    length = jnp.sqrt(jnp.where(floored, 1, jnp.sum(jnp.square(unit), axis=-1, keepdims=True)))
+    return jnp.where(floored, logits / math.sqrt(L2_FLOOR), unit / length)
 
 
 def _weights(params, config: LRLCConfig, x) -> jax.Array:
@@ -172,6 +206,10 @@ def combining_weights(params, config: LRLCConfig, x=None) -> jax.Array:
 def resize_bilinear(a, size) -> jax.Array:
     """Bilinear resize of NHWC `a` to `size` with aligned corners, as R_h a R_w^T. The matrices
     are `lrlc_numpy.resize_matrix`, built at trace time, so the weights are the reference's."""
+    a = as_floating(a, "resize_bilinear: a")
+    if a.ndim != 4:
+        raise ValueError(f"resize_bilinear: a must have rank 4 (NHWC), got shape {a.shape}")
+    size = _pair("size", size, "resize_bilinear")
     rows = jnp.asarray(lrlc_numpy.resize_matrix(a.shape[1], size[0]), a.dtype)
     cols = jnp.asarray(lrlc_numpy.resize_matrix(a.shape[2], size[1]), a.dtype)
     return jnp.einsum("oh,bhwc,pw->bopc", rows, a, cols)
@@ -181,7 +219,19 @@ def depthwise_conv3x3(a, kernel, bias, rate: int) -> jax.Array:
     """Depthwise 3x3 convolution with dilation `rate`, 'valid' padding, plus bias, as nine
     shifted multiply-adds: XLA's backward of a grouped convolution is slow (jax-ml/jax#13800;
     docs/performance.md, 'Targets of issue 7, JAX on CPU', target 4)."""
+    if not isinstance(rate, int) or isinstance(rate, bool) or rate < 1:
+        raise ValueError(f"depthwise_conv3x3: rate must be a positive int, got {rate!r}")
+    a = as_floating(a, "depthwise_conv3x3: a")
+    if a.ndim != 4:
+        raise ValueError(f"depthwise_conv3x3: a must have rank 4 (NHWC), got shape {a.shape}")
+    check_shape(as_floating(kernel, "kernel"), (3, 3, a.shape[3]), "depthwise_conv3x3: kernel")
+    check_shape(as_floating(bias, "bias"), (a.shape[3],), "depthwise_conv3x3: bias")
     out_h, out_w = a.shape[1] - 2 * rate, a.shape[2] - 2 * rate
+    if min(out_h, out_w) < 1:
+        raise ValueError(
+            f"depthwise_conv3x3: a's grid {a.shape[1:3]} is too small for a 3x3 window of "
+            f"rate {rate} ('valid'); it needs at least {2 * rate + 1} per axis"
+        )
     out = bias
     for u in range(3):
         for v in range(3):
@@ -192,6 +242,12 @@ def depthwise_conv3x3(a, kernel, bias, rate: int) -> jax.Array:
 
 def g_forward(x, params, config: LRLCConfig) -> jax.Array:
     """Predict logits w~ (B, H_out, W_out, K) from the input (eq. 6)."""
+    check_config(config, "g_forward")
+    if not config.input_dependent:
+        raise ValueError("g_forward: the config is not input-dependent; it has no network g")
+    names = [name for name in param_shapes(config) if name.startswith("g.")]
+    params = _named_params(params, names, config, "g_forward")
+    x = check_input(x, config, name="g_forward: x")
     low = jnp.einsum("bhwc,ck->bhwk", x, params["g.reduce.kernel"]) + params["g.reduce.bias"]
     branches = [low, jnp.mean(low, axis=(1, 2), keepdims=True)]
     for r in config.g_dilations:
@@ -207,8 +263,14 @@ def g_forward(x, params, config: LRLCConfig) -> jax.Array:
 # Biases (eq. 5; spec section 7)
 
 
+def _bias_params(params, config: LRLCConfig, where: str) -> dict[str, jax.Array]:
+    names = [name for name in param_shapes(config) if name in BIAS_NAMES]
+    return _named_params(params, names, config, where)
+
+
 def spatial_bias_map(params, config: LRLCConfig) -> jax.Array | None:
     """The spatial part of eq. 5 on the output grid (H_out, W_out), or None."""
+    params = _bias_params(params, config, "spatial_bias_map")
     if not config.spatial_bias:
         return None
     if config.combining == "rowcol":
@@ -223,6 +285,8 @@ def spatial_bias_map(params, config: LRLCConfig) -> jax.Array | None:
 
 def bias_map(params, config: LRLCConfig, dtype) -> jax.Array:
     """B[i, j, c] of eq. 5 as an (H_out, W_out, C_out) array (zeros when both are off)."""
+    params = _bias_params(params, config, "bias_map")
+    dtype = floating_dtype(dtype, "bias_map")
     out_h, out_w = config.output_size
     bias = jnp.zeros((out_h, out_w, config.out_channels), dtype)
     spatial = spatial_bias_map(params, config)
@@ -237,9 +301,25 @@ def bias_map(params, config: LRLCConfig, dtype) -> jax.Array:
 # The layer (Algorithm 1; eqs. 2-6; spec section 4)
 
 
+def _check_basis(basis, config: LRLCConfig, where: str) -> None:
+    """`basis` must be what `basis_members` gives for `config`."""
+    shapes = [param_shapes(config)[name] for name in config.basis_names]
+    if config.mixed:
+        if not isinstance(basis, (list, tuple)) or len(basis) != config.rank:
+            raise TypeError(
+                f"{where}: a mixed basis is a list of {config.rank} arrays basis.k, got "
+                f"{type(basis).__name__}"
+            )
+        for k, (member, shape) in enumerate(zip(basis, shapes)):
+            check_shape(as_floating(member, f"basis[{k}]"), shape, f"{where}: basis[{k}]")
+    else:
+        check_shape(as_floating(basis, f"{where}: basis"), shapes[0], f"{where}: basis")
+
+
 def basis_members(params, config: LRLCConfig):
     """The K filter banks F^(k), indexable by k: the stacked `basis` (K, kh, kw, C_in, C_out),
     or the list of a mixed basis's `basis.k` (kh_k, kw_k, C_in, C_out) (spec section 16)."""
+    params = _named_params(params, config.basis_names, config, "basis_members")
     if config.mixed:
         return [params[name] for name in config.basis_names]
     return params["basis"]
@@ -275,6 +355,22 @@ def _convolution(x, kernel, config: LRLCConfig, group: BasisGroup) -> jax.Array:
 def stack_responses(responses, config: LRLCConfig) -> jax.Array:
     """z (B, H_out, W_out, K, C_out) from each of `config.basis_groups`' responses, the K axis
     in basis order: a mixed basis's groups need not be contiguous (spec section 16.3)."""
+    check_config(config, "stack_responses")
+    groups = config.basis_groups
+    if not isinstance(responses, (list, tuple)) or len(responses) != len(groups):
+        raise ValueError(
+            f"stack_responses: expected a list of {len(groups)} responses, one per basis "
+            f"group, got {type(responses).__name__} of {len(responses)}"
+            if isinstance(responses, (list, tuple))
+            else f"stack_responses: responses must be a list, got {type(responses).__name__}"
+        )
+    for n, (group, response) in enumerate(zip(groups, responses)):
+        response = as_floating(response, f"stack_responses: responses[{n}]")
+        if response.ndim != 5 or response.shape[3] != len(group.members):
+            raise ValueError(
+                f"stack_responses: responses[{n}] has shape {response.shape}; expected "
+                f"(B, H_out, W_out, {len(group.members)}, C_out) for bases {group.members}"
+            )
     if len(responses) == 1:
         return responses[0]
     order = [k for group in config.basis_groups for k in group.members]
@@ -289,6 +385,9 @@ def basis_responses(x, basis, config: LRLCConfig) -> jax.Array:
     as one convolution with K * C_out output channels, K outer (spec section 4.3); a mixed
     basis (`basis` the list of `basis_members`) has one per group of equal kernel size and
     dilation (spec section 16.3)."""
+    check_config(config, "basis_responses")
+    x = check_input(x, config, name="basis_responses: x")
+    _check_basis(basis, config, "basis_responses")
     responses = []
     for group in config.basis_groups:
         stacked = group_basis(basis, group)
@@ -303,6 +402,21 @@ def combine(per_member, weights, bias) -> jax.Array:
     """Algorithm 1, step 2: y = sum_k w_k z_k + B (eqs. 2 and 5). `weights` is (H_out, W_out, K)
     or (B, H_out, W_out, K); fixed ones are broadcast over the batch, so the contraction is a
     plain batched product over (b, i, j), the faster form on CPU (docs/performance.md, 'JAX')."""
+    per_member = as_floating(per_member, "combine: per_member")
+    weights = as_floating(weights, "combine: weights")
+    bias = as_floating(bias, "combine: bias")
+    if per_member.ndim != 5:
+        raise ValueError(
+            f"combine: per_member has shape {per_member.shape}; expected (B, H_out, W_out, K, "
+            "C_out)"
+        )
+    batch, out_h, out_w, rank, c_out = per_member.shape
+    if weights.shape not in ((out_h, out_w, rank), (batch, out_h, out_w, rank)):
+        raise ValueError(
+            f"combine: weights has shape {weights.shape}; expected {(out_h, out_w, rank)} or "
+            f"(B, {out_h}, {out_w}, {rank}) for per_member {per_member.shape}"
+        )
+    check_shape(bias, (out_h, out_w, c_out), "combine: bias")
     weights = jnp.broadcast_to(weights, (per_member.shape[0], *weights.shape[-3:]))
     return jnp.einsum("bijko,bijk->bijo", per_member, weights) + bias
 
@@ -322,8 +436,15 @@ def _single_convolution(x, params, config: LRLCConfig) -> jax.Array:
 def position_banks(weights, basis) -> jax.Array:
     """Filter banks bank_p = sum_k w[p, k] F^(k) (eq. 2) as (..., H_out W_out, kh kw C_in,
     C_out) from weights (..., H_out, W_out, K) and the basis (K, kh, kw, C_in, C_out)."""
+    weights = as_floating(weights, "position_banks: weights")
+    basis = as_floating(basis, "position_banks: basis")
+    if basis.ndim != 5 or weights.ndim < 3 or weights.shape[-1] != basis.shape[0]:
+        raise ValueError(
+            f"position_banks: weights {weights.shape} and basis {basis.shape}; expected "
+            "(..., H_out, W_out, K) and (K, kh, kw, C_in, C_out) with one K"
+        )
     rank, kh, kw, c_in, c_out = basis.shape
-    flat = weights.reshape(*weights.shape[:-3], -1, rank)
+    flat = weights.reshape(*weights.shape[:-3], weights.shape[-3] * weights.shape[-2], rank)
     return (flat @ basis.reshape(rank, -1)).reshape(*flat.shape[:-1], kh * kw * c_in, c_out)
 
 
@@ -334,7 +455,10 @@ def forward(x, params, config: LRLCConfig, *, strategy: str = "auto") -> jax.Arr
     1), 'lc' (the locally connected form, fixed layers only) or 'auto' (`choose_strategy`);
     all compute the same function. Pure: `config` and `strategy` are static under `jax.jit`.
     """
+    check_config(config, "forward")
+    x = check_input(x, config)
     params, x = _prepare(params, config, x)
+    # A symbolic batch (jax.export) counts as unknown: the rule's default, never a branch on it.
     chosen = choose_strategy(config, x.shape[0], strategy)
     if chosen == "conv" and weights_are_ones(config):
         return _single_convolution(x, params, config).astype(x.dtype)
@@ -359,19 +483,20 @@ def embedded_basis(params, config: LRLCConfig) -> jax.Array:
     C_out): a plain basis as it is; each basis.k of a mixed one at its own taps, from (window
     padding before - its padding before) in steps of its dilation, zeros elsewhere (spec
     section 16.5), placed by `lax.pad` with interior padding."""
+    members = basis_members(params, config)
     window = config.locally_connected_config()
     if window is config:
-        return params["basis"]
+        return members
     (kh, kw), ((top, _), (left, _)) = window.kernel_size, window.padding_pairs
-    members = []
+    embedded = []
     for member, (dh, dw), ((pad_top, _), (pad_left, _)) in zip(
-        basis_members(params, config), config.dilations, config.basis_padding_pairs
+        members, config.dilations, config.basis_padding_pairs
     ):
         row, col = top - pad_top, left - pad_left
         rows, cols = row + (member.shape[0] - 1) * dh + 1, col + (member.shape[1] - 1) * dw + 1
         pads = ((row, kh - rows, dh - 1), (col, kw - cols, dw - 1), (0, 0, 0), (0, 0, 0))
-        members.append(lax.pad(member, jnp.zeros((), member.dtype), pads))
-    return jnp.stack(members)
+        embedded.append(lax.pad(member, jnp.zeros((), member.dtype), pads))
+    return jnp.stack(embedded)
 
 
 def to_locally_connected(params, config: LRLCConfig, x=None):
@@ -391,12 +516,13 @@ def to_locally_connected(params, config: LRLCConfig, x=None):
 
 def locally_connected(x, kernel, bias, config: LRLCConfig) -> jax.Array:
     """y[b, i, j, o] = sum_{u, v, c} xpad[b, i s_h + u d_h, j s_w + v d_w, c] K[i, j, u, v, c, o]
-    + bias[i, j, o]. `kernel` may carry a leading batch axis (one kernel per example)."""
-    _check_config(config)
+    + bias[i, j, o] on the window of `config.locally_connected_config()`. `kernel` may carry
+    a leading batch axis (one kernel per example)."""
+    check_config(config, "locally_connected")
     x = check_input(x, config)
-    kernel = _as_floating(kernel, "locally connected kernel")
-    bias = _as_floating(bias, "locally connected bias")
+    kernel = as_floating(kernel, "locally connected kernel")
+    bias = as_floating(bias, "locally connected bias")
     check_lc_shapes(kernel.shape, bias.shape, config, batch=x.shape[0])
-    positions = math.prod(config.output_size)
-    banks = kernel.astype(x.dtype).reshape(*kernel.shape[:-6], positions, -1, config.out_channels)
+    positions, depth = math.prod(kernel.shape[-6:-4]), math.prod(kernel.shape[-4:-1])
+    banks = kernel.astype(x.dtype).reshape(*kernel.shape[:-6], positions, depth, kernel.shape[-1])
     return apply_banks(x, banks, config.locally_connected_config()) + bias.astype(x.dtype)

@@ -1,5 +1,5 @@
 """The init/apply surface: `init` builds a parameter dict under the neutral names, `apply`
-evaluates the layer on it. Flax modules would live here too."""
+evaluates the layer on it. Flax modules are `lrlc_jax.flax` (the optional extra)."""
 
 from __future__ import annotations
 
@@ -10,18 +10,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lrlc_numpy import LRLCConfig, initial_value, param_shapes
+from lrlc_numpy import LRLCConfig, check_config, initial_value, param_shapes
 
-from .functional import _check_config, forward
+from .functional import forward
+from .positionwise import floating_dtype
 
 
 def init(key, config: LRLCConfig, dtype=jnp.float32) -> dict[str, jax.Array]:
     """Initial parameters under the neutral names, drawn from `key` with the distributions of
     `lrlc_numpy.initial_value` (spec section 10): every fixed layer starts as a convolution."""
-    _check_config(config)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"init: dtype must be a floating type, got {dtype!r}")
-    return _init(key, config, jnp.dtype(dtype))
+    check_config(config, "init")
+    _check_key(key)
+    return _init(key, config, floating_dtype(dtype, "init"))
+
+
+def _check_key(key) -> None:
+    """`key` must be one PRNG key: a typed key (jax.random.key) or a raw uint32 pair
+    (jax.random.PRNGKey)."""
+    typed = isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    raw = isinstance(key, jax.Array) and key.dtype == jnp.uint32 and key.shape == (2,)
+    if not ((typed and key.shape == ()) or raw):
+        shown = f"{key.dtype} array of shape {key.shape}" if hasattr(key, "shape") else repr(key)
+        raise TypeError(f"init: key must be one PRNG key (jax.random.key(seed)), got {shown}")
 
 
 @functools.partial(jax.jit, static_argnames=("config", "dtype"))
