@@ -4,8 +4,11 @@
     y = jax.jit(lrlc_jax.apply, static_argnames="config")(params, x, config=config)
 
 Parameters are a flat dict under the neutral names of the spec, so a parameter pytree is
-also a checkpoint. Configurations are `lrlc_numpy.LRLCConfig`. Imports no Flax.
+also a checkpoint. Configurations are `lrlc_numpy.LRLCConfig`. Imports no Flax: the flax
+modules are `lrlc_jax.flax` (the optional extra `lrlc[flax]`), imported on their own.
 """
+
+from importlib.metadata import version
 
 from lrlc_numpy import LRLCConfig
 
@@ -42,6 +45,8 @@ from .functional import (
 )
 from .layers import apply, init
 from .positionwise import apply_banks, extract_patches, pad_input
+
+__version__ = version("lrlc")
 
 __all__ = [
     "STRATEGIES",
