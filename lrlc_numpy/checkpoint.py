@@ -219,6 +219,19 @@ def _dtype_name(code: str) -> str:
     return STORED_DTYPES.get(code) or _OTHER_DTYPES.get(code) or code
 
 
+def config_from_metadata(metadata: Mapping, path: str) -> LRLCConfig:
+    """The LRLCConfig stored in a checkpoint's metadata (spec section 13); errors name `path`."""
+    if CONFIG_KEY not in metadata:
+        raise ValueError(
+            f"{path}: metadata has no {CONFIG_KEY!r} entry (keys {sorted(metadata)}); "
+            "expected the layer config as JSON"
+        )
+    try:
+        return LRLCConfig.from_json(metadata[CONFIG_KEY])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"checkpoint {path}: invalid {CONFIG_KEY!r} metadata: {err}") from None
+
+
 def read_checkpoint(path) -> Checkpoint:
     """Read and check a neutral checkpoint (spec section 13): (params, config, stored_dtypes).
 
@@ -253,15 +266,7 @@ def read_checkpoint(path) -> Checkpoint:
     except OSError as err:
         message = f"load_params: cannot read the checkpoint ({err.strerror or err})"
         raise _os_error(err.errno or errno.EIO, message, path) from None
-    if CONFIG_KEY not in metadata:
-        raise ValueError(
-            f"{path}: metadata has no {CONFIG_KEY!r} entry (keys {sorted(metadata)}); "
-            "expected the layer config as JSON"
-        )
-    try:
-        config = LRLCConfig.from_json(metadata[CONFIG_KEY])
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"checkpoint {path}: invalid {CONFIG_KEY!r} metadata: {err}") from None
+    config = config_from_metadata(metadata, path)
     shapes = {name: shape for name, (_, shape) in layout.items()}
     check_param_shapes(shapes, config, what=f"checkpoint {path}")
     for name, (code, _) in layout.items():

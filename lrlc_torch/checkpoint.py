@@ -24,7 +24,7 @@ import torch
 
 import lrlc_numpy
 from lrlc_numpy import LRLCConfig, lc_shapes, param_shapes
-from lrlc_numpy.checkpoint import CONFIG_KEY
+from lrlc_numpy.checkpoint import CONFIG_KEY, config_from_metadata
 
 __all__ = [
     "FLOAT_DTYPES",
@@ -289,15 +289,7 @@ def load_checkpoint(path, *, dtype=None, device=None):
     """(params, config) read from a neutral checkpoint, params as lrlc_torch tensors by
     neutral name; `dtype=None` keeps each tensor's stored dtype (bfloat16 included)."""
     path, tensors, metadata = _read(path)
-    if CONFIG_KEY not in metadata:
-        raise ValueError(
-            f"{path}: metadata has no {CONFIG_KEY!r} entry (keys {sorted(metadata)}); "
-            "expected the layer config as JSON"
-        )
-    try:
-        config = LRLCConfig.from_json(metadata[CONFIG_KEY])
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"checkpoint {path}: invalid {CONFIG_KEY!r} metadata: {err}") from None
+    config = config_from_metadata(metadata, path)
     lrlc_numpy.check_params(tensors, config, what=f"checkpoint {path}")
     for name, value in tensors.items():
         if value.dtype not in FLOAT_DTYPES:
