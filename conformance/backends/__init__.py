@@ -21,7 +21,7 @@ import importlib
 
 from lrlc_numpy.strategy import STRATEGIES
 
-NAMES = ("numpy", "torch", "jax", "tf")
+NAMES = ("numpy", "torch", "jax", "tf", "keras")
 
 
 def load(name: str, **options):
