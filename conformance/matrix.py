@@ -51,6 +51,11 @@ PLAN = (
     Entry("jax[lc]", "jax", (("strategy", "lc"),), needs="jax"),
     Entry("tf[conv]", "tf", (("strategy", "conv"),), needs="tensorflow"),
     Entry("tf[lc]", "tf", (("strategy", "lc"),), needs="tensorflow"),
+    # The Keras layers under each Keras backend (fixed per process by KERAS_BACKEND).
+    *(
+        Entry(f"keras[{name}]", "keras", env=(("KERAS_BACKEND", name),), needs=module)
+        for name, module in (("tensorflow", "tensorflow"), ("jax", "jax"), ("torch", "torch"))
+    ),
 )
 
 
