@@ -25,6 +25,8 @@ import pytest
         "tqdm",
         "onnxruntime",
         "onnxscript",
+        "flax",
+        "optax",
     ],
 )
 def test_framework_installed(module):
