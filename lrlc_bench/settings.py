@@ -134,9 +134,10 @@ class Settings:
 
 
 # `python -m lrlc_bench --preset NAME`: the options a preset stands for (explicit options
-# given beside it win). 'gpu-targets' measures every target of issues 7 and 17 on a GPU in
-# well under 8 minutes on an H100 (compiles included): four ranks, the target
-# measurements only, and the three backends a GPU machine has.
+# given beside it win). 'gpu-targets' measures every target of issues 7 and 17 on a GPU,
+# sized to take under 8 minutes with its compiles: four ranks, the target measurements
+# only, and the three backends a GPU machine has (docs/performance.md, 'The one command
+# for every target on a GPU').
 PRESETS = {
     "gpu-targets": {
         "device": "gpu",

@@ -41,9 +41,9 @@ of another dtype than x, per-example locally connected weights; and gradients of
 gradients, which compiled programs do not have: select the eager path for create_graph.
 
 Compile cost: the first call at a new input shape, dtype, device or grad mode compiles
-(inductor; seconds per program on a GPU machine, tens of seconds on a small CPU: see
-docs/performance.md); later calls at a shape seen before reuse that program (guards on the
-shapes, `dynamic=False`: a last, smaller batch compiles once more). Each program has its
+(inductor; measured in docs/performance.md, 'Compiled paths (torch), issue 17'); later
+calls at a shape seen before reuse that program (guards on the shapes, `dynamic=False`: a
+last, smaller batch compiles once more). Each program has its
 own cache, so layers of different configs do not evict each other.
 """
 

@@ -23,8 +23,8 @@ import importlib
 NAMES = ("torch", "torch_compile", "jax", "tf")
 # "torch_compile" is the user's own view of torch.compile: every workload, the plain
 # convolutions included, wrapped in torch.compile (inductor), so its ratios compare compiled
-# with compiled. Compiling takes tens of seconds per workload on a small CPU, so the CPU
-# default leaves it out; on a GPU it is a default backend.
+# with compiled. Inductor's compiles make it too slow for the CPU default (docs/
+# performance.md, 'Compiled paths (torch), issue 17'); on a GPU it is a default backend.
 DEFAULT_NAMES = {"cpu": ("torch", "jax", "tf"), "gpu": NAMES}
 # The third-party modules each backend needs: when one is not installed, the backend is
 # reported unavailable; any other import error is a failure of the code under test.
