@@ -322,10 +322,15 @@ class _RowGeometry:
         return y.permute(3, 2, 0, 1)
 
 
+def _members(basis: torch.Tensor, config: LRLCConfig) -> torch.Tensor:
+    """lrlc_torch's stacked basis (K C_out, C_in, kh, kw) as (K, C_out, C_in, kh, kw)."""
+    return basis.reshape(config.rank, config.out_channels, config.in_channels, *config.kernel_size)
+
+
 def lowrank_locally_connected(x, weights, basis, config: LRLCConfig) -> torch.Tensor:
     """`functional.lowrank_locally_connected` by window rows: the banks of all positions
     formed at once, (P, K) x (K, C_out C_in kh kw) per term, and no patches."""
-    rows = _RowGeometry(config)
+    rows, basis = _RowGeometry(config), _members(basis, config)
     per_position = rows.position_major(weights.permute(1, 2, 0))  # (P, K)
     basis_rows = rows.bank_layout(basis).flatten(2)  # (terms, K, C_out group C_in)
     banks = torch.matmul(per_position, basis_rows)  # (terms, P, C_out group C_in)
@@ -345,6 +350,7 @@ def _locally_connected_rows(x, weight, config: LRLCConfig) -> torch.Tensor:
 
 def _algorithm1(x, weights, basis, config: LRLCConfig) -> torch.Tensor:
     """Algorithm 1 as tensor expressions: the K C_out convolution, then the combination."""
+    basis = _members(basis, config)
     (top, bottom), (left, right) = config.padding_pairs
     if top == bottom and left == right:  # the convolution pads: no padded copy
         padding = (top, left)
@@ -364,14 +370,10 @@ def _with_bias(y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
 def _layer(x, params, config: LRLCConfig, strategy: str) -> torch.Tensor:
     """`functional.forward`'s values, x batched, strategy chosen, basis not mixed."""
     weights = functional.combining_weights(params, config, x if config.input_dependent else None)
-    # (K, C_out, C_in, kh, kw), from lrlc_torch's stacked (K C_out, C_in, kh, kw) or per member
-    basis = params["basis"].reshape(
-        config.rank, config.out_channels, config.in_channels, *config.kernel_size
-    )
     if strategy == "lc":
-        y = lowrank_locally_connected(x, weights, basis, config)
+        y = lowrank_locally_connected(x, weights, params["basis"], config)
     else:
-        y = _algorithm1(x, weights, basis, config)
+        y = _algorithm1(x, weights, params["basis"], config)
     return _with_bias(y, functional.bias_map(params, config))
 
 
