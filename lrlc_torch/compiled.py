@@ -416,6 +416,16 @@ def _program(key, fn):
     return program
 
 
+def _plain_arguments(x, config, tensors) -> bool:
+    """Whether the arguments have the expected types (else `functional` reports the error)."""
+    return (
+        isinstance(x, torch.Tensor)
+        and isinstance(config, LRLCConfig)
+        and isinstance(tensors, Mapping)
+        and all(t is None or isinstance(t, torch.Tensor) for t in tensors.values())
+    )
+
+
 def _eager(x: torch.Tensor, config: LRLCConfig, tensors) -> bool:
     """Whether a call must take the eager path (the module docstring's list, and the rule)."""
     return (
@@ -434,7 +444,7 @@ def forward(
     strategy: str = "auto",
 ) -> torch.Tensor:  # fmt: skip
     """`functional.forward`, compiled where `enabled` (see the module docstring)."""
-    if not isinstance(x, torch.Tensor) or _eager(x, config, params.values()):
+    if not _plain_arguments(x, config, params) or _eager(x, config, params.values()):
         return functional.forward(x, params, config, strategy=strategy)
     functional.check_params(params, config)
     functional.check_input(x, config)
@@ -458,10 +468,11 @@ def locally_connected(
 ) -> torch.Tensor:
     """`functional.locally_connected`, compiled where `enabled`, for a weight shared by the
     batch; per-example weights take the eager path."""
-    tensors = (weight, bias)
+    tensors = {"weight": weight, "bias": bias}
     if (
-        not all(isinstance(t, torch.Tensor) for t in (x, weight))
-        or _eager(x, config, tensors)
+        not _plain_arguments(x, config, tensors)
+        or weight is None
+        or _eager(x, config, tensors.values())
         or weight.dim() != 6
     ):
         return functional.locally_connected(x, weight, bias, config)
