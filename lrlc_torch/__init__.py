@@ -16,7 +16,7 @@ TorchScript and the legacy ONNX exporter raise an error saying so.
 
 from lrlc_numpy import __version__  # the one version of the lrlc distribution
 
-from . import costs, functional
+from . import compiled, costs, functional
 from .checkpoint import (
     from_neutral,
     lc_from_neutral,
@@ -32,6 +32,7 @@ from .layers import LocallyConnected2d, LowRankLocallyConnected2d, LRLC2d
 from .surgery import convert_convs
 
 __all__ = [
+    "compiled",
     "LRLC2d",
     "LocallyConnected2d",
     "LowRankLocallyConnected2d",

@@ -18,7 +18,7 @@ from torch import nn
 import lrlc_numpy
 from lrlc_numpy import LRLCConfig
 
-from . import checkpoint, functional
+from . import checkpoint, compiled, functional
 from .checkpoint import FLOAT_DTYPES, from_neutral, lc_from_neutral, lc_to_neutral, to_neutral
 from .costs import choose_strategy
 
@@ -231,7 +231,7 @@ class LowRankLocallyConnected2d(nn.Module):
         """(B, C_in, H, W) -> (B, C_out, H_out, W_out), with (H, W) == `input_size`; one
         unbatched (C_in, H, W) example gives (C_out, H_out, W_out)."""
         _refuse_jit_tracing(self)
-        return functional.forward(x, self._params(), self.config, strategy=self.strategy)
+        return compiled.forward(x, self._params(), self.config, strategy=self.strategy)
 
     def combining_weights(self, x: torch.Tensor | None = None) -> torch.Tensor:
         """Normalised weights (K, H_out, W_out), or (B, K, H_out, W_out) predicted from `x`."""
@@ -501,7 +501,7 @@ class LocallyConnected2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _refuse_jit_tracing(self)
-        return functional.locally_connected(x, self.weight, self.bias, self.config)
+        return compiled.locally_connected(x, self.weight, self.bias, self.config)
 
     def neutral_params(self) -> dict[str, np.ndarray]:
         """{'kernel', 'bias'} in the neutral layouts (zeros for an absent bias)."""

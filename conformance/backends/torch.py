@@ -34,9 +34,12 @@ def _ieee_float32():
 
 
 def _full_precision(method):
+    """IEEE float32, on the eager path: the compiled path (lrlc_torch.compiled, CUDA's
+    default) would compile once per catalogue case; tests/test_torch_compile.py checks it."""
+
     @functools.wraps(method)
     def wrapped(*args, **kwargs):
-        with _ieee_float32():
+        with _ieee_float32(), lrlc_torch.compiled.use_compiled(False):
             return method(*args, **kwargs)
 
     return wrapped
