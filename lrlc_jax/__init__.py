@@ -8,9 +8,7 @@ also a checkpoint. Configurations are `lrlc_numpy.LRLCConfig`. Imports no Flax: 
 modules are `lrlc_jax.flax` (the optional extra `lrlc[flax]`), imported on their own.
 """
 
-from importlib.metadata import version
-
-from lrlc_numpy import LRLCConfig
+from lrlc_numpy import LRLCConfig, __version__  # one version for every lrlc package
 
 from .checkpoint import (
     load_checkpoint,
@@ -46,9 +44,8 @@ from .functional import (
 from .layers import apply, init
 from .positionwise import apply_banks, extract_patches, pad_input
 
-__version__ = version("lrlc")
-
 __all__ = [
+    "__version__",
     "STRATEGIES",
     "LRLCConfig",
     "apply",

@@ -13,12 +13,11 @@ import TensorFlow, so they load on first use, and `import lrlc_tf` needs only Ke
 """
 
 import importlib
-from importlib.metadata import version
+
+from lrlc_numpy import __version__  # the one version of the lrlc distribution
 
 from . import ops
 from .layers import LRLC2D, LocallyConnected2D, LowRankLocallyConnected2D
-
-__version__ = version("lrlc")
 
 # TensorFlow's modules, and the names re-exported from them: loaded on first access.
 _TENSORFLOW_MODULES = ("checkpoint", "costs", "functional", "positionwise")
@@ -43,6 +42,7 @@ def __getattr__(name):
 
 
 __all__ = [
+    "__version__",
     "LRLC2D",
     "LocallyConnected2D",
     "LowRankLocallyConnected2D",
