@@ -11,6 +11,7 @@ wrap calls in `jax.default_matmul_precision("highest")` for full float32 accurac
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 
@@ -421,6 +422,49 @@ def combine(per_member, weights, bias) -> jax.Array:
     return jnp.einsum("bijko,bijk->bijo", per_member, weights) + bias
 
 
+def _after(value, *deps) -> jax.Array:
+    """`value`, unchanged, but computed only once every array in `deps` is: the predicate (a
+    float32's bit count above 32) is never true, but XLA cannot know it, so it is a data
+    dependency. XLA's CPU pipeline drops lax.optimization_barrier before it schedules."""
+    # A whole sum, not one element: a slice of a batch-sharded array is not implemented.
+    counts = [
+        lax.population_count(lax.bitcast_convert_type(jnp.sum(d, dtype=jnp.float32), jnp.int32))
+        for d in deps
+    ]
+    return jnp.where(sum(counts) > 32 * len(deps), jnp.zeros_like(value), value)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _algorithm1(x, basis, weights, bias, config: LRLCConfig) -> jax.Array:
+    """Algorithm 1 on checked arguments: `basis_responses`, then `combine` (weights and bias
+    in the working dtype). Its backward is XLA's own but ordered: dz = w dy is written only
+    after y and dw, z's last readers, so z is dead by then; left to itself XLA computes y last
+    and holds z beside dz's two copies (docs/performance.md, 'JAX', target 5). Reverse mode
+    only, as for every custom_vjp: jax.jvp here raises."""
+    return combine(_widened(basis_responses(x, basis, config)), weights, bias)
+
+
+def _algorithm1_forward(x, basis, weights, bias, config: LRLCConfig):
+    z = basis_responses(x, basis, config)
+    y = combine(_widened(z), weights, bias)
+    return y, (x, basis, weights, z, y)
+
+
+def _algorithm1_backward(config: LRLCConfig, residuals, dy):
+    x, basis, weights, z, y = residuals
+    dweights = jnp.einsum("bijko,bijo->bijk", _widened(z), dy)
+    if weights.ndim == 3:  # fixed weights, shared by the batch
+        dweights = dweights.sum(axis=0)
+    ordered = _after(weights, y, dweights)
+    dz = (ordered[..., :, None] * dy[..., None, :]).astype(z.dtype)
+    (dx,) = jax.linear_transpose(lambda x: basis_responses(x, basis, config), x)(dz)
+    (dbasis,) = jax.linear_transpose(lambda b: basis_responses(x, b, config), basis)(dz)
+    return dx, dbasis, dweights.astype(weights.dtype), dy.sum(axis=0).astype(y.dtype)
+
+
+_algorithm1.defvjp(_algorithm1_forward, _algorithm1_backward)
+
+
 def _single_convolution(x, params, config: LRLCConfig) -> jax.Array:
     """Algorithm 1 when w = 1 (`weights_are_ones`): one C_out convolution plus the bias map
     (a mixed basis of one: `basis.0` on its own geometry). The weights are never formed (XLA
@@ -454,6 +498,8 @@ def forward(x, params, config: LRLCConfig, *, strategy: str = "auto") -> jax.Arr
     `x` is NHWC; returns (B, H_out, W_out, C_out) in x's dtype. `strategy`: 'conv' (Algorithm
     1), 'lc' (the locally connected form, fixed layers only) or 'auto' (`choose_strategy`);
     all compute the same function. Pure: `config` and `strategy` are static under `jax.jit`.
+    Differentiable in reverse mode (jax.grad, jax.vjp); Algorithm 1's custom backward has no
+    forward mode (jax.jvp), which 'lc' and the rank-1 path keep.
     """
     check_config(config, "forward")
     x = check_input(x, config)
@@ -469,8 +515,7 @@ def forward(x, params, config: LRLCConfig, *, strategy: str = "auto") -> jax.Arr
         banks = position_banks(weights, embedded_basis(wide, config)).astype(x.dtype)
         y = _widened(apply_banks(x, banks, config.locally_connected_config())) + bias
     else:
-        responses = basis_responses(x, basis_members(params, config), config)
-        y = combine(_widened(responses), weights, bias)
+        y = _algorithm1(x, basis_members(params, config), weights, bias, config)
     return y.astype(x.dtype)
 
 

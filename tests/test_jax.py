@@ -26,6 +26,7 @@ from lrlc_numpy import LRLCConfig
 jax.config.update("jax_enable_x64", True)
 
 ROOT = Path(__file__).resolve().parent.parent
+DNUMS = ("NHWC", "HWIO", "NHWC")
 EPS64 = float(np.finfo(np.float64).eps)
 
 # Stride, dilation and TF 'same' padding that is asymmetric on the strided axis (0 top, 1 bottom).
@@ -281,6 +282,40 @@ def test_auto_picks_lc_for_the_paper_layer_at_high_rank():
     """The documented consequence of the rule for the paper's layer at batch 64."""
     paper = [LRLCConfig(64, 64, 3, rank, (32, 32), padding="same") for rank in (1, 2, 4, 16)]
     assert [lrlc_jax.choose_strategy(c, 64) for c in paper] == ["conv", "conv", "lc", "lc"]
+
+
+@pytest.mark.parametrize("batch, size, channels, rank", [(8, 16, 16, 4), (16, 16, 32, 2)])
+def test_algorithm1_step_plans_within_1_2_of_the_k_cout_convolution_step(
+    batch, size, channels, rank
+):
+    """Target 5b of issue 17, by XLA's plan of the compiled step (lrlc_bench's measure): the
+    ordered backward writes dz only after z's last reader, so z and dz's two copies are never
+    live together (they were: 1.5 x at every rank; docs/performance.md, 'JAX', target 5)."""
+    from lrlc_bench.backends.jax import memory_plan
+
+    config = LRLCConfig(channels, channels, 3, rank, (size, size), padding="same")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch, size, size, channels)).astype(np.float32)
+    kernel = rng.normal(size=(3, 3, channels, rank * channels)).astype(np.float32)
+
+    def step(apply, params, dy):
+        def run(params, x, dy):
+            y, pullback = jax.vjp(apply, params, x)
+            return y, pullback(dy)
+
+        return memory_plan(jax.jit(run), params, x, dy)["peak_bytes"]
+
+    conv = step(
+        lambda k, x: lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=DNUMS),
+        kernel,
+        np.ones((batch, size, size, rank * channels), np.float32),
+    )
+    lrlc = step(
+        lambda p, x: lrlc_jax.apply(p, x, config, strategy="conv"),
+        lrlc_jax.init(jax.random.key(0), config),
+        np.ones((batch, size, size, channels), np.float32),
+    )
+    assert lrlc <= 1.2 * conv, f"Algorithm 1's step plans {lrlc / conv:.2f} x the convolution's"
 
 
 # ---------------------------------------------------------------------------------------------
