@@ -12,6 +12,7 @@ import os
 import sys
 
 from . import backends, format_matrix, run, write_json
+from .cases import catalogue
 from .runner import DTYPES
 
 FAILED = 1
@@ -91,6 +92,22 @@ def _arguments(parser, argv):
     return args
 
 
+def _cases():
+    """The catalogue, or the cases named in LRLC_CONFORMANCE_CASES (comma-separated), which
+    the test suite uses to run one row in a process of its own."""
+    names = os.environ.get("LRLC_CONFORMANCE_CASES")
+    if not names:
+        return None
+    wanted = names.split(",")
+    cases = [case for case in catalogue() if case.name in wanted]
+    if len(cases) != len(set(wanted)):
+        unknown = sorted(set(wanted) - {case.name for case in cases})
+        raise SystemExit(
+            f"python -m conformance: unknown cases in LRLC_CONFORMANCE_CASES: {unknown}"
+        )
+    return cases
+
+
 def main(argv=None) -> int:
     parser = _parser()
     args = _arguments(parser, argv)
@@ -108,7 +125,9 @@ def main(argv=None) -> int:
             f"{name}: devices found {list(adapter.devices)}, dtypes {list(adapter.dtypes)}",
             flush=True,
         )
-        report = run(adapter, dtypes=args.dtype, devices=args.device, seed=args.seed)
+        report = run(
+            adapter, dtypes=args.dtype, devices=args.device, seed=args.seed, cases=_cases()
+        )
         reports.append(report)
         for failure in report.failures:
             print(failure)
