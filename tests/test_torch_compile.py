@@ -92,7 +92,7 @@ def test_compiled_math_passes_conformance(wired, monkeypatch, strategy):
     monkeypatch.setattr(compiled, "_BACKEND", None)
     cases = [case for case in conformance.catalogue() if not case.config.mixed]
     report = conformance.run(
-        torch_adapter.Backend(strategy=strategy),
+        torch_adapter.Backend(strategy=strategy, compiled=True),
         dtypes=("float64", "float32"),
         devices=("cpu",),
         cases=cases,
@@ -109,7 +109,7 @@ def test_inductor_lc_matches_the_reference(wired):
     case = conformance.Case("compiled-lc", FIXED)
     for dtype, checks in (("float32", ("vjp_input", "vjp_params")), ("float64", ("lc_forward",))):
         report = conformance.run(
-            torch_adapter.Backend(strategy="lc"),
+            torch_adapter.Backend(strategy="lc", compiled=True),
             dtypes=(dtype,),
             devices=("cpu",),
             cases=[case],
@@ -123,7 +123,7 @@ def test_inductor_algorithm1_matches_the_reference(wired):
     """Inductor's program for Algorithm 1 (the combination and bias fused around the
     convolution), float64 gradients. (g under compile: the aot_eager tests above.)"""
     report = conformance.run(
-        torch_adapter.Backend(strategy="conv"),
+        torch_adapter.Backend(strategy="conv", compiled=True),
         dtypes=("float64",),
         devices=("cpu",),
         cases=[conformance.Case("compiled-conv", FIXED)],
@@ -263,7 +263,7 @@ def test_inductor_on_cuda_passes_conformance(wired, strategy):
     adapter's rule) and bfloat16, values and gradients, fixed and input-dependent layers."""
     cases = [conformance.Case("compiled-fixed", FIXED), conformance.Case("compiled-idep", CONFIG)]
     report = conformance.run(
-        torch_adapter.Backend(strategy=strategy),
+        torch_adapter.Backend(strategy=strategy, compiled=True),
         dtypes=("float64", "float32", "bfloat16"),
         devices=("gpu",),
         cases=cases,

@@ -36,15 +36,27 @@ def load(name: str, **options):
     return module.Backend(**options)
 
 
-def strategy_adapter_name(backend: str, strategy: str, unknown: dict) -> str:
+def strategy_adapter_name(
+    backend: str, strategy: str, unknown: dict, options: tuple[str, ...] = ("strategy",)
+) -> str:
     """Validate the options of a backend with evaluation strategies and return the
-    adapter's name: `backend`, or `backend[strategy=S]` for a strategy other than 'auto'."""
+    adapter's name: `backend`, or `backend[strategy=S]` for a strategy other than 'auto'.
+    `options` names every option the adapter knows, for the error message."""
     if unknown:
         raise ValueError(
-            f"{backend} adapter: unknown options {sorted(unknown)}; expected only 'strategy'"
+            f"{backend} adapter: unknown options {sorted(unknown)}; expected only {options}"
         )
     if strategy not in STRATEGIES:
         raise ValueError(
             f"{backend} adapter: unknown strategy {strategy!r}; expected one of {STRATEGIES}"
         )
     return backend if strategy == "auto" else f"{backend}[strategy={strategy}]"
+
+
+def flag(backend: str, name: str, value) -> bool:
+    """An on/off adapter option given as a bool or, from the command line, 'true'/'false'."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ValueError(f"{backend} adapter: {name}={value!r}; expected true or false")

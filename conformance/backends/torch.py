@@ -16,7 +16,7 @@ import torch
 
 import lrlc_torch
 
-from . import strategy_adapter_name
+from . import flag, strategy_adapter_name
 
 _DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -34,13 +34,14 @@ def _ieee_float32():
 
 
 def _full_precision(method):
-    """IEEE float32, on the eager path: the compiled path (lrlc_torch.compiled, CUDA's
-    default) would compile once per catalogue case; tests/test_torch_compile.py checks it."""
+    """IEEE float32, on the path the adapter was built for: eager by default, because the
+    compiled path (lrlc_torch.compiled, CUDA's default) would compile once per catalogue
+    case; tests/test_torch_compile.py runs the catalogue through it with `compiled=True`."""
 
     @functools.wraps(method)
-    def wrapped(*args, **kwargs):
-        with _ieee_float32(), lrlc_torch.compiled.use_compiled(False):
-            return method(*args, **kwargs)
+    def wrapped(self, *args, **kwargs):
+        with _ieee_float32(), lrlc_torch.compiled.use_compiled(self.compiled):
+            return method(self, *args, **kwargs)
 
     return wrapped
 
@@ -56,14 +57,19 @@ def _nhwc(y_nchw: torch.Tensor) -> np.ndarray:
 class Backend:
     """`strategy` is `LRLC2d`'s evaluation strategy ('auto', 'conv' or 'lc'). 'lc' applies to
     fixed layers only; the catalogue's input-dependent cases then run Algorithm 1, which is
-    what 'auto' picks for them (the layer refuses strategy='lc' with input_dependent=True)."""
+    what 'auto' picks for them (the layer refuses strategy='lc' with input_dependent=True).
+    `compiled` selects lrlc_torch's compiled path on every device (True) or the eager path
+    (False, the default)."""
 
     # lrlc_torch has the mixed basis of spec section 16 (Algorithm 1 by groups, 'lc' and
     # conversion on the union window).
     supports_mixed_basis = True
 
-    def __init__(self, strategy: str = "auto", **unknown):
-        self.name = strategy_adapter_name("torch", strategy, unknown)
+    def __init__(self, strategy: str = "auto", *, compiled: bool = False, **unknown):
+        self.name = strategy_adapter_name("torch", strategy, unknown, ("strategy", "compiled"))
+        self.compiled = flag("torch", "compiled", compiled)
+        if self.compiled:
+            self.name += "[compiled]"
         self.strategy = strategy
         has_cuda = torch.cuda.is_available()
         self.devices = ("cpu", "gpu") if has_cuda else ("cpu",)
