@@ -18,6 +18,12 @@ NORMALIZATIONS = ("softmax", "l2", "none")
 G_DILATIONS = (1, 2, 4, 8)
 # The fields a mixed basis gives per basis filter bank (spec section 16).
 PER_BASIS_FIELDS = ("kernel_size", "dilation")
+# Spatial ranks a layer may have (spec section 17): sequences, images, volumes.
+SPATIAL_DIMS = (1, 2, 3)
+# Names of the spatial axes that 'rowcol' gives one logit table and one bias vector each.
+AXIS_NAMES = {2: ("row", "col"), 3: ("depth", "row", "col")}
+# Canonical (channels-last) and channels-first layout names per spatial rank.
+LAYOUTS = {1: ("NLC", "NCL"), 2: ("NHWC", "NCHW"), 3: ("NDHWC", "NCDHW")}
 
 
 def _is_int(v):
@@ -37,18 +43,24 @@ def check_config(config, where: str) -> None:
     raise TypeError(f"{where}: config must be an LRLCConfig, got {type(config).__name__}")
 
 
-def _pair(name, value, owner="LRLCConfig"):
-    """An int or a pair (tuple or list) of ints, as a pair of positive ints. Other iterables
-    (strings, sets, dicts, arrays) are refused: their order or items would be guessed."""
-    expected = f"{owner}.{name} must be an int or a pair of ints, got {value!r}"
+def _tuple_words(n):
+    return {1: "a 1-tuple", 2: "a pair", 3: "a triple"}.get(n, f"a {n}-tuple")
+
+
+def _pair(name, value, owner="LRLCConfig", n=2):
+    """An int or an n-tuple (tuple or list) of ints, as n positive ints (a pair in 2-D).
+    Other iterables (strings, sets, dicts, arrays) are refused: their order or items would
+    be guessed."""
+    words = _tuple_words(n)
+    expected = f"{owner}.{name} must be an int or {words} of ints, got {value!r}"
     if name in PER_BASIS_FIELDS and owner == "LRLCConfig":
         expected = (
-            f"{owner}.{name} must be an int, a pair of ints or a list of one int or pair "
-            f"per basis filter bank, got {value!r}"
+            f"{owner}.{name} must be an int, {words} of ints or a list of one int or "
+            f"{words[2:]} per basis filter bank, got {value!r}"
         )
     if _is_int(value):
-        value = (value, value)
-    if not isinstance(value, (tuple, list)) or len(value) != 2 or not all(map(_is_int, value)):
+        value = (value,) * n
+    if not isinstance(value, (tuple, list)) or len(value) != n or not all(map(_is_int, value)):
         raise TypeError(expected)
     if min(value) < 1:
         raise ValueError(f"{owner}.{name} must be positive, got {value!r}")
@@ -57,7 +69,8 @@ def _pair(name, value, owner="LRLCConfig"):
 
 class PerBasis:
     """A `kernel_size` or `dilation` given per basis filter bank: one (h, w) pair per basis
-    (spec section 16). `pairs` is the tuple of K pairs.
+    (spec section 16; one n-tuple per basis in n spatial dimensions). `pairs` is the tuple of
+    K entries.
 
     Deliberately not a sequence: unpacking (`kh, kw = config.kernel_size`), indexing,
     iteration and `np.asarray` raise TypeError, so code written for one shared window fails
@@ -97,26 +110,31 @@ class PerBasis:
 
 
 def _given_per_basis(value) -> bool:
-    """A list (as in the authors' layer), or a tuple holding pairs, is one entry per basis; a
-    tuple of two ints is always one (h, w) pair shared by every basis."""
+    """A list (as in the authors' layer), or a tuple holding tuples, is one entry per basis;
+    a tuple of ints is always one entry shared by every basis."""
     if isinstance(value, (list, PerBasis)):
         return True
     return isinstance(value, tuple) and any(isinstance(v, (tuple, list)) for v in value)
 
 
-def _per_basis_pairs(name, value):
-    """The entries of a per-basis `value` as positive pairs; raises naming the bad entry."""
+def _per_basis_pairs(name, value, n=2):
+    """The entries of a per-basis `value` as positive n-tuples; raises naming the bad entry."""
     if isinstance(value, PerBasis):
+        if any(len(entry) != n for entry in value.pairs):
+            raise TypeError(
+                f"LRLCConfig.{name}: {value!r} has entries of length other than the layer's "
+                f"{n} spatial dimensions"
+            )
         return value.pairs
     pairs = []
     for index, entry in enumerate(value):
         expected = (
-            f"LRLCConfig.{name}[{index}] must be a positive int or a pair of positive ints "
-            f"(one entry per basis filter bank), got {entry!r} in {value!r}"
+            f"LRLCConfig.{name}[{index}] must be a positive int or {_tuple_words(n)} of "
+            f"positive ints (one entry per basis filter bank), got {entry!r} in {value!r}"
         )
         if _is_int(entry):
-            entry = (entry, entry)
-        if not (isinstance(entry, (tuple, list)) and len(entry) == 2 and all(map(_is_int, entry))):
+            entry = (entry,) * n
+        if not (isinstance(entry, (tuple, list)) and len(entry) == n and all(map(_is_int, entry))):
             raise TypeError(expected)
         if min(entry) < 1:
             raise ValueError(expected)
@@ -128,38 +146,46 @@ def _is_nonneg_int(v):
     return _is_int(v) and v >= 0
 
 
-def _normalize_padding(padding, owner="LRLCConfig"):
-    """Padding as 'valid', 'same' or ((top, bottom), (left, right)); raises on anything else."""
-    expected = (
-        "'valid', 'same', an int, a pair (pad_h, pad_w) or ((top, bottom), (left, right)) "
-        "of non-negative ints"
-    )
+def _normalize_padding(padding, owner="LRLCConfig", n=2):
+    """Padding as 'valid', 'same' or n (before, after) pairs, ((top, bottom), (left, right))
+    in 2-D; raises on anything else."""
+    if n == 2:
+        expected = (
+            "'valid', 'same', an int, a pair (pad_h, pad_w) or ((top, bottom), (left, right)) "
+            "of non-negative ints"
+        )
+    else:
+        expected = (
+            f"'valid', 'same', an int, {_tuple_words(n)} of ints (one per axis) or {n} "
+            f"(before, after) pairs, of non-negative ints"
+        )
     if isinstance(padding, str):
         if padding.lower() in ("valid", "same"):
             return padding.lower()
         raise ValueError(f"{owner}.padding: unknown padding {padding!r}; expected {expected}")
     if _is_nonneg_int(padding):
-        return ((padding, padding), (padding, padding))
-    if isinstance(padding, (tuple, list)) and len(padding) == 2:
+        return ((padding, padding),) * n
+    if isinstance(padding, (tuple, list)) and len(padding) == n:
         if all(_is_nonneg_int(p) for p in padding):
-            return ((padding[0], padding[0]), (padding[1], padding[1]))
+            return tuple((p, p) for p in padding)
         if all(
             isinstance(p, (tuple, list)) and len(p) == 2 and all(_is_nonneg_int(q) for q in p)
             for p in padding
         ):
-            return (tuple(padding[0]), tuple(padding[1]))
+            return tuple(tuple(p) for p in padding)
     raise ValueError(f"{owner}.padding: got {padding!r}; expected {expected}")
 
 
 def resolve_padding(padding, input_size, kernel_size, stride, dilation):
-    """Explicit ((top, bottom), (left, right)) padding (spec section 3).
+    """Explicit padding, one (before, after) pair per axis: ((top, bottom), (left, right))
+    in 2-D (spec section 3).
 
     'same' is TensorFlow's rule for every stride: per axis,
     total = max((ceil(n / s) - 1) * s + (k - 1) * d + 1 - n, 0) and top = total // 2.
     """
-    padding = _normalize_padding(padding)
+    padding = _normalize_padding(padding, n=len(input_size))
     if padding == "valid":
-        return ((0, 0), (0, 0))
+        return ((0, 0),) * len(input_size)
     if padding == "same":
         pairs = []
         for n, k, s, d in zip(input_size, kernel_size, stride, dilation):
@@ -177,21 +203,42 @@ def output_size(input_size, padding_pairs, kernel_size, stride, dilation):
     )
 
 
+def _input_size(value):
+    """`input_size` as n positive ints, n in SPATIAL_DIMS; an int is a square 2-D grid."""
+    if _is_int(value):
+        value = (value, value)
+    if (
+        not isinstance(value, (tuple, list))
+        or len(value) not in SPATIAL_DIMS
+        or not all(map(_is_int, value))
+    ):
+        raise TypeError(
+            f"LRLCConfig.input_size must be an int (a square 2-D grid) or a tuple of 1, 2 or 3 "
+            f"ints (the grid of a sequence, an image or a volume), got {value!r}"
+        )
+    if min(value) < 1:
+        raise ValueError(f"LRLCConfig.input_size must be positive, got {value!r}")
+    return tuple(value)
+
+
 class BasisGroup(NamedTuple):
     """Bases that share a kernel size and dilation (hence padding): one convolution."""
 
     members: tuple[int, ...]
-    kernel_size: tuple[int, int]
-    dilation: tuple[int, int]
-    padding_pairs: tuple[tuple[int, int], tuple[int, int]]
+    kernel_size: tuple[int, ...]
+    dilation: tuple[int, ...]
+    padding_pairs: tuple[tuple[int, int], ...]
 
 
 @dataclasses.dataclass(frozen=True)
 class LRLCConfig:
     """Hyper-parameters of one low-rank locally connected layer.
 
-    Pairs given as a single int are stored as pairs; padding is stored as 'valid',
-    'same' or ((top, bottom), (left, right)). See spec section 2. A `kernel_size` or
+    The spatial rank n (1, 2 or 3: sequences, images, volumes; spec section 17) is the
+    length of `input_size`; an int `input_size` is a square 2-D grid. Window fields given as
+    a single int are stored as n-tuples (pairs in 2-D); padding is stored as 'valid', 'same'
+    or n (before, after) pairs, ((top, bottom), (left, right)) in 2-D. See spec section 2.
+    A `kernel_size` or
     `dilation` given as a list of `rank` entries makes a mixed basis (spec section 16):
     both fields are then stored as `PerBasis`, which refuses to unpack as one pair; read
     `kernel_sizes`, `dilations` and `basis_padding_pairs` (K entries for every config).
@@ -218,11 +265,12 @@ class LRLCConfig:
                 raise TypeError(f"LRLCConfig.{name} must be an int, got {value!r}")
             if value < 1:
                 raise ValueError(f"LRLCConfig.{name} must be >= 1, got {value!r}")
-        for name in ("stride", "input_size"):
-            object.__setattr__(self, name, _pair(name, getattr(self, name)))
+        object.__setattr__(self, "input_size", _input_size(self.input_size))
+        n = self.spatial_dims
+        object.__setattr__(self, "stride", _pair("stride", self.stride, n=n))
         self._set_window_fields()
         given_padding = self.padding
-        object.__setattr__(self, "padding", _normalize_padding(self.padding))
+        object.__setattr__(self, "padding", _normalize_padding(self.padding, n=n))
         if self.mixed and self.padding != "same":
             raise ValueError(
                 f"LRLCConfig.padding: a per-basis kernel_size or dilation needs padding='same' "
@@ -243,31 +291,43 @@ class LRLCConfig:
         for name in ("spatial_bias", "channel_bias", "input_dependent"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"LRLCConfig.{name} must be a bool, got {getattr(self, name)!r}")
+        if n == 1 and self.combining != "full":
+            raise ValueError(
+                f"LRLCConfig.combining: a 1-D layer (input_size {self.input_size}) has one "
+                f"spatial axis, so its only combining mode is 'full' (one logit vector and "
+                f"bias per position); got {self.combining!r}"
+            )
+        if n != 2 and self.combining in ("row", "col"):
+            raise ValueError(
+                f"LRLCConfig.combining: {self.combining!r} is defined for 2-D layers only; "
+                f"a {n}-D layer takes 'rowcol' or 'full'"
+            )
         if self.input_dependent and self.combining != "full":
             raise ValueError(
                 f"LRLCConfig.combining: input_dependent=True requires combining='full', "
                 f"got {self.combining!r}"
             )
-        out_h, out_w = self.output_size
-        if out_h < 1 or out_w < 1:
+        out = self.output_size
+        if min(out) < 1:
             raise ValueError(
                 f"LRLCConfig: input_size {self.input_size} with kernel_size {self.kernel_size}, "
                 f"dilation {self.dilation}, stride {self.stride} and padding {self.padding!r} "
-                f"gives an empty output grid {(out_h, out_w)}"
+                f"gives an empty output grid {out}"
             )
 
     def _set_window_fields(self):
         """Normalise `kernel_size` and `dilation`: pairs, or both PerBasis when either is
         given per basis (the other then applies to every basis; spec section 16.1)."""
+        n = self.spatial_dims
         given = {name: getattr(self, name) for name in PER_BASIS_FIELDS}
         per_basis = {
-            name: _per_basis_pairs(name, value)
+            name: _per_basis_pairs(name, value, n)
             for name, value in given.items()
             if _given_per_basis(value)
         }
         if not per_basis:
             for name, value in given.items():
-                object.__setattr__(self, name, _pair(name, value))
+                object.__setattr__(self, name, _pair(name, value, n=n))
             return
         if len({len(pairs) for pairs in per_basis.values()}) > 1:
             raise ValueError(
@@ -284,10 +344,32 @@ class LRLCConfig:
                 "(for one (h, w) pair shared by every basis, pass a tuple)"
             )
         for name, value in given.items():
-            pairs = per_basis[name] if name in per_basis else (_pair(name, value),) * self.rank
+            pairs = per_basis[name] if name in per_basis else (_pair(name, value, n=n),) * self.rank
             object.__setattr__(self, name, PerBasis(pairs, name))
 
-    # Derived quantities (spec sections 3 and 16).
+    # Derived quantities (spec sections 3, 16 and 17).
+
+    @property
+    def spatial_dims(self) -> int:
+        """The number n of spatial axes (1, 2 or 3): the length of `input_size`."""
+        return len(self.input_size)
+
+    @property
+    def axis_tables(self) -> tuple[str, ...]:
+        """The axes that have a logit table `{axis}_logits` and a bias vector `{axis}_bias`:
+        every axis for 'rowcol' (('row', 'col') in 2-D, ('depth', 'row', 'col') in 3-D),
+        one for 'row' or 'col', none for 'full'."""
+        if self.combining == "rowcol":
+            return AXIS_NAMES[self.spatial_dims]
+        if self.combining in ("row", "col"):
+            return (self.combining,)
+        return ()
+
+    @property
+    def layouts(self) -> tuple[str, str]:
+        """The (channels-last, channels-first) layout names: ('NHWC', 'NCHW') in 2-D,
+        ('NLC', 'NCL') in 1-D, ('NDHWC', 'NCDHW') in 3-D."""
+        return LAYOUTS[self.spatial_dims]
 
     @property
     def mixed(self) -> bool:
@@ -379,7 +461,7 @@ class LRLCConfig:
         if not self.mixed:
             return self
         window, padding = [], []
-        for axis in range(2):
+        for axis in range(self.spatial_dims):
             n, s = self.input_size[axis], self.stride[axis]
             first = max(pads[axis][0] for pads in self.basis_padding_pairs)
             last = max(
@@ -397,7 +479,8 @@ class LRLCConfig:
 
     @property
     def g_dilations(self) -> tuple[int, ...]:
-        """Active dilation rates r of the input-dependent network: r <= (min(H, W) - 1) // 2."""
+        """Active dilation rates r of the input-dependent network: r <= (min(H, W) - 1) // 2
+        (the smallest input axis in n-D)."""
         limit = (min(self.input_size) - 1) // 2
         return tuple(r for r in G_DILATIONS if r <= limit)
 
@@ -420,7 +503,8 @@ class LRLCConfig:
         """Inverse of `to_dict`; unknown or missing keys are errors.
 
         JSON has no tuples, so lists become tuples, except that a `kernel_size` or
-        `dilation` list holding lists, or not of length 2, stays a list: one entry per basis.
+        `dilation` list holding lists, or not of the layer's spatial rank n (the length of
+        `input_size`; 2 for an int), stays a list: one entry per basis.
         """
         if not isinstance(data, Mapping):
             raise TypeError(f"LRLCConfig.from_dict expects a mapping, got {type(data).__name__}")
@@ -430,12 +514,14 @@ class LRLCConfig:
             raise ValueError(
                 f"LRLCConfig: unknown fields {unknown}; expected a subset of {sorted(names)}"
             )
+        size = data.get("input_size")
+        n = len(size) if isinstance(size, (list, tuple)) else 2
         kwargs = {}
         for key, value in data.items():
             if isinstance(value, list):
                 entries = [tuple(v) if isinstance(v, list) else v for v in value]
                 per_basis = key in PER_BASIS_FIELDS and (
-                    len(value) != 2 or any(isinstance(v, list) for v in value)
+                    len(value) != n or any(isinstance(v, list) for v in value)
                 )
                 value = entries if per_basis else tuple(entries)
             kwargs[key] = value
@@ -464,10 +550,10 @@ class LRLCConfig:
 
 
 def param_shapes(config: LRLCConfig) -> dict[str, tuple[int, ...]]:
-    """Neutral parameter names and shapes for `config` (spec section 9)."""
+    """Neutral parameter names and shapes for `config` (spec sections 9 and 17)."""
     check_config(config, "param_shapes")
     k = config.rank
-    out_h, out_w = config.output_size
+    out = config.output_size
     channels = (config.in_channels, config.out_channels)
     if config.mixed:  # one tensor per basis, each with its own window (spec section 16.4)
         shapes = {
@@ -476,22 +562,17 @@ def param_shapes(config: LRLCConfig) -> dict[str, tuple[int, ...]]:
         }
     else:
         shapes = {"basis": (k, *config.kernel_size, *channels)}
-    has_row = config.combining in ("rowcol", "row")
-    has_col = config.combining in ("rowcol", "col")
+    tables = {axis: out[_axis_index(config, axis)] for axis in config.axis_tables}
     if not config.input_dependent:
-        if has_row:
-            shapes["row_logits"] = (out_h, k)
-        if has_col:
-            shapes["col_logits"] = (out_w, k)
+        for axis, size in tables.items():
+            shapes[f"{axis}_logits"] = (size, k)
         if config.combining == "full":
-            shapes["logits"] = (out_h, out_w, k)
+            shapes["logits"] = (*out, k)
     if config.spatial_bias:
-        if has_row:
-            shapes["row_bias"] = (out_h,)
-        if has_col:
-            shapes["col_bias"] = (out_w,)
+        for axis, size in tables.items():
+            shapes[f"{axis}_bias"] = (size,)
         if config.combining == "full":
-            shapes["spatial_bias"] = (out_h, out_w)
+            shapes["spatial_bias"] = out
     if config.channel_bias:
         shapes["channel_bias"] = (config.out_channels,)
     if config.input_dependent:
@@ -499,7 +580,7 @@ def param_shapes(config: LRLCConfig) -> dict[str, tuple[int, ...]]:
         shapes["g.reduce.kernel"] = (config.in_channels, k)
         shapes["g.reduce.bias"] = (k,)
         for r in config.g_dilations:
-            shapes[f"g.dilated{r}.kernel"] = (3, 3, k)
+            shapes[f"g.dilated{r}.kernel"] = (3,) * config.spatial_dims + (k,)
             shapes[f"g.dilated{r}.bias"] = (k,)
         shapes["g.squeeze.kernel"] = ((n + 2) * k, 3 * k)
         shapes["g.squeeze.bias"] = (3 * k,)
@@ -508,6 +589,11 @@ def param_shapes(config: LRLCConfig) -> dict[str, tuple[int, ...]]:
         shapes["g.project.kernel"] = (6 * k, k)
         shapes["g.project.bias"] = (k,)
     return shapes
+
+
+def _axis_index(config: LRLCConfig, axis: str) -> int:
+    """The position of the named spatial axis ('depth', 'row' or 'col') in `config`'s grid."""
+    return AXIS_NAMES[config.spatial_dims].index(axis)
 
 
 def check_params(params: Mapping, config: LRLCConfig, *, what: str = "params") -> None:
@@ -544,25 +630,35 @@ def check_param_shapes(shapes: Mapping, config: LRLCConfig, *, what: str = "para
             raise ValueError(f"{what}[{name!r}] has shape {got}; expected {shape}")
 
 
-def check_input_shape(shape, config: LRLCConfig, *, name: str = "x", layout: str = "NHWC") -> None:
-    """Raise ValueError unless `shape` is a rank-4 input with `config`'s channels and grid.
+def check_input_shape(shape, config: LRLCConfig, *, name: str = "x", layout=None) -> None:
+    """Raise ValueError unless `shape` is a batched input with `config`'s channels and grid.
 
     Reads the shape only, so framework backends can call it on tensors or tracers;
-    `layout` is 'NHWC' or 'NCHW' (the caller's native layout, named in the message).
+    `layout` is the caller's native layout, named in the message: channels last ('NHWC' in
+    2-D, 'NLC' in 1-D, 'NDHWC' in 3-D; the default) or channels first ('NCHW', 'NCL',
+    'NCDHW'). The 2-D names are also read as channels last / first in any rank.
     """
     check_config(config, "check_input_shape")
+    last, first = config.layouts
+    if layout is None:
+        layout = last
+    if layout in (last, "NHWC"):
+        layout, channels_last = last, True
+    elif layout in (first, "NCHW"):
+        layout, channels_last = first, False
+    else:
+        raise ValueError(
+            f"layout must be {last!r} or {first!r} for a {config.spatial_dims}-D layer, "
+            f"got {layout!r}"
+        )
     try:
         shape = tuple(shape)
     except TypeError:
         raise TypeError(f"{name}: expected a shape (a tuple of ints), got {shape!r}") from None
-    if len(shape) != 4:
-        raise ValueError(f"{name} must have rank 4 ({layout}), got shape {shape}")
-    if layout == "NHWC":
-        channels, grid = shape[3], shape[1:3]
-    elif layout == "NCHW":
-        channels, grid = shape[1], shape[2:4]
-    else:
-        raise ValueError(f"layout must be 'NHWC' or 'NCHW', got {layout!r}")
+    rank = config.spatial_dims + 2
+    if len(shape) != rank:
+        raise ValueError(f"{name} must have rank {rank} ({layout}), got shape {shape}")
+    channels, grid = (shape[-1], shape[1:-1]) if channels_last else (shape[1], shape[2:])
     if channels != config.in_channels:
         raise ValueError(
             f"{name} has {channels} channels (shape {shape}, {layout}); "
@@ -578,12 +674,12 @@ def check_input_shape(shape, config: LRLCConfig, *, name: str = "x", layout: str
 def lc_shapes(config: LRLCConfig) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Canonical shapes of the locally connected kernel (H_out, W_out, kh, kw, C_in, C_out)
     and bias (H_out, W_out, C_out) on the geometry of `config.locally_connected_config()`
-    (spec sections 11 and 16.5)."""
+    (spec sections 11 and 16.5); (*out, *window, C_in, C_out) and (*out, C_out) in n-D."""
     check_config(config, "lc_shapes")
-    out_h, out_w = config.output_size
-    kh, kw = config.locally_connected_config().kernel_size
-    kernel = (out_h, out_w, kh, kw, config.in_channels, config.out_channels)
-    return kernel, (out_h, out_w, config.out_channels)
+    out = config.output_size
+    window = config.locally_connected_config().kernel_size
+    kernel = (*out, *window, config.in_channels, config.out_channels)
+    return kernel, (*out, config.out_channels)
 
 
 def check_lc_shapes(

@@ -13,7 +13,7 @@ import math
 
 from .config import LRLCConfig, check_config, param_shapes
 
-LOGIT_NAMES = ("row_logits", "col_logits", "logits")
+LOGIT_NAMES = ("depth_logits", "row_logits", "col_logits", "logits")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +39,8 @@ def glorot_fans(shape) -> tuple[int, int]:
 
 def keras_kernel_shape(name: str, shape) -> tuple[int, ...]:
     """The shape the authors' Keras layer gives g's kernel `name`: the depthwise kernels
-    (3, 3, K) are (3, 3, K, 1) there, which sets their Glorot fans to 9K and 9."""
+    (3, 3, K) are (3, 3, K, 1) there, which sets their Glorot fans to 9K and 9 (3^n K and
+    3^n in n-D)."""
     if name.startswith("g.dilated"):
         return (*shape, 1)
     return tuple(shape)
@@ -56,11 +57,12 @@ def initial_value(name: str, config: LRLCConfig) -> Initial:
         )
     shape = shapes[name]
     k = config.rank
-    if name == "basis" or name.startswith("basis."):  # He-uniform, fan-in kh kw C_in
-        return Initial(uniform=True, limit=math.sqrt(6.0 / math.prod(shape[-4:-1])))
+    if name == "basis" or name.startswith("basis."):  # He-uniform, fan-in: window x C_in
+        fan_in = math.prod(shape[-(config.spatial_dims + 2) : -1])
+        return Initial(uniform=True, limit=math.sqrt(6.0 / fan_in))
     if name in LOGIT_NAMES:
-        # 'conv_init': w~ = 1/sqrt(K) at every position; rowcol splits it over its two tables.
-        share = 0.5 if config.combining == "rowcol" else 1.0
+        # 'conv_init': w~ = 1/sqrt(K) at every position; rowcol splits it over its tables.
+        share = 1.0 / max(len(config.axis_tables), 1)
         return Initial(uniform=False, value=share / math.sqrt(k))
     if name.startswith("g.") and name.endswith(".kernel"):
         fan_in, fan_out = glorot_fans(keras_kernel_shape(name, shape))

@@ -61,10 +61,27 @@ def lc_crossover(config: LRLCConfig, batch: int | None, costs: CostModel) -> flo
 
 def algorithm1_windows(config: LRLCConfig) -> float:
     """Algorithm 1's work in units of one convolution over the locally connected window:
-    sum_k (kh_k kw_k) / (window area). K for one kernel size; less for a mixed basis, whose
-    union window is larger than its banks (spec section 16)."""
+    sum_k (kh_k kw_k) / (window area), window volumes in n-D. K for one kernel size; less
+    for a mixed basis, whose union window is larger than its banks (spec section 16)."""
     window = math.prod(config.locally_connected_config().kernel_size)
-    return sum(kh * kw for kh, kw in config.kernel_sizes) / window
+    return sum(math.prod(kernel) for kernel in config.kernel_sizes) / window
+
+
+# 'auto' never picks 'lc' when the per-position filter banks (one per output position:
+# out positions x window x C_in x C_out) would hold more elements than this, 1 GiB in
+# float32: they grow with the grid, which in 3-D is a volume (spec section 17.6).
+LC_MAX_BANK_ELEMENTS = 2**28
+
+
+def lc_bank_elements(config: LRLCConfig) -> int:
+    """Elements of the locally connected kernel of `config` (spec section 11)."""
+    window = config.locally_connected_config().kernel_size
+    return (
+        math.prod(config.output_size)
+        * math.prod(window)
+        * config.in_channels
+        * config.out_channels
+    )
 
 
 def lc_is_cheaper(config: LRLCConfig, batch: int | None, costs: CostModel) -> bool:
@@ -82,8 +99,8 @@ def lc_is_cheaper(config: LRLCConfig, batch: int | None, costs: CostModel) -> bo
 
 def choose_strategy(config: LRLCConfig, batch: int | None, strategy: str, costs: CostModel) -> str:
     """'conv' or 'lc' for a batch of `batch` examples (None: unknown, as when exporting with
-    a symbolic batch): `strategy` itself, or for 'auto' 'lc' when the layer is fixed and
-    `lc_is_cheaper`, else 'conv'.
+    a symbolic batch): `strategy` itself, or for 'auto' 'lc' when the layer is fixed,
+    `lc_is_cheaper` and its banks fit in LC_MAX_BANK_ELEMENTS, else 'conv'.
 
     Input-dependent layers run Algorithm 1 only: their banks differ per example, so the
     locally connected form would share nothing; asking for 'lc' there is an error.
@@ -102,9 +119,9 @@ def choose_strategy(config: LRLCConfig, batch: int | None, strategy: str, costs:
         )
     if strategy != "auto":
         return strategy
-    if config.input_dependent or not lc_is_cheaper(config, batch, costs):
+    if config.input_dependent or lc_bank_elements(config) > LC_MAX_BANK_ELEMENTS:
         return "conv"
-    return "lc"
+    return "lc" if lc_is_cheaper(config, batch, costs) else "conv"
 
 
 def weights_are_ones(config: LRLCConfig) -> bool:
@@ -119,5 +136,5 @@ def combining_parameter_names(names) -> list[str]:
     """Those of the neutral parameter `names` that enter the layer only through its combining
     weights: a fixed layer's logits (eq. 3) or an input-dependent layer's network g (eq. 6),
     sorted. When `weights_are_ones`, their gradients are exactly zero (spec section 4.3)."""
-    logits = ("row_logits", "col_logits", "logits")
+    logits = ("depth_logits", "row_logits", "col_logits", "logits")
     return sorted(name for name in names if name in logits or name.startswith("g."))
