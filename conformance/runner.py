@@ -81,9 +81,10 @@ def reduction_length(config, batch: int) -> int:
     The forward pass sums kh*kw*C_in*K products per output (kh*kw*C_out*K for dx; for a
     mixed basis, the sum of every basis's kh*kw times C); parameter gradients sum over up to
     B*H*W positions (the larger of the input and output grids) times the widest channel
-    count (C_out, or 6K inside the input-dependent network).
+    count (C_out, or 6K inside the input-dependent network). In n-D (spec section 17.5)
+    kh*kw is the window's volume and H*W the grid's.
     """
-    taps = sum(kh * kw for kh, kw in config.kernel_sizes)
+    taps = sum(math.prod(kernel) for kernel in config.kernel_sizes)
     grid = max(np.prod(config.input_size), np.prod(config.output_size))
     window = taps * max(config.in_channels, config.out_channels)
     positions = batch * int(grid) * max(config.out_channels, 6 * config.rank)

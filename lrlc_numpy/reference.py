@@ -4,10 +4,15 @@ Each function cites the spec section (spec/SPEC.md) and paper equation it implem
 Layouts are canonical: data NHWC `x[b, i, j, c]`, kernels HWIO, the basis
 `basis[k, u, v, c_in, c_out]` (a mixed basis: one `basis.k[u, v, c_in, c_out]` per basis,
 each with its own window; spec section 16). Computation happens in the floating dtype of `x`.
+
+Every function is generic in the number n of spatial axes (spec section 17): data
+(B, *grid, C), the basis (K, *kernel, C_in, C_out). The einsum subscripts are built from
+`_GRID` and `_TAPS`, so the 2-D ones read exactly as the equations: "bijuvc,kuvco->bijko".
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import numbers
 from collections.abc import Mapping
@@ -15,6 +20,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .config import (
+    AXIS_NAMES,
     NORMALIZATIONS,
     LRLCConfig,
     _normalize_padding,
@@ -157,41 +163,61 @@ def _tap_span(tap, n_out, n_in, stride, dilation, before):
     return slice(first, last + 1), slice(start, start + (last - first) * stride + 1, stride)
 
 
+# Subscript letters of the output grid's axes and of the window's taps, n = 1, 2, 3.
+_GRID, _TAPS = "ijl", "uvt"
+
+
+def _letters(n: int) -> tuple[str, str]:
+    """The einsum letters (grid, taps) of n spatial axes: ('ij', 'uv') in 2-D."""
+    return _GRID[:n], _TAPS[:n]
+
+
 def _window_slices(out_size, kernel_size, stride, dilation, padding_pairs, input_size):
-    """For each kernel tap (u, v) that reads some of the input: (u, v, out_rows, out_cols,
-    in_rows, in_cols), the outputs whose tap lies inside the input and the strided slices of
-    the input they read. The padding is never materialised, so its size costs nothing."""
-    (out_h, out_w), (kh, kw) = out_size, kernel_size
-    for u in range(kh):
-        rows = _tap_span(u, out_h, input_size[0], stride[0], dilation[0], padding_pairs[0][0])
-        for v in range(kw):
-            cols = _tap_span(v, out_w, input_size[1], stride[1], dilation[1], padding_pairs[1][0])
-            if rows is not None and cols is not None:
-                yield u, v, rows[0], cols[0], rows[1], cols[1]
+    """For each kernel tap t (one index per axis) that reads some of the input:
+    (t, out_slices, in_slices), the outputs whose tap lies inside the input and the strided
+    slices of the input they read. The padding is never materialised, so its size costs
+    nothing."""
+    spans = [
+        [(u, _tap_span(u, n_out, n_in, s, d, pads[0])) for u in range(k)]
+        for n_out, k, n_in, s, d, pads in zip(
+            out_size, kernel_size, input_size, stride, dilation, padding_pairs
+        )
+    ]
+    for taps in itertools.product(*spans):
+        if all(span is not None for _, span in taps):
+            yield (
+                tuple(u for u, _ in taps),
+                tuple(span[0] for _, span in taps),
+                tuple(span[1] for _, span in taps),
+            )
 
 
 def extract_patches(x, kernel_size, stride, dilation, padding_pairs):
     """patches[b, i, j, u, v, c] = xpad[b, i*s_h + u*d_h, j*s_w + v*d_w, c] (spec eq. 1):
-    x at row i*s_h + u*d_h - top and column j*s_w + v*d_w - left, 0 outside x."""
-    out = output_size(x.shape[1:3], padding_pairs, kernel_size, stride, dilation)
-    kh, kw = kernel_size
-    shape = (x.shape[0], *out, kh, kw, x.shape[3])
+    x at row i*s_h + u*d_h - top and column j*s_w + v*d_w - left, 0 outside x. In n-D,
+    (B, *grid, C) gives (B, *out, *kernel, C), the same rule on every axis."""
+    grid = x.shape[1:-1]
+    out = output_size(grid, padding_pairs, kernel_size, stride, dilation)
+    shape = (x.shape[0], *out, *kernel_size, x.shape[-1])
     _check_size(shape, "the patches of eq. 1")
     patches = np.zeros(shape, dtype=x.dtype)
-    for u, v, out_rows, out_cols, in_rows, in_cols in _window_slices(
-        out, kernel_size, stride, dilation, padding_pairs, x.shape[1:3]
+    every = slice(None)
+    for tap, out_slices, in_slices in _window_slices(
+        out, kernel_size, stride, dilation, padding_pairs, grid
     ):
-        patches[:, out_rows, out_cols, u, v, :] = x[:, in_rows, in_cols, :]
+        patches[(every, *out_slices, *tap, every)] = x[(every, *in_slices, every)]
     return patches
 
 
 def extract_patches_vjp(dpatches, input_shape, kernel_size, stride, dilation, padding_pairs):
     """Adjoint of `extract_patches`: scatter-add patch gradients back onto the input."""
     dx = np.zeros(input_shape, dtype=dpatches.dtype)
-    for u, v, out_rows, out_cols, in_rows, in_cols in _window_slices(
-        dpatches.shape[1:3], kernel_size, stride, dilation, padding_pairs, input_shape[1:3]
+    n = len(input_shape) - 2
+    every = slice(None)
+    for tap, out_slices, in_slices in _window_slices(
+        dpatches.shape[1 : 1 + n], kernel_size, stride, dilation, padding_pairs, input_shape[1:-1]
     ):
-        dx[:, in_rows, in_cols, :] += dpatches[:, out_rows, out_cols, u, v, :]
+        dx[(every, *in_slices, every)] += dpatches[(every, *out_slices, *tap, every)]
     return dx
 
 
@@ -237,29 +263,54 @@ def group_patches(x, config: LRLCConfig) -> list[np.ndarray]:
 # Combining weights (eqs. 3, 4 and 6; spec sections 5-6)
 
 
+def _axis_table(table, axis: str, config: LRLCConfig) -> np.ndarray:
+    """The per-axis table `table` (out_a, ...) laid along `axis` of the output grid, size 1
+    on the other grid axes, so that tables of different axes add by broadcasting."""
+    n = config.spatial_dims
+    index = AXIS_NAMES[n].index(axis)
+    shape = [1] * n + list(table.shape[1:])
+    shape[index] = table.shape[0]
+    return table.reshape(shape)
+
+
+def _sum_of_tables(params, suffix: str, config: LRLCConfig, trailing: tuple) -> np.ndarray:
+    """sum_a params[f'{a}_{suffix}'] over `config.axis_tables`, each along its own axis,
+    broadcast to (*out, *trailing): eq. 3 ('rowcol', one table per axis) and eq. 5."""
+    total = None
+    for axis in config.axis_tables:
+        table = _axis_table(params[f"{axis}_{suffix}"], axis, config)
+        total = table if total is None else total + table
+    return np.broadcast_to(total, (*config.output_size, *trailing))
+
+
+def _table_sums(dmap, suffix: str, config: LRLCConfig) -> dict[str, np.ndarray]:
+    """Adjoint of `_sum_of_tables`: each table's gradient sums `dmap` (*out, ...) over the
+    other grid axes."""
+    n = config.spatial_dims
+    grads = {}
+    for axis in config.axis_tables:
+        index = AXIS_NAMES[n].index(axis)
+        others = tuple(a for a in range(n) if a != index)
+        grads[f"{axis}_{suffix}"] = dmap.sum(axis=others)
+    return grads
+
+
 def fixed_logits(params, config: LRLCConfig) -> np.ndarray:
-    """Unnormalised combining weights w~[i, j, k] of a fixed layer (eq. 3 and its variants)."""
-    out_h, out_w = config.output_size
-    shape = (out_h, out_w, config.rank)
-    if config.combining == "rowcol":  # eq. 3: w~ = alpha_i + beta_j
-        return params["row_logits"][:, None, :] + params["col_logits"][None, :, :]
-    if config.combining == "row":
-        return np.broadcast_to(params["row_logits"][:, None, :], shape)
-    if config.combining == "col":
-        return np.broadcast_to(params["col_logits"][None, :, :], shape)
-    return params["logits"]
+    """Unnormalised combining weights w~[i, j, k] of a fixed layer (eq. 3 and its variants):
+    'rowcol' w~ = alpha_i + beta_j (in 3-D plus a depth table), 'row' and 'col' one table
+    broadcast, 'full' the logits themselves."""
+    if config.combining == "full":
+        return params["logits"]
+    return _sum_of_tables(params, "logits", config, (config.rank,))
 
 
 def fixed_logits_vjp(dlogits, config: LRLCConfig) -> dict[str, np.ndarray]:
     """Adjoint of `fixed_logits`; `dlogits` may carry a leading batch axis (summed)."""
-    dlogits = dlogits.reshape(-1, *dlogits.shape[-3:]).sum(axis=0)
-    if config.combining == "rowcol":
-        return {"row_logits": dlogits.sum(axis=1), "col_logits": dlogits.sum(axis=0)}
-    if config.combining == "row":
-        return {"row_logits": dlogits.sum(axis=1)}
-    if config.combining == "col":
-        return {"col_logits": dlogits.sum(axis=0)}
-    return {"logits": dlogits}
+    n = config.spatial_dims
+    dlogits = dlogits.reshape(-1, *dlogits.shape[-(n + 1) :]).sum(axis=0)
+    if config.combining == "full":
+        return {"logits": dlogits}
+    return _table_sums(dlogits, "logits", config)
 
 
 L2_FLOOR = 1e-12
@@ -338,7 +389,8 @@ def normalize_weights_vjp(dweights, logits, weights, mode: str) -> np.ndarray:
 
 def combining_weights(params, config: LRLCConfig, x=None) -> np.ndarray:
     """Normalised combining weights w (eq. 4): (H_out, W_out, K), or (B, H_out, W_out, K)
-    for an input-dependent layer, whose weights are predicted from `x` (eq. 6)."""
+    for an input-dependent layer, whose weights are predicted from `x` (eq. 6); (*out, K)
+    and (B, *out, K) in n-D."""
     check_config(config, "combining_weights")
     if config.input_dependent:
         if x is None:
@@ -381,44 +433,68 @@ def resize_matrix(n_in: int, n_out: int, dtype=np.float64) -> np.ndarray:
     return matrix
 
 
+def resize_linear(a, size) -> np.ndarray:
+    """Separable linear resize of (B, *grid, C) `a` to the grid `size` with aligned corners:
+    one `resize_matrix` per axis (linear in 1-D, bilinear in 2-D, trilinear in 3-D)."""
+    a = as_floating(a, "resize_linear: a")
+    n = a.ndim - 2
+    if n not in AXIS_NAMES and n != 1:
+        raise ValueError(
+            f"resize_linear: a must be (B, *grid, C) with 1 to 3 grid axes, got shape {a.shape}"
+        )
+    size = _pair("size", size, "resize_linear", n)
+    for axis, n_out in enumerate(size, start=1):
+        matrix = resize_matrix(a.shape[axis], n_out, a.dtype)
+        a = np.moveaxis(np.tensordot(matrix, a, axes=(1, axis)), 0, axis)
+    return a
+
+
+def resize_linear_vjp(dout, input_size) -> np.ndarray:
+    """Adjoint of `resize_linear` back onto the grid `input_size`."""
+    for axis, n_in in enumerate(input_size, start=1):
+        matrix = resize_matrix(n_in, dout.shape[axis], dout.dtype)
+        dout = np.moveaxis(np.tensordot(matrix.T, dout, axes=(1, axis)), 0, axis)
+    return dout
+
+
 def resize_bilinear(a, size) -> np.ndarray:
-    """Bilinear resize of NHWC `a` to `size` with aligned corners (separable: R_h a R_w^T)."""
+    """Bilinear resize of NHWC `a` to `size` with aligned corners (separable: R_h a R_w^T);
+    the 2-D case of `resize_linear`."""
     a = as_floating(a, "resize_bilinear: a")
     if a.ndim != 4:
         raise ValueError(f"resize_bilinear: a must have rank 4 (NHWC), got shape {a.shape}")
-    size = _pair("size", size, "resize_bilinear")
-    rows = resize_matrix(a.shape[1], size[0], a.dtype)
-    cols = resize_matrix(a.shape[2], size[1], a.dtype)
-    return np.einsum("oh,bhwc,pw->bopc", rows, a, cols, optimize=True)
-
-
-def resize_bilinear_vjp(dout, input_size) -> np.ndarray:
-    rows = resize_matrix(input_size[0], dout.shape[1], dout.dtype)
-    cols = resize_matrix(input_size[1], dout.shape[2], dout.dtype)
-    return np.einsum("oh,bopc,pw->bhwc", rows, dout, cols, optimize=True)
+    return resize_linear(a, _pair("size", size, "resize_bilinear"))
 
 
 def depthwise_conv3x3(a, kernel, bias, rate: int) -> np.ndarray:
-    """Depthwise 3x3 convolution with dilation `rate`, 'valid' padding, plus bias."""
-    out_size = (a.shape[1] - 2 * rate, a.shape[2] - 2 * rate)
-    out = np.zeros((a.shape[0], *out_size, a.shape[3]), dtype=a.dtype)
-    for u, v, _, _, rows, cols in _window_slices(
-        out_size, (3, 3), (1, 1), (rate, rate), ((0, 0), (0, 0)), a.shape[1:3]
-    ):
-        out += a[:, rows, cols, :] * kernel[u, v]
+    """Depthwise 3x3 convolution with dilation `rate`, 'valid' padding, plus bias (3^n
+    taps in n-D: `kernel` is (3,) * n + (K,))."""
+    grid = a.shape[1:-1]
+    out_size = tuple(size - 2 * rate for size in grid)
+    out = np.zeros((a.shape[0], *out_size, a.shape[-1]), dtype=a.dtype)
+    every = slice(None)
+    for tap, _, in_slices in _window_slices(
+        out_size, (3,) * len(grid), (1,) * len(grid), (rate,) * len(grid), ((0, 0),) * len(grid),
+        grid,
+    ):  # fmt: skip
+        out += a[(every, *in_slices, every)] * kernel[tap]
     return out + bias
 
 
 def depthwise_conv3x3_vjp(dout, a, kernel, rate: int):
     """Gradients (da, dkernel, dbias) of `depthwise_conv3x3`."""
+    grid = a.shape[1:-1]
     da = np.zeros_like(a)
     dkernel = np.zeros_like(kernel)
-    for u, v, _, _, rows, cols in _window_slices(
-        dout.shape[1:3], (3, 3), (1, 1), (rate, rate), ((0, 0), (0, 0)), a.shape[1:3]
-    ):
-        da[:, rows, cols, :] += dout * kernel[u, v]
-        dkernel[u, v] = (dout * a[:, rows, cols, :]).sum(axis=(0, 1, 2))
-    return da, dkernel, dout.sum(axis=(0, 1, 2))
+    every = slice(None)
+    summed = tuple(range(len(grid) + 1))  # batch and grid axes
+    for tap, _, in_slices in _window_slices(
+        dout.shape[1:-1], (3,) * len(grid), (1,) * len(grid), (rate,) * len(grid),
+        ((0, 0),) * len(grid), grid,
+    ):  # fmt: skip
+        da[(every, *in_slices, every)] += dout * kernel[tap]
+        dkernel[tap] = (dout * a[(every, *in_slices, every)]).sum(axis=summed)
+    return da, dkernel, dout.sum(axis=summed)
 
 
 def _sigmoid(a):
@@ -426,16 +502,17 @@ def _sigmoid(a):
 
 
 def g_forward(x, params, config: LRLCConfig):
-    """Predict logits w~ (B, H_out, W_out, K) from the input (eq. 6); returns (logits, cache)."""
+    """Predict logits w~ (B, H_out, W_out, K) from the input (eq. 6); returns (logits, cache).
+    In n-D (spec section 17.3) the pool averages every grid axis and logits are (B, *out, K)."""
     out_size = config.output_size
     low = x @ params["g.reduce.kernel"] + params["g.reduce.bias"]  # 1x1 convolution
-    pool = low.mean(axis=(1, 2), keepdims=True)
+    pool = low.mean(axis=tuple(range(1, low.ndim - 1)), keepdims=True)
     branches = [low, pool]
     for r in config.g_dilations:
         branches.append(
             depthwise_conv3x3(low, params[f"g.dilated{r}.kernel"], params[f"g.dilated{r}.bias"], r)
         )
-    cat = np.concatenate([resize_bilinear(b, out_size) for b in branches], axis=-1)
+    cat = np.concatenate([resize_linear(b, out_size) for b in branches], axis=-1)
     pre_squeeze = cat @ params["g.squeeze.kernel"] + params["g.squeeze.bias"]
     squeeze = np.maximum(pre_squeeze, 0)
     excite = _sigmoid(squeeze @ params["g.excite.kernel"] + params["g.excite.bias"])
@@ -476,11 +553,11 @@ def g_vjp(dlogits, x, params, config: LRLCConfig, cache) -> tuple[np.ndarray, di
     k = config.rank
     branches = cache["branches"]
     dbranches = [
-        resize_bilinear_vjp(dcat[..., n * k : (n + 1) * k], branch.shape[1:3])
+        resize_linear_vjp(dcat[..., n * k : (n + 1) * k], branch.shape[1:-1])
         for n, branch in enumerate(branches)
     ]
     low = cache["low"]
-    dlow = dbranches[0] + dbranches[1] / (low.shape[1] * low.shape[2])  # mean pool
+    dlow = dbranches[0] + dbranches[1] / math.prod(low.shape[1:-1])  # mean pool
     for r, dbranch in zip(config.g_dilations, dbranches[2:]):
         da, grads[f"g.dilated{r}.kernel"], grads[f"g.dilated{r}.bias"] = depthwise_conv3x3_vjp(
             dbranch, low, params[f"g.dilated{r}.kernel"], r
@@ -497,47 +574,40 @@ def g_vjp(dlogits, x, params, config: LRLCConfig, cache) -> tuple[np.ndarray, di
 
 
 def spatial_bias_map(params, config: LRLCConfig):
-    """The spatial part of eq. 5 on the output grid (H_out, W_out), or None."""
+    """The spatial part of eq. 5 on the output grid (H_out, W_out) ((*out) in n-D), or None."""
     if not config.spatial_bias:
         return None
-    if config.combining == "rowcol":
-        return params["row_bias"][:, None] + params["col_bias"][None, :]
-    out_h, out_w = config.output_size
-    if config.combining == "row":
-        return np.broadcast_to(params["row_bias"][:, None], (out_h, out_w))
-    if config.combining == "col":
-        return np.broadcast_to(params["col_bias"][None, :], (out_h, out_w))
-    return params["spatial_bias"]
+    if config.combining == "full":
+        return params["spatial_bias"]
+    return _sum_of_tables(params, "bias", config, ())
 
 
 def bias_vjp(dy, config: LRLCConfig) -> dict[str, np.ndarray]:
     grads = {}
     if config.channel_bias:
-        grads["channel_bias"] = dy.sum(axis=(0, 1, 2))
+        grads["channel_bias"] = dy.sum(axis=tuple(range(dy.ndim - 1)))
     if config.spatial_bias:
-        dmap = dy.sum(axis=(0, 3))
-        if config.combining in ("rowcol", "row"):
-            grads["row_bias"] = dmap.sum(axis=1)
-        if config.combining in ("rowcol", "col"):
-            grads["col_bias"] = dmap.sum(axis=0)
+        dmap = dy.sum(axis=(0, dy.ndim - 1))
         if config.combining == "full":
             grads["spatial_bias"] = dmap
+        else:
+            grads.update(_table_sums(dmap, "bias", config))
     return grads
 
 
-BIAS_NAMES = ("row_bias", "col_bias", "spatial_bias", "channel_bias")
+BIAS_NAMES = ("depth_bias", "row_bias", "col_bias", "spatial_bias", "channel_bias")
 
 
 def bias_map(params, config: LRLCConfig, dtype) -> np.ndarray:
-    """B[i, j, c] of eq. 5 as an (H_out, W_out, C_out) array (zeros when both are off)."""
+    """B[i, j, c] of eq. 5 as an (H_out, W_out, C_out) array ((*out, C_out) in n-D; zeros
+    when both are off)."""
     dtype = _floating_dtype(dtype, "bias_map")
     names = [name for name in param_shapes(config) if name in BIAS_NAMES]
     params = _named_params(params, names, config, "bias_map")
-    out_h, out_w = config.output_size
-    bias = np.zeros((out_h, out_w, config.out_channels), dtype=dtype)
+    bias = np.zeros((*config.output_size, config.out_channels), dtype=dtype)
     spatial = spatial_bias_map(params, config)
     if spatial is not None:
-        bias = bias + spatial[:, :, None]
+        bias = bias + spatial[..., None]
     if config.channel_bias:
         bias = bias + params["channel_bias"]
     return bias
@@ -556,13 +626,17 @@ def basis_members(params, config: LRLCConfig) -> list[np.ndarray]:
 
 
 def group_basis(members, group) -> np.ndarray:
-    """The bases of one group stacked (|group|, k_h, k_w, C_in, C_out)."""
+    """The bases of one group stacked (|group|, k_h, k_w, C_in, C_out), (|group|, *kernel,
+    C_in, C_out) in n-D."""
     return np.stack([members[k] for k in group.members])
 
 
 def basis_responses(patches, basis) -> np.ndarray:
-    """Algorithm 1's K C_out-output convolution: z[b, i, j, k, o] = (I * F^(k))[b, i, j, o]."""
-    return _contract("basis_responses", "bijuvc,kuvco->bijko", patches=patches, basis=basis)
+    """Algorithm 1's K C_out-output convolution: z[b, i, j, k, o] = (I * F^(k))[b, i, j, o]
+    ((B, *out, K, C_out) in n-D)."""
+    grid, taps = _letters(np.ndim(basis) - 3)
+    subscripts = f"b{grid}{taps}c,k{taps}co->b{grid}ko"
+    return _contract("basis_responses", subscripts, patches=patches, basis=basis)
 
 
 def stack_responses(responses, config: LRLCConfig) -> np.ndarray:
@@ -580,24 +654,27 @@ def stack_responses(responses, config: LRLCConfig) -> np.ndarray:
     responses = [
         as_floating(r, f"stack_responses: responses[{n}]") for n, r in enumerate(responses)
     ]
+    grid = "H_out, W_out" if config.spatial_dims == 2 else "*out"
     for n, (group, response) in enumerate(zip(groups, responses)):
-        if response.ndim != 5 or response.shape[3] != len(group.members):
+        if response.ndim != config.spatial_dims + 3 or response.shape[-2] != len(group.members):
             raise ValueError(
                 f"stack_responses: responses[{n}] has shape {response.shape}; expected "
-                f"(B, H_out, W_out, {len(group.members)}, C_out) for bases {group.members}"
+                f"(B, {grid}, {len(group.members)}, C_out) for bases {group.members}"
             )
     if len(responses) == 1:
         return responses[0]
     first = responses[0]
-    z = np.empty((*first.shape[:3], config.rank, first.shape[4]), dtype=first.dtype)
+    z = np.empty((*first.shape[:-2], config.rank, first.shape[-1]), dtype=first.dtype)
     for group, response in zip(config.basis_groups, responses):
-        z[:, :, :, list(group.members)] = response
+        z[..., list(group.members), :] = response
     return z
 
 
 def combine(per_member, weights, bias) -> np.ndarray:
     """Algorithm 1's last step: y[b, i, j, o] = sum_k w[b, i, j, k] z[b, i, j, k, o] + B."""
-    y = _contract("combine", "bijko,bijk->bijo", per_member=per_member, weights=weights)
+    grid, _ = _letters(np.ndim(per_member) - 3)
+    subscripts = f"b{grid}ko,b{grid}k->b{grid}o"
+    y = _contract("combine", subscripts, per_member=per_member, weights=weights)
     bias = as_floating(bias, "combine: bias")
     if bias.shape != y.shape[1:]:
         raise ValueError(f"combine: bias has shape {bias.shape}; expected {y.shape[1:]}")
@@ -609,7 +686,9 @@ def position_banks(weights, basis) -> np.ndarray:
     weights = as_floating(weights, "position_banks: weights")
     basis = as_floating(basis, "position_banks: basis")
     _check_size((*weights.shape[:-1], *basis.shape[1:]), "position_banks: the filter banks")
-    return _contract("position_banks", "...ijk,kuvco->...ijuvco", weights=weights, basis=basis)
+    grid, taps = _letters(basis.ndim - 3)
+    subscripts = f"...{grid}k,k{taps}co->...{grid}{taps}co"
+    return _contract("position_banks", subscripts, weights=weights, basis=basis)
 
 
 def _checked(x, params, config: LRLCConfig, where: str):
@@ -637,14 +716,15 @@ def _forward_parts(x, params, config: LRLCConfig):
         logits = fixed_logits(params, config)
     weights = normalize_weights(logits, config.normalize)
     # Fixed weights are shared by every example; give them the batch axis explicitly.
-    weights = np.broadcast_to(weights, (x.shape[0], *weights.shape[-3:]))
+    weights = np.broadcast_to(weights, (x.shape[0], *config.output_size, config.rank))
     return patches, per_member, logits, weights, cache
 
 
 def forward(x, params, config: LRLCConfig) -> np.ndarray:
     """y[b, i, j, o] = sum_k w[i, j, k] (I * F^(k))[b, i, j, o] + B[i, j, o] (Alg. 1, eqs. 2-5).
 
-    `x` is NHWC of size `config.input_size`; returns (B, H_out, W_out, C_out).
+    `x` is NHWC of size `config.input_size`; returns (B, H_out, W_out, C_out). In n-D
+    (spec section 17) `x` is (B, *grid, C_in) and the result (B, *out, C_out).
     """
     x, params = _checked(x, params, config, "forward")
     _, per_member, _, weights, _ = _forward_parts(x, params, config)
@@ -664,19 +744,22 @@ def vjp(x, params, config: LRLCConfig, dy) -> tuple[np.ndarray, dict[str, np.nda
     dy = dy.astype(x.dtype, copy=False)
     patches, per_member, logits, weights, cache = _forward_parts(x, params, config)
     grads = bias_vjp(dy, config)
+    grid, taps = _letters(config.spatial_dims)
     # y = sum_k w_k z_k: the weights see dy . z_k, each member's output sees w_k dy.
-    dweights = np.einsum("bijo,bijko->bijk", dy, per_member, optimize=True)
-    dper_member = np.einsum("bijo,bijk->bijko", dy, weights, optimize=True)
+    dweights = np.einsum(f"b{grid}o,b{grid}ko->b{grid}k", dy, per_member, optimize=True)
+    dper_member = np.einsum(f"b{grid}o,b{grid}k->b{grid}ko", dy, weights, optimize=True)
     # Per group's convolution: its bases' gradients, and its patch gradients scattered onto x.
     members = basis_members(params, config)
     dmembers = [None] * config.rank
     dx = np.zeros_like(x)
     for group, windows in zip(config.basis_groups, patches):
-        dz = dper_member[:, :, :, list(group.members)]
-        dbasis = np.einsum("bijuvc,bijko->kuvco", windows, dz, optimize=True)
+        dz = dper_member[..., list(group.members), :]
+        dbasis = np.einsum(f"b{grid}{taps}c,b{grid}ko->k{taps}co", windows, dz, optimize=True)
         for k, dmember in zip(group.members, dbasis):
             dmembers[k] = dmember
-        dpatches = np.einsum("bijko,kuvco->bijuvc", dz, group_basis(members, group), optimize=True)
+        dpatches = np.einsum(
+            f"b{grid}ko,k{taps}co->b{grid}{taps}c", dz, group_basis(members, group), optimize=True
+        )
         dx += extract_patches_vjp(
             dpatches, x.shape, group.kernel_size, config.stride, group.dilation, group.padding_pairs
         )
@@ -707,16 +790,20 @@ def embedded_basis(params, config: LRLCConfig) -> np.ndarray:
     window = config.locally_connected_config()
     if window is config:
         return params["basis"]
-    (top, _), (left, _) = window.padding_pairs
     members = basis_members(params, config)
-    _check_size((config.rank, *window.kernel_size, *members[0].shape[2:]), "embedded_basis")
-    out = np.zeros((config.rank, *window.kernel_size, *members[0].shape[2:]), members[0].dtype)
-    for k, (member, (dh, dw), ((pad_top, _), (pad_left, _))) in enumerate(
+    channels = members[0].shape[-2:]
+    _check_size((config.rank, *window.kernel_size, *channels), "embedded_basis")
+    out = np.zeros((config.rank, *window.kernel_size, *channels), members[0].dtype)
+    for k, (member, dilation, pads) in enumerate(
         zip(members, config.dilations, config.basis_padding_pairs)
     ):
-        row, col = top - pad_top, left - pad_left
-        kh, kw = member.shape[:2]
-        out[k, row : row + (kh - 1) * dh + 1 : dh, col : col + (kw - 1) * dw + 1 : dw] = member
+        taps = tuple(
+            slice(before - own[0], before - own[0] + (size - 1) * d + 1, d)
+            for (before, _), own, size, d in zip(
+                window.padding_pairs, pads, member.shape[:-2], dilation
+            )
+        )
+        out[(k, *taps)] = member
     return out
 
 
@@ -749,7 +836,9 @@ def locally_connected(x, kernel, bias, config: LRLCConfig) -> np.ndarray:
         x, window.kernel_size, window.stride, window.dilation, window.padding_pairs
     )
     kernel = np.broadcast_to(kernel, (x.shape[0], *shared))
-    return np.einsum("bijuvc,bijuvco->bijo", patches, kernel, optimize=True) + bias
+    grid, taps = _letters(config.spatial_dims)
+    subscripts = f"b{grid}{taps}c,b{grid}{taps}co->b{grid}o"
+    return np.einsum(subscripts, patches, kernel, optimize=True) + bias
 
 
 # ---------------------------------------------------------------------------------------------

@@ -77,10 +77,7 @@ def lc_bank_elements(config: LRLCConfig) -> int:
     """Elements of the locally connected kernel of `config` (spec section 11)."""
     window = config.locally_connected_config().kernel_size
     return (
-        math.prod(config.output_size)
-        * math.prod(window)
-        * config.in_channels
-        * config.out_channels
+        math.prod(config.output_size) * math.prod(window) * config.in_channels * config.out_channels
     )
 
 
