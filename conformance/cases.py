@@ -79,10 +79,52 @@ MIXED_GEOMETRIES = {
 }
 
 
+# Sequences and volumes (spec section 17): (name, config fields). 1-D layers combine with
+# 'full' only; 3-D ones with 'rowcol' (a table per axis) or 'full'. Every normalisation,
+# fixed and input-dependent, strides, dilations, each padding form and mixed bases.
+_FULL, _IDEP = dict(combining="full"), dict(combining="full", input_dependent=True)
+ND_CASES = (
+    ("1d/fixed-softmax", dict(kernel_size=3, input_size=(9,), padding="same", **_FULL)),
+    ("1d/fixed-l2", dict(kernel_size=3, input_size=(9,), normalize="l2", **_FULL)),
+    ("1d/fixed-none-bias[]", dict(kernel_size=3, input_size=(9,), normalize="none",
+                                  spatial_bias=False, channel_bias=False, **_FULL)),
+    ("1d/idep-softmax", dict(kernel_size=3, input_size=(11,), padding="same", **_IDEP)),
+    ("1d/idep-l2-bias[c]", dict(kernel_size=3, input_size=(9,), normalize="l2",
+                                spatial_bias=False, **_IDEP)),
+    ("1d-stride2-same/fixed", dict(kernel_size=4, input_size=(11,), stride=2, padding="same",
+                                   **_FULL)),
+    ("1d-stride2-same/idep", dict(kernel_size=4, input_size=(11,), stride=2, padding="same",
+                                  **_IDEP)),
+    ("1d-dilation2-valid", dict(kernel_size=3, input_size=(10,), dilation=2, **_FULL)),
+    ("1d-explicit-pairs", dict(kernel_size=3, input_size=(8,), padding=((2, 0),),
+                               normalize="none", **_FULL)),
+    ("1d-mixed/fixed", dict(kernel_size=[1, 3, 5], dilation=[1, 2, 1], input_size=(9,),
+                            padding="same", **_FULL)),
+    ("1d-mixed/idep", dict(kernel_size=[2, 3], input_size=(9,), padding="same", **_IDEP)),
+    ("3d/rowcol-softmax", dict(kernel_size=3, input_size=(4, 5, 3), padding="same")),
+    ("3d/rowcol-l2", dict(kernel_size=3, input_size=(4, 5, 3), padding="same", normalize="l2")),
+    ("3d/rowcol-none-bias[c]", dict(kernel_size=2, input_size=(3, 4, 3), normalize="none",
+                                    spatial_bias=False)),
+    ("3d/full-softmax", dict(kernel_size=2, input_size=(3, 4, 3), **_FULL)),
+    ("3d/idep-softmax", dict(kernel_size=3, input_size=(5, 6, 5), padding="same", **_IDEP)),
+    ("3d-stride-same", dict(kernel_size=(2, 3, 3), input_size=(4, 6, 5), stride=(1, 2, 2),
+                            padding="same")),
+    ("3d-stride-same/full-l2", dict(kernel_size=(2, 3, 3), input_size=(4, 6, 5),
+                                    stride=(1, 2, 2), padding="same", normalize="l2", **_FULL)),
+    ("3d-dilation-valid", dict(kernel_size=2, input_size=(3, 5, 4), dilation=(1, 2, 1))),
+    ("3d-explicit-pairs", dict(kernel_size=3, input_size=(3, 4, 4),
+                               padding=((1, 0), (0, 1), (1, 1)), normalize="none", **_FULL)),
+    ("3d-mixed/rowcol", dict(kernel_size=[(1, 3, 3), 3], input_size=(3, 5, 4),
+                             padding="same")),
+    ("3d-mixed/idep", dict(kernel_size=[(1, 3, 3), 3], input_size=(3, 5, 4), padding="same",
+                           **_IDEP)),
+)  # fmt: skip
+
+
 def catalogue() -> list[Case]:
     """All cases: every mode on a small non-square grid, then geometry x representative modes,
     then rank 1 and rank >= 8, then mixed bases (every combining mode and normalisation on
-    the first, representative modes on the rest)."""
+    the first, representative modes on the rest), then 1-D and 3-D layers (`ND_CASES`)."""
     cases = []
     for mode in _modes():
         config = LRLCConfig(3, 4, 3, rank=3, input_size=(7, 6), padding="same", **mode)
@@ -102,6 +144,9 @@ def catalogue() -> list[Case]:
         for mode in every_mode if index == 0 else GEOMETRY_MODES:
             config = LRLCConfig(2, 3, rank=rank, padding="same", **geometry, **mode)
             cases.append(Case(f"{geo_name}/{_mode_name(dataclasses.asdict(config))}", config))
+    for name, fields in ND_CASES:
+        rank = len(fields["kernel_size"]) if isinstance(fields["kernel_size"], list) else 2
+        cases.append(Case(name, LRLCConfig(2, 3, rank=rank, **fields)))
     return cases
 
 
@@ -187,6 +232,5 @@ def case_data(case: Case, seed: int):
         spread = 1.0 if "logits" in name else 0.5
         params[name] = value + rng.normal(scale=spread, size=value.shape)
     x = rng.normal(size=(case.batch, *config.input_size, config.in_channels))
-    out_h, out_w = config.output_size
-    dy = rng.normal(size=(case.batch, out_h, out_w, config.out_channels))
+    dy = rng.normal(size=(case.batch, *config.output_size, config.out_channels))
     return x, params, dy

@@ -9,6 +9,7 @@ report every one of them (tests/test_faults.py).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from unittest import mock
 
 import numpy as np
@@ -26,6 +27,7 @@ _original = {
     "resolve_padding": config_module.resolve_padding,
     "fixed_logits": ref.fixed_logits,
     "_window_slices": ref._window_slices,
+    "_sum_of_tables": ref._sum_of_tables,
     "bias_map": ref.bias_map,
     "dilations": LRLCConfig.dilations,
     "embedded_basis": ref.embedded_basis,
@@ -61,20 +63,46 @@ def _same_padding_extra_on_top(padding, input_size, kernel_size, stride, dilatio
 
 
 def _row_and_column_swapped(params, config):
-    if config.combining == "rowcol":
+    if config.combining == "rowcol" and config.spatial_dims == 2:
         swapped = params["row_logits"][None, :, :] + params["col_logits"][:, None, :]
         return np.broadcast_to(swapped, (*config.output_size, config.rank))
     return _original["fixed_logits"](params, config)
 
 
-def _taps_transposed(out_size, kernel_size, *geometry):
-    for u, v, *slices in _original["_window_slices"](out_size, kernel_size, *geometry):
-        if u < kernel_size[1] and v < kernel_size[0]:
-            yield v, u, *slices
+def _swapped_taps(first, second, ranks=(2, 3)):
+    """`_window_slices` with tap axes `first` and `second` exchanged in windows of the
+    spatial `ranks`; taps that then fall outside the window are dropped."""
+
+    def window_slices(out_size, kernel_size, *geometry):
+        for tap, *slices in _original["_window_slices"](out_size, kernel_size, *geometry):
+            if len(tap) not in ranks:
+                yield (tap, *slices)
+                continue
+            swapped = list(tap)
+            swapped[first], swapped[second] = tap[second], tap[first]
+            if all(u < k for u, k in zip(swapped, kernel_size)):
+                yield (tuple(swapped), *slices)
+
+    return window_slices
 
 
 def _dilation_ignored(out_size, kernel_size, stride, dilation, *geometry):
-    yield from _original["_window_slices"](out_size, kernel_size, stride, (1, 1), *geometry)
+    yield from _original["_window_slices"](
+        out_size, kernel_size, stride, (1,) * len(dilation), *geometry
+    )
+
+
+def _depth_bias_dropped(params, suffix, config, trailing):
+    """The sum of per-axis tables without the depth table, for biases only."""
+    if suffix == "bias" and "depth" in config.axis_tables:
+        kept = dataclasses.replace(config, combining="rowcol")
+        tables = {name: value for name, value in params.items() if name != "depth_bias"}
+        total = None
+        for axis in ("row", "col"):
+            table = ref._axis_table(tables[f"{axis}_bias"], axis, kept)
+            total = table if total is None else total + table
+        return np.broadcast_to(total, (*config.output_size, *trailing))
+    return _original["_sum_of_tables"](params, suffix, config, trailing)
 
 
 def _channel_bias_dropped(params, config, dtype):
@@ -100,12 +128,12 @@ def _every_basis_padded_like_the_largest(x, config):
     each basis's windows anchored there: smaller bases read shifted windows."""
     pads = tuple(
         max((group.padding_pairs[axis] for group in config.basis_groups), key=sum)
-        for axis in range(2)
+        for axis in range(config.spatial_dims)
     )
-    out_h, out_w = config.output_size
+    grid = tuple(slice(0, n) for n in config.output_size)
     return [
         ref.extract_patches(x, group.kernel_size, config.stride, group.dilation, pads)[
-            :, :out_h, :out_w
+            (slice(None), *grid)
         ]
         for group in config.basis_groups
     ]
@@ -117,7 +145,7 @@ def _dilation_of_basis_0(config):
 
 def _responses_in_group_order(responses, config):
     """The groups' responses concatenated as they come, not put back in basis order."""
-    return np.concatenate(responses, axis=3)
+    return np.concatenate(responses, axis=-2)
 
 
 def _bases_centred_in_window(params, config):
@@ -127,13 +155,14 @@ def _bases_centred_in_window(params, config):
     if window is config:
         return _original["embedded_basis"](params, config)
     members = ref.basis_members(params, config)
-    out = np.zeros((config.rank, *window.kernel_size, *members[0].shape[2:]), members[0].dtype)
-    for k, (member, (dh, dw)) in enumerate(zip(members, config.dilations)):
-        kh, kw = member.shape[:2]
-        extent_h, extent_w = (kh - 1) * dh + 1, (kw - 1) * dw + 1
-        row = (window.kernel_size[0] - extent_h) // 2
-        col = (window.kernel_size[1] - extent_w) // 2
-        out[k, row : row + extent_h : dh, col : col + extent_w : dw] = member
+    out = np.zeros((config.rank, *window.kernel_size, *members[0].shape[-2:]), members[0].dtype)
+    for k, (member, dilation) in enumerate(zip(members, config.dilations)):
+        taps = []
+        for size, d, span in zip(member.shape[:-2], dilation, window.kernel_size):
+            extent = (size - 1) * d + 1
+            start = (span - extent) // 2
+            taps.append(slice(start, start + extent, d))
+        out[(k, *taps)] = member
     return out
 
 
@@ -159,7 +188,7 @@ _PATCHES = {
     "l2_norm_without_sqrt": (ref, "normalize_weights", _l2_without_sqrt),
     "same_padding_off_by_one": (config_module, "resolve_padding", _same_padding_extra_on_top),
     "row_and_column_logits_swapped": (ref, "fixed_logits", _row_and_column_swapped),
-    "kernel_height_and_width_swapped": (ref, "_window_slices", _taps_transposed),
+    "kernel_height_and_width_swapped": (ref, "_window_slices", _swapped_taps(-2, -1)),
     "dilation_ignored": (ref, "_window_slices", _dilation_ignored),
     "channel_bias_dropped": (ref, "bias_map", _channel_bias_dropped),
     "spatial_bias_dropped": (ref, "spatial_bias_map", lambda params, config: None),
@@ -173,6 +202,10 @@ _PATCHES = {
     "mixed_dilation_of_basis_0": (LRLCConfig, "dilations", property(_dilation_of_basis_0)),
     "mixed_responses_in_group_order": (ref, "stack_responses", _responses_in_group_order),
     "conversion_window_centred": (ref, "embedded_basis", _bases_centred_in_window),
+    # Caught by 3-D cases only (spec section 17): the depth axis read as the row axis, and
+    # 'rowcol' without its depth bias.
+    "depth_and_row_taps_swapped": (ref, "_window_slices", _swapped_taps(0, 1, ranks=(3,))),
+    "depth_bias_dropped": (ref, "_sum_of_tables", _depth_bias_dropped),
     # Caught by the init check: the two initialisation bugs of issue 13.
     "init_logits_zero": (ref, "initial_value", _logits_start_at_zero),
     "init_depthwise_fans_without_rank": (
@@ -225,6 +258,7 @@ class FaultyBackend(NumpyBackend):
             kernel, bias = super().to_locally_connected(config, params, x, **kw)
         if (
             self.fault == "conversion_kernel_taps_transposed"
+            and config.spatial_dims >= 2
             and kernel.shape[-4] == kernel.shape[-3]
         ):
             kernel = kernel.swapaxes(-4, -3)

@@ -38,6 +38,9 @@ _ONCE_PER_CASE = ("checkpoint", "init")
 # Until every backend has a mixed basis (spec section 16), its cases run only for adapters
 # that declare `supports_mixed_basis = True`, and are reported as skipped for the others.
 MIXED_GATE = "supports_mixed_basis"
+# Likewise 1-D and 3-D cases (spec section 17) run for adapters whose `spatial_dims` names
+# their rank; an adapter without the attribute runs 2-D layers only.
+SPATIAL_GATE = "spatial_dims"
 
 _EPS = {
     "float64": float(np.finfo(np.float64).eps),
@@ -488,6 +491,13 @@ def check_case(
     if case.config.mixed and not getattr(backend, MIXED_GATE, False):
         for check in _applicable(checks, dtype, device):
             report.skip(check, dtype, device, f"mixed basis: the adapter does not set {MIXED_GATE}")
+        return report
+    if case.config.spatial_dims not in getattr(backend, SPATIAL_GATE, (2,)):
+        for check in _applicable(checks, dtype, device):
+            report.skip(
+                check, dtype, device,
+                f"{case.config.spatial_dims}-D layer: not in the adapter's {SPATIAL_GATE}",
+            )  # fmt: skip
         return report
     x, params, dy = check_data(case, seed, dtype)
     base_tol = tolerance(dtype, case.config, case.batch)

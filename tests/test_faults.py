@@ -27,6 +27,8 @@ EXPECTED_CHECK = {
     "conversion_window_centred": "conversion",
     "init_logits_zero": "init",
     "init_depthwise_fans_without_rank": "init",
+    "depth_and_row_taps_swapped": "forward",
+    "depth_bias_dropped": "forward",
 }
 MIXED_FAULTS = (
     "mixed_padding_of_largest_basis",
@@ -65,6 +67,15 @@ def test_mixed_fault_is_caught_by_mixed_cases_only(fault):
     failed_cases = {failure.case.split(":")[0] for failure in report.failures}
     mixed = {case.name for case in conformance.catalogue() if case.config.mixed}
     assert failed_cases and failed_cases <= mixed
+
+
+@pytest.mark.parametrize("fault", ["depth_and_row_taps_swapped", "depth_bias_dropped"])
+def test_3d_fault_is_caught_by_3d_cases_only(fault):
+    """Only a volume has a depth axis: the catalogue needs its 3-D cases to see these."""
+    report = conformance.run(FaultyBackend(fault), dtypes=["float64"])
+    failed_cases = {failure.case.split(":")[0] for failure in report.failures}
+    volumes = {case.name for case in conformance.catalogue() if case.config.spatial_dims == 3}
+    assert failed_cases and failed_cases <= volumes
 
 
 @pytest.mark.parametrize("fault", ["init_logits_zero", "init_depthwise_fans_without_rank"])

@@ -11,7 +11,9 @@ An adapter is any object with `name`, `dtypes`, `devices` and the methods
 and optionally `save_checkpoint(path, config, params)` / `load_checkpoint(path)` and
 `init_params(config, *, seed=0)` (the package's own default initial parameters, float64).
 An adapter whose package has a mixed basis (spec section 16) sets
-`supports_mixed_basis = True`; the runner skips mixed cases for the others.
+`supports_mixed_basis = True`; the runner skips mixed cases for the others. An adapter
+runs the 1-D and 3-D cases (spec section 17) of the ranks in its `spatial_dims` (2-D only
+without it).
 Arrays in and out are NumPy in canonical layouts (NHWC, HWIO) with neutral names.
 """
 

@@ -16,6 +16,7 @@ class Backend:
     dtypes = ("float64", "float32")
     devices = ("cpu",)
     supports_mixed_basis = True
+    spatial_dims = (1, 2, 3)  # the reference is generic in n (spec section 17)
 
     def __init__(self, **options):
         if options:

@@ -3,7 +3,9 @@
 It goes through lrlc_torch's public API only: a layer built with `from_lrlc_config`, neutral
 parameters loaded with `load_neutral_params`, torch autograd for the vjp (gradients read
 back by neutral name with `lrlc_torch.to_neutral`), `LocallyConnected2d` for `lc_forward`,
-the layer's `save_checkpoint`/`from_checkpoint` for checkpoints.
+the layer's `save_checkpoint`/`from_checkpoint` for checkpoints. 1-D and 3-D configs (spec
+section 17) take `LRLC1d`/`LRLC3d` and `LocallyConnected1d`/`LocallyConnected3d`, with the
+canonical NLC/NDHWC arrays moved to NCL/NCDHW and back, as NHWC to NCHW in 2-D.
 """
 
 from __future__ import annotations
@@ -46,12 +48,23 @@ def _full_precision(method):
     return wrapped
 
 
+# The layer classes of each spatial rank.
+_LRLC = {1: lrlc_torch.LRLC1d, 2: lrlc_torch.LRLC2d, 3: lrlc_torch.LRLC3d}
+_LOCALLY_CONNECTED = {
+    1: lrlc_torch.LocallyConnected1d,
+    2: lrlc_torch.LocallyConnected2d,
+    3: lrlc_torch.LocallyConnected3d,
+}
+
+
 def _nchw(x_nhwc, dtype, device) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(x_nhwc)).to(device=device, dtype=dtype).permute(0, 3, 1, 2)
+    """Canonical channels-last data (NLC, NHWC, NDHWC) as torch's channels-first."""
+    return torch.from_numpy(np.asarray(x_nhwc)).to(device=device, dtype=dtype).movedim(-1, 1)
 
 
 def _nhwc(y_nchw: torch.Tensor) -> np.ndarray:
-    return y_nchw.detach().permute(0, 2, 3, 1).to("cpu", torch.float64).numpy()
+    """Channels-first torch data (NCL, NCHW, NCDHW) as canonical channels-last float64."""
+    return y_nchw.detach().movedim(1, -1).to("cpu", torch.float64).numpy()
 
 
 class Backend:
@@ -84,7 +97,7 @@ class Backend:
 
     def _layer(self, config, params, dtype, device):
         strategy = "auto" if config.input_dependent else self.strategy
-        layer = lrlc_torch.LRLC2d.from_lrlc_config(
+        layer = _LRLC[config.spatial_dims].from_lrlc_config(
             config, strategy=strategy, device=device, dtype=dtype
         )
         layer.load_neutral_params(params)
@@ -123,10 +136,11 @@ class Backend:
         dtype, device = self._resolve(dtype, device)
         x = _nchw(x, dtype, device)
         with torch.no_grad():
-            if np.ndim(kernel) == 7:  # one kernel per example: the functional form takes it
+            # (B, *out, *window, C_in, C_out): one kernel per example, for the functional form
+            if np.ndim(kernel) == 2 * config.spatial_dims + 3:
                 weight, bias = lrlc_torch.lc_from_neutral(kernel, bias, dtype=dtype, device=device)
                 return _nhwc(lrlc_torch.functional.locally_connected(x, weight, bias, config))
-            layer = lrlc_torch.LocallyConnected2d.from_lrlc_config(
+            layer = _LOCALLY_CONNECTED[config.spatial_dims].from_lrlc_config(
                 config, device=device, dtype=dtype
             )
             layer.load_neutral_params({"kernel": kernel, "bias": bias})
@@ -137,7 +151,7 @@ class Backend:
         touching the caller's generator state), as float64 neutral arrays."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            layer = lrlc_torch.LRLC2d.from_lrlc_config(config, dtype=torch.float64)
+            layer = _LRLC[config.spatial_dims].from_lrlc_config(config, dtype=torch.float64)
         return {name: value.astype(np.float64) for name, value in layer.neutral_params().items()}
 
     def save_checkpoint(self, path, config, params):
@@ -145,5 +159,6 @@ class Backend:
         layer.save_checkpoint(path)
 
     def load_checkpoint(self, path):
-        layer = lrlc_torch.LRLC2d.from_checkpoint(path)
+        config = lrlc_torch.load_checkpoint(path)[1]  # its rank picks the layer class
+        layer = _LRLC[config.spatial_dims].from_checkpoint(path)
         return layer.neutral_params(), layer.config
