@@ -1,13 +1,16 @@
-"""Neutral parameters and checkpoints for lrlc_torch (spec sections 9, 11, 13 and 16.4).
+"""Neutral parameters and checkpoints for lrlc_torch (spec sections 9, 11, 13, 16.4, 17.5).
 
 Only layouts change, never values, so round trips are exact. Every LRLC parameter keeps
-its neutral layout except the basis, kept as torch convolution weights (4-D, so that
+its neutral layout except the basis, kept as torch convolution weights (so that
 `channels_last` applies to it as to `nn.Conv2d.weight`): neutral `basis` (K, kh, kw, C_in,
 C_out) <-> torch (K C_out, C_in, kh, kw), the members stacked along the output channels
 (spec section 4.3's stacked kernel, member k at rows k C_out ... (k + 1) C_out - 1); a mixed
 basis's `basis.k` (kh, kw, C_in, C_out) <-> (C_out, C_in, kh, kw). A locally connected
 kernel is neutral (..., H_out, W_out, kh, kw, C_in, C_out) and torch (..., H_out, W_out,
 C_out, C_in, kh, kw); its bias neutral (H_out, W_out, C_out) and torch (C_out, H_out, W_out).
+In 1-D and 3-D the grid and window have one or three axes in the same places (spec section
+17.1): `basis` (K, *kernel, C_in, C_out) <-> (K C_out, C_in, *kernel), as `nn.Conv1d` and
+`nn.Conv3d` hold their weights.
 
 Checkpoint files are read and written with safetensors' torch functions, so every tensor
 keeps its stored dtype, bfloat16 included (NumPy has none); writes are atomic.
@@ -44,39 +47,51 @@ __all__ = [
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _EXPECTED_DTYPES = "float16, bfloat16, float32 or float64"
 
-# A locally connected kernel's last four axes (the window and channels).
-_LC_TO_TORCH = (3, 2, 0, 1)
-_LC_TO_NEUTRAL = (2, 3, 1, 0)
-
 
 def _is_basis(name: str) -> bool:
     return name == "basis" or name.startswith("basis.")
 
 
+def _member_to_torch(value, lead: int):
+    """(lead axes, *kernel, C_in, C_out) -> (lead axes, C_out, C_in, *kernel), a view."""
+    n = value.dim() - lead - 2
+    return value.permute(*range(lead), lead + n + 1, lead + n, *range(lead, lead + n))
+
+
+def _member_to_neutral(value, lead: int):
+    """(lead axes, C_out, C_in, *kernel) -> (lead axes, *kernel, C_in, C_out), a view."""
+    n = value.dim() - lead - 2
+    return value.permute(*range(lead), *range(lead + 2, lead + 2 + n), lead + 1, lead)
+
+
 def _basis_to_torch(name: str, value):
     """A neutral basis tensor in torch layout (a view): `basis` stacked, `basis.k` as is."""
-    if name == "basis":  # (K, kh, kw, C_in, C_out) -> (K C_out, C_in, kh, kw)
-        return value.permute(0, 4, 3, 1, 2).flatten(0, 1)
-    return value.permute(3, 2, 0, 1)  # (kh, kw, C_in, C_out) -> (C_out, C_in, kh, kw)
+    if name == "basis":  # (K, *kernel, C_in, C_out) -> (K C_out, C_in, *kernel)
+        return _member_to_torch(value, 1).flatten(0, 1)
+    return _member_to_torch(value, 0)  # (*kernel, C_in, C_out) -> (C_out, C_in, *kernel)
 
 
 def _basis_to_neutral(name: str, value, config: LRLCConfig):
     """A torch-layout basis tensor in neutral layout (a view)."""
-    if name == "basis":  # (K C_out, C_in, kh, kw) -> (K, kh, kw, C_in, C_out)
-        return value.unflatten(0, (config.rank, config.out_channels)).permute(0, 3, 4, 2, 1)
-    return value.permute(2, 3, 1, 0)
+    if name == "basis":  # (K C_out, C_in, *kernel) -> (K, *kernel, C_in, C_out)
+        return _member_to_neutral(value.unflatten(0, (config.rank, config.out_channels)), 1)
+    return _member_to_neutral(value, 0)
 
 
 def _torch_shapes(config: LRLCConfig) -> tuple[tuple[str, tuple[int, ...]], ...]:
     shapes = param_shapes(config)
     for name in config.basis_names:
-        if name == "basis":  # (K, kh, kw, C_in, C_out) -> (K C_out, C_in, kh, kw)
-            rank, kh, kw, in_channels, out_channels = shapes[name]
-            shapes[name] = (rank * out_channels, in_channels, kh, kw)
-        else:  # (kh, kw, C_in, C_out) -> (C_out, C_in, kh, kw)
-            kh, kw, in_channels, out_channels = shapes[name]
-            shapes[name] = (out_channels, in_channels, kh, kw)
+        if name == "basis":  # (K, *kernel, C_in, C_out) -> (K C_out, C_in, *kernel)
+            rank, *kernel, in_channels, out_channels = shapes[name]
+            shapes[name] = (rank * out_channels, in_channels, *kernel)
+        else:  # (*kernel, C_in, C_out) -> (C_out, C_in, *kernel)
+            *kernel, in_channels, out_channels = shapes[name]
+            shapes[name] = (out_channels, in_channels, *kernel)
     return tuple(shapes.items())
+
+
+# The window axes as shapes in messages show them, per spatial rank.
+_WINDOW_AXES = {1: "k", 2: "kh, kw", 3: "kd, kh, kw"}
 
 
 def torch_param_shapes(config: LRLCConfig) -> dict[str, tuple[int, ...]]:
@@ -86,10 +101,12 @@ def torch_param_shapes(config: LRLCConfig) -> dict[str, tuple[int, ...]]:
 
 def torch_lc_shapes(config: LRLCConfig) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """`lrlc_numpy.lc_shapes(config)` in torch layout: the locally connected weight
-    (H_out, W_out, C_out, C_in, kh, kw) and bias (C_out, H_out, W_out); the window is that of
+    (H_out, W_out, C_out, C_in, kh, kw) and bias (C_out, H_out, W_out), (*out, C_out, C_in,
+    *window) and (C_out, *out) in n-D; the window is that of
     `config.locally_connected_config()` (a mixed basis's union window)."""
-    kernel, (out_h, out_w, out_channels) = lc_shapes(config)
-    return (out_h, out_w, *(kernel[2 + a] for a in _LC_TO_TORCH)), (out_channels, out_h, out_w)
+    kernel, (*out, out_channels) = lc_shapes(config)
+    *window, in_channels, _ = kernel[len(out) :]
+    return (*out, out_channels, in_channels, *window), (out_channels, *out)
 
 
 def check_torch_params(params: Mapping, config: LRLCConfig, *, what: str = "params") -> None:
@@ -109,9 +126,10 @@ def check_torch_params(params: Mapping, config: LRLCConfig, *, what: str = "para
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"{what}[{name!r}] must be a torch.Tensor, got {type(value).__name__}")
         if tuple(value.shape) != shape:
-            layout = " (K C_out, C_in, kh, kw)" if name == "basis" else ""
+            window = _WINDOW_AXES[config.spatial_dims]
+            layout = f" (K C_out, C_in, {window})" if name == "basis" else ""
             if name.startswith("basis."):
-                layout = " (C_out, C_in, kh, kw)"
+                layout = f" (C_out, C_in, {window})"
             raise ValueError(
                 f"{what}[{name!r}] has shape {tuple(value.shape)}; expected {shape}{layout}"
             )
@@ -195,25 +213,28 @@ def from_neutral(params: Mapping, *, dtype=None, device=None) -> dict[str, torch
 
 
 def lc_to_neutral(weight: torch.Tensor, bias: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """A locally connected (weight, bias) in torch layout as the neutral (kernel, bias)."""
-    lead = tuple(range(weight.dim() - 4))
-    kernel = weight.permute(*lead, *(len(lead) + a for a in _LC_TO_NEUTRAL))
-    return _numpy(kernel), _numpy(bias.permute(1, 2, 0))
+    """A locally connected (weight, bias) in torch layout as the neutral (kernel, bias); the
+    bias (C_out, *out) tells the spatial rank."""
+    n = bias.dim() - 1
+    kernel = _member_to_neutral(weight, weight.dim() - n - 2)
+    return _numpy(kernel), _numpy(bias.movedim(0, -1))
 
 
 def lc_from_neutral(kernel, bias, *, dtype=None, device=None):
-    """Neutral locally connected (kernel, bias) as torch-layout (weight, bias) tensors."""
+    """Neutral locally connected (kernel, bias) as torch-layout (weight, bias) tensors; the
+    bias (*out, C_out) tells the spatial rank n (1, 2 or 3)."""
     kernel = _tensor("kernel", kernel, dtype, device)
     bias = _tensor("bias", bias, dtype, device)
-    if kernel.dim() < 4 or bias.dim() != 3:
+    n = bias.dim() - 1
+    if n not in (1, 2, 3) or kernel.dim() < 2 * n + 2:
         raise ValueError(
             f"locally connected kernel has shape {tuple(kernel.shape)} and bias "
-            f"{tuple(bias.shape)}; expected (..., H_out, W_out, kh, kw, C_in, C_out) and "
-            "(H_out, W_out, C_out)"
+            f"{tuple(bias.shape)}; expected (..., *out, *window, C_in, C_out) and "
+            "(*out, C_out) with 1, 2 or 3 grid axes, (..., H_out, W_out, kh, kw, C_in, C_out) "
+            "and (H_out, W_out, C_out) in 2-D"
         )
-    lead = tuple(range(kernel.dim() - 4))
-    weight = kernel.permute(*lead, *(len(lead) + a for a in _LC_TO_TORCH)).contiguous()
-    return weight, bias.permute(2, 0, 1).contiguous()
+    weight = _member_to_torch(kernel, kernel.dim() - n - 2).contiguous()
+    return weight, bias.movedim(-1, 0).contiguous()
 
 
 # ---------------------------------------------------------------------------------------------

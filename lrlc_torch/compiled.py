@@ -35,10 +35,12 @@ on the CPU the eager kernels were as fast or faster (docs/performance.md, 'Compi
 torch.compile the same rule picks which math is traced into the user's program (no
 program of this module is compiled then).
 
-Eager fallbacks, whatever the rule: a mixed basis, rank 1 with softmax (one convolution),
-an unbatched input, autocast, torch.export, torch.func transforms (vmap, grad), parameters
-of another dtype than x, per-example locally connected weights; and gradients of
-gradients, which compiled programs do not have: select the eager path for create_graph.
+Eager fallbacks, whatever the rule: 1-D and 3-D layers (the window-row products and the
+programs below are written for 2-D grids; spec section 17), a mixed basis, rank 1 with
+softmax (one convolution), an unbatched input, autocast, torch.export, torch.func
+transforms (vmap, grad), parameters of another dtype than x, per-example locally connected
+weights; and gradients of gradients, which compiled programs do not have: select the eager
+path for create_graph.
 
 Compile cost: the first call at a new input shape, dtype, device or grad mode compiles
 (inductor; measured in docs/performance.md, 'Compiled paths (torch), issue 17'); later
@@ -430,6 +432,7 @@ def _eager(x: torch.Tensor, config: LRLCConfig, tensors) -> bool:
     """Whether a call must take the eager path (the module docstring's list, and the rule)."""
     return (
         x.dim() != 4
+        or config.spatial_dims != 2
         or config.mixed
         or not enabled(x.device)
         or torch.is_autocast_enabled(x.device.type)

@@ -1,12 +1,16 @@
-"""The computations of lrlc_torch as functions (the modules call these; spec sections 3-11, 16).
+"""The computations of lrlc_torch as functions (the modules call these; spec sections 3-11,
+16 and 17).
 
-Data is NCHW; a (C_in, H, W) input is one unbatched example, as for `nn.Conv2d`. `params`
+Every function serves n = 1, 2 and 3 spatial axes (`config.spatial_dims`; spec section 17),
+with the layouts of `nn.Conv1d`, `nn.Conv2d` and `nn.Conv3d`: data is NCL, NCHW or NCDHW
+(written (B, C, *grid) below), and a (C_in, *grid) input is one unbatched example. `params`
 maps the neutral names (spec section 9) to tensors in their neutral layouts, except the
-basis, kept as convolution weights: `basis` is (K C_out, C_in, kh, kw), the members stacked
+basis, kept as convolution weights: `basis` is (K C_out, C_in, *kernel), the members stacked
 along the output channels (spec section 4.3's stacked kernel; member k is rows k C_out to
-(k + 1) C_out - 1), and a mixed basis's `basis.k` is (C_out, C_in, kh_k, kw_k).
-`dict(layer.named_parameters())` of an `LRLC2d` is such a mapping. Combining weights are
-channel-first, w[k, i, j] or w[b, k, i, j], so they broadcast against NCHW outputs.
+(k + 1) C_out - 1), and a mixed basis's `basis.k` is (C_out, C_in, *kernel_k).
+`dict(layer.named_parameters())` of an `LRLC1d`, `LRLC2d` or `LRLC3d` is such a mapping.
+Combining weights are channel-first, w[k, *i] or w[b, k, *i], so they broadcast against
+channels-first outputs; their K axis is dim -(n + 1).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from lrlc_numpy import (
     resize_matrix,
     working_dtype_name,
 )
+from lrlc_numpy.config import AXIS_NAMES
 from lrlc_numpy.reference import L2_FLOOR
 from lrlc_numpy.strategy import combining_parameter_names, weights_are_ones
 
@@ -59,23 +64,30 @@ __all__ = [
 # Checks (spec section 14)
 
 
+# Names of the grid axes in shapes that messages and docstrings show, per spatial rank.
+_GRID_AXES = {1: ("L",), 2: ("H", "W"), 3: ("D", "H", "W")}
+
+
 def check_input(x, config: LRLCConfig, *, name: str = "x", unbatched: bool = False) -> None:
-    """Raise unless `x` is a floating NCHW tensor with the layer's channels and input grid;
-    with `unbatched`, a (C_in, H, W) tensor (one example) is accepted too."""
+    """Raise unless `x` is a floating channels-first tensor (NCL, NCHW or NCDHW) with the
+    layer's channels and input grid; with `unbatched`, a (C_in, *grid) tensor (one example)
+    is accepted too."""
     _check_config(config, "check_input")
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     shape = tuple(x.shape)
-    if unbatched and len(shape) not in (3, 4):
+    n, layout = config.spatial_dims, config.layouts[1]
+    if unbatched and len(shape) not in (n + 1, n + 2):
+        grid = ", ".join(_GRID_AXES[n])
         raise ValueError(
-            f"{name} must have rank 4 (B, C_in, H, W; NCHW) or 3 (C_in, H, W; one unbatched "
-            f"example), got shape {shape}"
+            f"{name} must have rank {n + 2} (B, C_in, {grid}; {layout}) or {n + 1} (C_in, "
+            f"{grid}; one unbatched example) for a {n}-D layer, got shape {shape}"
         )
-    if len(shape) == 3 and unbatched:
+    if len(shape) == n + 1 and unbatched:
         check_input_shape((1, *shape), config, name=f"{name} (unbatched, as a batch of 1)",
-                          layout="NCHW")  # fmt: skip
+                          layout=layout)  # fmt: skip
     else:
-        check_input_shape(shape, config, name=name, layout="NCHW")
+        check_input_shape(shape, config, name=name, layout=layout)
     if not x.is_floating_point():
         raise TypeError(f"{name} must have a floating dtype, got {x.dtype}")
 
@@ -108,16 +120,21 @@ def _known_batch(x: torch.Tensor) -> int | None:
     return batch if isinstance(batch, int) else None
 
 
+def _pad_spec(padding_pairs) -> tuple[int, ...]:
+    """(before, after) pairs per axis, first axis first, as F.pad reads them: last axis first."""
+    return tuple(amount for pair in reversed(padding_pairs) for amount in pair)
+
+
 def _pad(x: torch.Tensor, padding_pairs) -> torch.Tensor:
-    (top, bottom), (left, right) = padding_pairs
-    if top == bottom == left == right == 0:
+    if not any(_pad_spec(padding_pairs)):
         return x
-    return F.pad(x, (left, right, top, bottom))
+    return F.pad(x, _pad_spec(padding_pairs))
 
 
 def pad_input(x: torch.Tensor, config: LRLCConfig) -> torch.Tensor:
-    """Zero-pad NCHW `x` by `config.padding_pairs` (spec section 3; 'same' may be asymmetric).
-    A mixed basis pads per group of bases (`config.basis_groups`, spec section 16.2)."""
+    """Zero-pad channels-first `x` by `config.padding_pairs` (spec section 3; 'same' may be
+    asymmetric). A mixed basis pads per group of bases (`config.basis_groups`, spec section
+    16.2)."""
     return _pad(x, config.padding_pairs)
 
 
@@ -125,16 +142,14 @@ def _conv_padding(padding_pairs):
     """(whether the convolution pads by itself, its padding): symmetric padding is left to
     the convolution (no padded copy); asymmetric padding ('same' at some strides) is applied
     to x first."""
-    (top, bottom), (left, right) = padding_pairs
-    if top == bottom and left == right:
-        return True, (top, left)
-    return False, (0, 0)
+    if all(before == after for before, after in padding_pairs):
+        return True, tuple(before for before, _ in padding_pairs)
+    return False, (0,) * len(padding_pairs)
 
 
-def _conv_geometry(x: torch.Tensor, config: LRLCConfig):
-    """(x, padding) for F.conv2d on a plain config (see `_conv_padding`)."""
-    by_conv, padding = _conv_padding(config.padding_pairs)
-    return (x if by_conv else pad_input(x, config)), padding
+def _convolution(x: torch.Tensor, weight: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    """F.conv1d, F.conv2d or F.conv3d, by the spatial rank of the batched input `x`."""
+    return getattr(F, f"conv{x.dim() - 2}d")(x, weight, *args, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,8 +162,8 @@ def _conv_geometry(x: torch.Tensor, config: LRLCConfig):
 
 
 def _channels_last(a: torch.Tensor) -> torch.Tensor:
-    """`a` (N, C, H, W) stored channels-last; by permutes, so that vmap can batch it."""
-    return a.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    """`a` (N, C, *grid) stored channels-last; by permutes, so that vmap can batch it."""
+    return a.movedim(1, -1).contiguous().movedim(-1, 1)
 
 
 def _basis(params, config: LRLCConfig):
@@ -194,11 +209,11 @@ def _plan(x: torch.Tensor, config: LRLCConfig):
 
 
 def _responses(inputs, kernels, plan) -> torch.Tensor:
-    """z (B, K, C_out, H_out, W_out), K in basis order, from each group's convolution."""
+    """z (B, K, C_out, *out), K in basis order, from each group's convolution."""
     rank, out_channels, _, groups = plan
     responses = [
-        F.conv2d(inputs[source], _channels_last(kernel), stride=stride, padding=padding,
-                 dilation=dilation)
+        _convolution(inputs[source], _channels_last(kernel), stride=stride, padding=padding,
+                     dilation=dilation)
         for (source, _, stride, padding, dilation), kernel in zip(groups, kernels)
     ]  # fmt: skip
     if len(responses) == 1:
@@ -209,7 +224,7 @@ def _responses(inputs, kernels, plan) -> torch.Tensor:
     z = torch.cat([_positions_first(r.unflatten(1, (-1, out_channels))) for r in responses], -2)
     if order != sorted(order):
         z = z[..., [order.index(k) for k in range(rank)], :]
-    return z.permute(0, 3, 4, 1, 2)
+    return z.movedim(-2, 1).movedim(-1, 2)
 
 
 def _members(a: torch.Tensor, members: tuple[int, ...]) -> torch.Tensor:
@@ -221,7 +236,7 @@ def _members(a: torch.Tensor, members: tuple[int, ...]) -> torch.Tensor:
 
 
 def basis_responses(x: torch.Tensor, basis, config: LRLCConfig) -> torch.Tensor:
-    """z[b, k, o, i, j] = (I * F^(k))[b, o, i, j] (Algorithm 1, line 4): one convolution with
+    """z[b, k, o, *i] = (I * F^(k))[b, o, *i] (Algorithm 1, line 4): one convolution with
     K * C_out outputs, channels-last in memory; for a mixed basis one per group of equal
     kernel size and dilation, K in basis order (spec section 16.3). `basis` is the stacked
     basis, or a mixed basis's members [basis.0, ...]."""
@@ -230,8 +245,8 @@ def basis_responses(x: torch.Tensor, basis, config: LRLCConfig) -> torch.Tensor:
 
 
 def _positions_first(per_member: torch.Tensor) -> torch.Tensor:
-    """z[b, k, o, i, j] as z[b, i, j, k, o]: a view when z is channels-last."""
-    return per_member.permute(0, 3, 4, 1, 2)
+    """z[b, k, o, *i] as z[b, *i, k, o]: a view when z is channels-last."""
+    return per_member.movedim(1, -1).movedim(1, -1)
 
 
 # Largest rank at which the combination and its weight gradient take a broadcast multiply
@@ -246,20 +261,20 @@ def _elementwise(a: torch.Tensor, rank: int, max_rank: dict) -> bool:
 
 
 def combine(per_member: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """y[b, o, i, j] = sum_k w[(b,) k, i, j] z[b, k, o, i, j] (Algorithm 1, line 6; eq. 2).
+    """y[b, o, *i] = sum_k w[(b,) k, *i] z[b, k, o, *i] (Algorithm 1, line 6; eq. 2).
 
-    Fixed weights (K, H_out, W_out) are shared by the batch, input-dependent ones carry it.
+    Fixed weights (K, *out) are shared by the batch, input-dependent ones carry it.
     """
-    rank = per_member.shape[1]
-    if rank == 1:  # a scale: one multiply beats B H_out W_out 1x1 products
+    rank, k_axis = per_member.shape[1], 2 - per_member.dim()  # K is dim -(n + 1) of w
+    if rank == 1:  # a scale: one multiply beats B * positions 1x1 products
         return per_member[:, 0] * weights
-    z = _positions_first(per_member)  # (B, H_out, W_out, K, C_out)
+    z = _positions_first(per_member)  # (B, *out, K, C_out)
     if _elementwise(per_member, rank, ELEMENTWISE_COMBINE_MAX_RANK):
-        y = (z * weights.movedim(-3, -1).unsqueeze(-1)).sum(-2)
+        y = (z * weights.movedim(k_axis, -1).unsqueeze(-1)).sum(-2)
     else:
-        rows = weights.movedim(-3, -1).unsqueeze(-2)  # (..., H_out, W_out, 1, K)
-        y = torch.matmul(rows, z).squeeze(-2)  # (B, H_out, W_out, C_out)
-    return y.permute(0, 3, 1, 2)
+        rows = weights.movedim(k_axis, -1).unsqueeze(-2)  # (..., *out, 1, K)
+        y = torch.matmul(rows, z).squeeze(-2)  # (B, *out, C_out)
+    return y.movedim(-1, 1)
 
 
 def _saved_tensors_expire() -> bool:
@@ -316,20 +331,22 @@ class _Algorithm1(torch.autograd.Function):
         need_kernels = ctx.needs_input_grad[2 + sources :]
         # Compute in the forward's dtype (lower than the inputs' under autocast).
         dtype = per_member.dtype
-        z = _positions_first(per_member)  # (B, H_out, W_out, K, C_out)
-        dy = dy.to(dtype).permute(0, 2, 3, 1)  # (B, H_out, W_out, C_out)
+        spatial_dims = dy.dim() - 2
+        k_axis = -(spatial_dims + 1)  # the K axis of the weights
+        z = _positions_first(per_member)  # (B, *out, K, C_out)
+        dy = dy.to(dtype).movedim(1, -1)  # (B, *out, C_out)
         dweights = None
-        if need_weights:  # dw[b, i, j, k] = sum_o z[b, i, j, k, o] dy[b, i, j, o]
+        if need_weights:  # dw[b, *i, k] = sum_o z[b, *i, k, o] dy[b, *i, o]
             if _elementwise(z, rank, ELEMENTWISE_WEIGHT_GRAD_MAX_RANK):
                 dw = (z * dy.unsqueeze(-2)).sum(-1)
             else:
                 dw = torch.matmul(z, dy.unsqueeze(-1)).squeeze(-1)
-            if weights.dim() == 3:  # fixed weights: summed over the batch
+            if weights.dim() == spatial_dims + 1:  # fixed weights: summed over the batch
                 dw = dw.sum(0)
-            dweights = dw.movedim(-1, -3)
+            dweights = dw.movedim(-1, k_axis)
         dxs, dkernels = [None] * sources, [None] * len(groups)
         if any(need_x) or any(need_kernels):
-            rows = weights.to(dtype).movedim(-3, -1).unsqueeze(-1)  # (..., H_out, W_out, K, 1)
+            rows = weights.to(dtype).movedim(k_axis, -1).unsqueeze(-1)  # (..., *out, K, 1)
             reuse = z.is_contiguous() and _saved_tensors_expire()
             dz = torch.mul(rows, dy.unsqueeze(-2), out=z if reuse else None)
             for g, ((source, members, stride, padding, dilation), kernel) in enumerate(
@@ -340,9 +357,9 @@ class _Algorithm1(torch.autograd.Function):
                     continue
                 dz_group = dz if len(groups) == 1 else _members(dz, members)
                 dx, dkernels[g], _ = torch.ops.aten.convolution_backward(
-                    dz_group.flatten(-2).permute(0, 3, 1, 2), inputs[source].to(dtype),
+                    dz_group.flatten(-2).movedim(-1, 1), inputs[source].to(dtype),
                     _channels_last(kernel.to(dtype)), None, stride, padding, dilation, False,
-                    (0, 0), 1, mask,
+                    (0,) * spatial_dims, 1, mask,
                 )  # fmt: skip
                 if dx is not None:
                     dxs[source] = dx if dxs[source] is None else dxs[source] + dx
@@ -350,7 +367,7 @@ class _Algorithm1(torch.autograd.Function):
 
 
 def algorithm1(x: torch.Tensor, weights: torch.Tensor, basis, config: LRLCConfig):
-    """sum_k w[(b,) k, i, j] (I * F^(k))[b, o, i, j] without biases: `combine(basis_responses(x,
+    """sum_k w[(b,) k, *i] (I * F^(k))[b, o, *i] without biases: `combine(basis_responses(x,
     basis, config), weights)` as one node with a lean backward. `basis` is the stacked basis,
     or a mixed basis's members [basis.0, ...]."""
     inputs, plan = _plan(x, config)
@@ -400,14 +417,15 @@ class _LowRankLocallyConnected(torch.autograd.Function):
 
 
 def lowrank_locally_connected(x, weights, basis, config: LRLCConfig) -> torch.Tensor:
-    """`algorithm1`'s values for fixed weights (K, H_out, W_out), in the locally connected
-    form: the position banks (eq. 2) applied to the patches block by block, at a cost that
-    grows with K only in forming the banks (see `positionwise`). A mixed basis is embedded
-    in its union window first (`embedded_basis`, spec section 16.5)."""
-    if weights.dim() != 3:
+    """`algorithm1`'s values for fixed weights (K, *out), in the locally connected form: the
+    position banks (eq. 2) applied to the patches block by block, at a cost that grows with
+    K only in forming the banks (see `positionwise`). A mixed basis is embedded in its union
+    window first (`embedded_basis`, spec section 16.5)."""
+    if weights.dim() != config.spatial_dims + 1:
         raise ValueError(
-            f"the locally connected strategy takes fixed weights (K, H_out, W_out), got shape "
-            f"{tuple(weights.shape)}; input-dependent layers use Algorithm 1 (strategy='conv')"
+            f"the locally connected strategy takes fixed weights (K, *out) of rank "
+            f"{config.spatial_dims + 1}, got shape {tuple(weights.shape)}; input-dependent "
+            "layers use Algorithm 1 (strategy='conv')"
         )
     stacked = embedded_basis(basis, config)
     x, weights, stacked = _autocast_inputs(x, weights, stacked)
@@ -418,17 +436,26 @@ def lowrank_locally_connected(x, weights, basis, config: LRLCConfig) -> torch.Te
 # Combining weights (eqs. 3, 4 and 6; spec sections 5-6, 8)
 
 
+def _along_axis(table: torch.Tensor, config: LRLCConfig, axis: str) -> torch.Tensor:
+    """A table (..., size) over the named grid axis ('depth', 'row' or 'col') as a view that
+    broadcasts over the output grid: (..., 1, size, 1) for the middle axis of three."""
+    n = config.spatial_dims
+    position = AXIS_NAMES[n].index(axis)
+    return table.reshape(*table.shape[:-1], *(1,) * position, -1, *(1,) * (n - 1 - position))
+
+
 def fixed_logits(params: Mapping[str, torch.Tensor], config: LRLCConfig) -> torch.Tensor:
-    """Unnormalised weights w~[k, i, j] of a fixed layer (eq. 3 and its variants)."""
-    out_h, out_w = config.output_size
-    shape = (config.rank, out_h, out_w)
-    if config.combining == "rowcol":  # eq. 3: w~ = alpha_i + beta_j
-        return params["row_logits"].t()[:, :, None] + params["col_logits"].t()[:, None, :]
-    if config.combining == "row":
-        return params["row_logits"].t()[:, :, None].expand(shape)
-    if config.combining == "col":
-        return params["col_logits"].t()[:, None, :].expand(shape)
-    return params["logits"].permute(2, 0, 1)
+    """Unnormalised weights w~[k, *i] of a fixed layer (eq. 3 and its variants): in 'rowcol'
+    the sum of one logit table per axis (spec section 17.2), else the full table."""
+    if config.combining == "full":
+        return params["logits"].movedim(-1, 0)
+    tables = [
+        _along_axis(params[f"{axis}_logits"].t(), config, axis) for axis in config.axis_tables
+    ]
+    logits = tables[0]
+    for table in tables[1:]:  # eq. 3: w~ = alpha_i + beta_j (+ a depth table in 3-D)
+        logits = logits + table
+    return logits.expand(config.rank, *config.output_size)
 
 
 def _working_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -436,16 +463,16 @@ def _working_dtype(dtype: torch.dtype) -> torch.dtype:
     return getattr(torch, working_dtype_name(str(dtype).removeprefix("torch.")))
 
 
-def _l2_normalize(logits: torch.Tensor) -> torch.Tensor:
+def _l2_normalize(logits: torch.Tensor, dim: int) -> torch.Tensor:
     """w~ / sqrt(max(sum_k w~^2, 1e-12)) without overflow (spec section 6): in the working
     dtype (the floor underflows in 16 bits), with w~ scaled by its largest |w~_k| first, as
     hypot does, so that neither the squares nor autograd's squared norm overflow. The scale
     is a constant for autograd: the quotient does not depend on it."""
     wide = logits.to(_working_dtype(logits.dtype))
-    scale = wide.detach().abs().amax(dim=-3, keepdim=True)
+    scale = wide.detach().abs().amax(dim=dim, keepdim=True)
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     unit = wide / scale  # |unit| <= 1, and its largest entry is +-1 unless all are zero
-    sum_sq = unit.square().sum(dim=-3, keepdim=True)
+    sum_sq = unit.square().sum(dim=dim, keepdim=True)
     floor = math.sqrt(L2_FLOOR)
     above = scale * sum_sq.sqrt() >= floor  # an overflow to inf here still reads as above
     # clamp_min(1) only guards the branch not taken (an all-zero position: no 0/0 gradient).
@@ -453,33 +480,43 @@ def _l2_normalize(logits: torch.Tensor) -> torch.Tensor:
     return weights.to(logits.dtype)
 
 
-def normalize_weights(logits: torch.Tensor, mode: str) -> torch.Tensor:
-    """Normalise over the K axis (dim -3): eq. 4 for 'softmax', spec section 6 for 'l2'."""
+def normalize_weights(logits: torch.Tensor, mode: str, *, dim: int = -3) -> torch.Tensor:
+    """Normalise over the K axis, `dim` (-3 in 2-D; -(n + 1) in n-D): eq. 4 for 'softmax',
+    spec section 6 for 'l2'."""
     if mode == "softmax":
-        return torch.softmax(logits, dim=-3)
+        return torch.softmax(logits, dim=dim)
     if mode == "l2":
-        return _l2_normalize(logits)
+        return _l2_normalize(logits, dim)
     if mode == "none":
         return logits
     raise ValueError(f"unknown normalisation {mode!r}; expected 'softmax', 'l2' or 'none'")
 
 
-def resize_bilinear(a: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Aligned-corner bilinear resize of NCHW `a` to `size`, as R_h a R_w^T with the
-    reference's interpolation matrices (a size-1 axis broadcasts)."""
-    if tuple(a.shape[-2:]) == tuple(size):  # aligned corners: the matrices are the identity
-        return a
-    rows = torch.as_tensor(resize_matrix(a.shape[-2], size[0]), dtype=a.dtype, device=a.device)
-    cols = torch.as_tensor(resize_matrix(a.shape[-1], size[1]), dtype=a.dtype, device=a.device)
-    maps = a.flatten(0, 1)  # (B K, h, w)
-    # Two products and no permutes: (B K h, w) x (w, W_out), then R_h per map.
-    resized = torch.bmm(rows.expand(maps.shape[0], *rows.shape), maps @ cols.t())
-    return resized.unflatten(0, a.shape[:2])
+def resize_bilinear(a: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """Aligned-corner resize of channels-first `a` (B, K, *grid) to `size`, separable: one of
+    the reference's interpolation matrices per axis (linear in 1-D, bilinear in 2-D,
+    trilinear in 3-D; spec sections 8 and 17.3). A size-1 axis broadcasts; an axis already
+    of its size is left alone (with aligned corners its matrix is the identity)."""
+    n = len(size)
+    for axis in reversed(range(n)):  # last axis first, then each one before it
+        n_in, n_out = a.shape[2 + axis], size[axis]
+        if n_in == n_out:
+            continue
+        matrix = torch.as_tensor(resize_matrix(n_in, n_out), dtype=a.dtype, device=a.device)
+        if axis == n - 1:  # (..., n_in) x (n_in, n_out)
+            a = a @ matrix.t()
+        else:  # per map of the leading axes: (n_out, n_in) x (n_in, the axes after), no permutes
+            after = a.shape[3 + axis :]
+            maps = a.reshape(-1, n_in, math.prod(after))
+            resized = torch.bmm(matrix.expand(maps.shape[0], *matrix.shape), maps)
+            a = resized.reshape(*a.shape[: 2 + axis], n_out, *after)
+    return a
 
 
 def _pointwise(a: torch.Tensor, params, name: str) -> torch.Tensor:
-    """A 1x1 convolution with a neutral (C_in, C_out) kernel on NCHW data: per example a
-    (C_out, C_in) x (C_in, H W) product plus the bias, one batched op that permutes nothing."""
+    """A 1x1 convolution with a neutral (C_in, C_out) kernel on channels-first data: per
+    example a (C_out, C_in) x (C_in, positions) product plus the bias, one batched op that
+    permutes nothing."""
     kernel, bias = params[f"{name}.kernel"], params[f"{name}.bias"]
     maps = a.flatten(2)
     per_example = kernel.t().expand(a.shape[0], *kernel.t().shape)  # views: no copies
@@ -489,15 +526,17 @@ def _pointwise(a: torch.Tensor, params, name: str) -> torch.Tensor:
 
 def depthwise_conv3x3(a: torch.Tensor, kernel: torch.Tensor, bias, rate: int) -> torch.Tensor:
     """g's dilated depthwise 3x3 convolution, 'valid', of NCHW `a` with a neutral (3, 3, K)
-    kernel (spec section 8)."""
-    depthwise = kernel.permute(2, 0, 1).unsqueeze(1)  # (K, 1, 3, 3)
-    return F.conv2d(a, depthwise, bias, dilation=rate, groups=kernel.shape[-1])
+    kernel (spec section 8); in n-D the 3^n one of channels-first `a` with a (3,)*n + (K,)
+    kernel (spec section 17.3)."""
+    depthwise = kernel.movedim(-1, 0).unsqueeze(1)  # (K, 1, 3, ...)
+    return _convolution(a, depthwise, bias, dilation=rate, groups=kernel.shape[-1])
 
 
 def g_forward(x: torch.Tensor, params, config: LRLCConfig) -> torch.Tensor:
-    """Logits w~[b, k, i, j] predicted from the input by the network g (eq. 6; spec section 8)."""
+    """Logits w~[b, k, *i] predicted from the input by the network g (eq. 6; spec sections 8
+    and 17.3)."""
     low = _pointwise(x, params, "g.reduce")
-    branches = [low, low.mean(dim=(2, 3), keepdim=True)]
+    branches = [low, low.mean(dim=tuple(range(2, low.dim())), keepdim=True)]
     for r in config.g_dilations:
         kernel, bias = params[f"g.dilated{r}.kernel"], params[f"g.dilated{r}.bias"]
         branches.append(depthwise_conv3x3(low, kernel, bias, r))
@@ -508,8 +547,8 @@ def g_forward(x: torch.Tensor, params, config: LRLCConfig) -> torch.Tensor:
 
 
 def combining_weights(params, config: LRLCConfig, x: torch.Tensor | None = None) -> torch.Tensor:
-    """Normalised weights w (eq. 4): (K, H_out, W_out), or (B, K, H_out, W_out) predicted
-    from `x` for an input-dependent layer (eq. 6)."""
+    """Normalised weights w (eq. 4): (K, *out), or (B, K, *out) predicted from `x` for an
+    input-dependent layer (eq. 6)."""
     check_params(params, config)
     if x is not None:  # a fixed layer does not read x, but a wrong one is still an error
         check_input(x, config)
@@ -526,7 +565,7 @@ def _weights(params, config: LRLCConfig, x: torch.Tensor | None) -> torch.Tensor
         logits = g_forward(x, params, config)
     else:
         logits = fixed_logits(params, config)
-    return normalize_weights(logits, config.normalize)
+    return normalize_weights(logits, config.normalize, dim=-(config.spatial_dims + 1))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -534,24 +573,26 @@ def _weights(params, config: LRLCConfig, x: torch.Tensor | None) -> torch.Tensor
 
 
 def spatial_bias_map(params, config: LRLCConfig) -> torch.Tensor | None:
-    """The spatial part of eq. 5 on the output grid (H_out, W_out), or None."""
+    """The spatial part of eq. 5 on the output grid `config.output_size`, or None: in
+    'rowcol' the sum of one bias vector per axis (spec section 17.2)."""
     if not config.spatial_bias:
         return None
-    out_size = config.output_size
-    if config.combining == "rowcol":
-        return params["row_bias"][:, None] + params["col_bias"][None, :]
-    if config.combining == "row":
-        return params["row_bias"][:, None].expand(out_size)
-    if config.combining == "col":
-        return params["col_bias"][None, :].expand(out_size)
-    return params["spatial_bias"]
+    if config.combining == "full":
+        return params["spatial_bias"]
+    vectors = [_along_axis(params[f"{axis}_bias"], config, axis) for axis in config.axis_tables]
+    bias = vectors[0]
+    for vector in vectors[1:]:  # eq. 5: b_row[i] + b_col[j] (+ b_depth in 3-D)
+        bias = bias + vector
+    return bias.expand(config.output_size)
 
 
 def bias_map(params, config: LRLCConfig) -> torch.Tensor | None:
-    """B[o, i, j] of eq. 5, broadcastable to (C_out, H_out, W_out); None when both are off
-    (never materialised: the add broadcasts)."""
+    """B[o, *i] of eq. 5, broadcastable to (C_out, *out); None when both are off (never
+    materialised: the add broadcasts)."""
     spatial = spatial_bias_map(params, config)
-    channel = params["channel_bias"][:, None, None] if config.channel_bias else None
+    channel = None
+    if config.channel_bias:
+        channel = params["channel_bias"].reshape(-1, *(1,) * config.spatial_dims)
     if spatial is None:
         return channel
     return spatial if channel is None else spatial + channel
@@ -587,7 +628,8 @@ class _TieZeroGradients(torch.autograd.Function):
 
 def _single_convolution(x: torch.Tensor, params, config: LRLCConfig) -> torch.Tensor:
     """sum_k w (I * F^(k)) when w = 1 (`weights_are_ones`): the one member's convolution on
-    its own geometry, in x's own layout (NCHW, like a plain `nn.Conv2d`), g not evaluated."""
+    its own geometry, in x's own layout (channels-first, like a plain `nn.Conv2d`), g not
+    evaluated."""
     (name,) = config.basis_names
     (group,) = config.basis_groups
     basis = _TieZeroGradients.apply(
@@ -595,21 +637,21 @@ def _single_convolution(x: torch.Tensor, params, config: LRLCConfig) -> torch.Te
     )
     by_conv, padding = _conv_padding(group.padding_pairs)
     x = x if by_conv else _pad(x, group.padding_pairs)
-    return F.conv2d(x, basis, stride=config.stride, padding=padding, dilation=group.dilation)
+    return _convolution(x, basis, stride=config.stride, padding=padding, dilation=group.dilation)
 
 
 def forward(x: torch.Tensor, params, config: LRLCConfig, *, strategy: str = "auto"):
-    """y[b, o, i, j] = sum_k w[i, j, k] (I * F^(k))[b, o, i, j] + B[o, i, j] (eqs. 2-5).
+    """y[b, o, *i] = sum_k w[*i, k] (I * F^(k))[b, o, *i] + B[o, *i] (eqs. 2-5).
 
-    `x` is NCHW of size `config.input_size` (or one unbatched (C_in, H, W) example); returns
-    (B, C_out, H_out, W_out). `strategy`: 'conv' (Algorithm 1), 'lc' (the locally connected
-    form, fixed layers only) or 'auto' (`costs.choose_strategy`; a symbolic batch counts as
-    unknown). Algorithm 1 at rank 1 with softmax is one convolution.
+    `x` is channels-first (NCL, NCHW or NCDHW) of size `config.input_size` (or one unbatched
+    (C_in, *grid) example); returns (B, C_out, *out). `strategy`: 'conv' (Algorithm 1), 'lc'
+    (the locally connected form, fixed layers only) or 'auto' (`costs.choose_strategy`; a
+    symbolic batch counts as unknown). Algorithm 1 at rank 1 with softmax is one convolution.
     """
     check_params(params, config)
     check_input(x, config, unbatched=True)
     _check_dtypes(x, params)
-    if x.dim() == 3:  # one example, as nn.Conv2d takes it
+    if x.dim() == config.spatial_dims + 1:  # one example, as nn.Conv2d takes it
         return _forward(x.unsqueeze(0), params, config, strategy).squeeze(0)
     return _forward(x, params, config, strategy)
 
@@ -630,7 +672,7 @@ def _forward(x: torch.Tensor, params, config: LRLCConfig, strategy: str) -> torc
             y = algorithm1(x, weights, _basis(params, config), config)
     bias = bias_map(params, config)
     # The combination leaves y channels-last; with the bias first, the sum takes the bias's
-    # (NCHW) layout: one pass instead of a copy and an add.
+    # (channels-first) layout: one pass instead of a copy and an add.
     return y.contiguous() if bias is None else bias + y
 
 
@@ -638,23 +680,21 @@ def _forward(x: torch.Tensor, params, config: LRLCConfig, strategy: str) -> torc
 # Locally connected form (spec sections 11 and 16.5)
 
 
-def _dilate(kernel: torch.Tensor, dh: int, dw: int) -> torch.Tensor:
-    """`kernel` (..., kh, kw) with d - 1 zero taps between its taps along each axis."""
-    if dh > 1:
-        kh = kernel.shape[-2]
-        rows = F.pad(kernel.unsqueeze(-2), (0, 0, 0, dh - 1)).flatten(-3, -2)
-        kernel = rows[..., : (kh - 1) * dh + 1, :]
-    if dw > 1:
-        kw = kernel.shape[-1]
-        kernel = F.pad(kernel.unsqueeze(-1), (0, dw - 1)).flatten(-2)[..., : (kw - 1) * dw + 1]
+def _dilate(kernel: torch.Tensor, dilation: tuple[int, ...]) -> torch.Tensor:
+    """`kernel` (..., *window) with d - 1 zero taps between its taps along each window axis."""
+    for axis, rate in zip(range(-len(dilation), 0), dilation):
+        if rate > 1:
+            taps = kernel.shape[axis]
+            spread = F.pad(kernel.movedim(axis, -1).unsqueeze(-1), (0, rate - 1)).flatten(-2)
+            kernel = spread[..., : (taps - 1) * rate + 1].movedim(-1, axis)
     return kernel
 
 
 def embedded_basis(basis, config: LRLCConfig) -> torch.Tensor:
     """The basis on the window of `config.locally_connected_config()`, stacked (K C_out,
-    C_in, kh, kw): a plain basis as it is; each member of a mixed basis (`basis` its members
+    C_in, *window): a plain basis as it is; each member of a mixed basis (`basis` its members
     [basis.0, ...]) placed at its own taps, which start at (window padding before - the
-    member's padding before) with step d_k, zeros elsewhere (the reference's
+    member's padding before) with step d_k on each axis, zeros elsewhere (the reference's
     `embedded_basis`, spec section 16.5). Built without in-place writes, so autograd, vmap
     and export see ordinary ops."""
     window = config.locally_connected_config()
@@ -662,31 +702,33 @@ def embedded_basis(basis, config: LRLCConfig) -> torch.Tensor:
         _group_kernels(basis, config)  # checks that `basis` is the stacked tensor
         return basis
     _group_kernels(basis, config)  # checks that `basis` holds the K members
-    (top, _), (left, _) = window.padding_pairs
-    height, width = window.kernel_size
     placed = []
-    for member, (dh, dw), ((pad_top, _), (pad_left, _)) in zip(
-        basis, config.dilations, config.basis_padding_pairs
-    ):
-        taps = _dilate(member, dh, dw)
-        row, col = top - pad_top, left - pad_left
-        spec = (col, width - col - taps.shape[-1], row, height - row - taps.shape[-2])
-        placed.append(F.pad(taps, spec))
+    for member, dilation, pads in zip(basis, config.dilations, config.basis_padding_pairs):
+        taps = _dilate(member, dilation)
+        spans = []
+        for (window_before, _), (before, _), size, extent in zip(
+            window.padding_pairs, pads, window.kernel_size, taps.shape[2:]
+        ):
+            start = window_before - before
+            spans.append((start, size - start - extent))
+        placed.append(F.pad(taps, _pad_spec(spans)))
     return torch.cat(placed)
 
 
 def position_banks(weights: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-    """Per-position filter banks (eq. 2): bank[(b,) i, j] = sum_k w[(b,) k, i, j] basis[k],
-    (..., H_out, W_out, C_out, C_in, kh, kw), `locally_connected`'s weight layout; `basis`
-    is stacked (K C_out, C_in, kh, kw)."""
-    members = basis.unflatten(0, (weights.shape[-3], -1))
-    return torch.einsum("...kij,kocuv->...ijocuv", weights, members)
+    """Per-position filter banks (eq. 2): bank[(b,) *i] = sum_k w[(b,) k, *i] basis[k],
+    (..., *out, C_out, C_in, *window), `locally_connected`'s weight layout; `basis` is
+    stacked (K C_out, C_in, *window)."""
+    n = basis.dim() - 2
+    members = basis.unflatten(0, (weights.shape[-(n + 1)], -1))
+    grid, window = "ijl"[:n], "uvt"[:n]
+    return torch.einsum(f"...k{grid},koc{window}->...{grid}oc{window}", weights, members)
 
 
 def to_locally_connected(params, config: LRLCConfig, x: torch.Tensor | None = None):
     """The equivalent locally connected (weight, bias) in `locally_connected`'s layout: the
     position banks, per example when the layer is input-dependent (then `x` is required),
-    and the bias (C_out, H_out, W_out), zeros when the layer has none. A mixed basis converts
+    and the bias (C_out, *out), zeros when the layer has none. A mixed basis converts
     on its union window (`config.locally_connected_config()`, spec section 16.5)."""
     weights = combining_weights(params, config, x)
     weight = position_banks(weights, embedded_basis(_basis(params, config), config))
@@ -700,11 +742,12 @@ def to_locally_connected(params, config: LRLCConfig, x: torch.Tensor | None = No
 def locally_connected(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, config: LRLCConfig
 ) -> torch.Tensor:
-    """A locally connected layer (spec section 11) on the geometry of
+    """A locally connected layer (spec sections 11 and 17.5) on the geometry of
     `config.locally_connected_config()` (`config` itself unless the basis is mixed):
     y[b, o, i, j] = sum_{c,u,v} xpad[b, c, i s_h + u d_h, j s_w + v d_w] weight[i, j, o, c, u, v]
-    + bias[o, i, j]; `weight` may carry a leading batch axis (one kernel per example). `x`
-    may be one unbatched (C_in, H, W) example.
+    + bias[o, i, j] in 2-D, the same sum over the n-D window otherwise; `weight` (*out, C_out,
+    C_in, *window) may carry a leading batch axis (one kernel per example). `x` may be one
+    unbatched (C_in, *grid) example.
     """
     check_input(x, config, unbatched=True)
     for name, value in (("weight", weight), ("bias", bias)):
@@ -716,7 +759,7 @@ def locally_connected(
         if value.dtype not in FLOAT_DTYPES:
             raise TypeError(f"locally connected {name} must be floating point, got {value.dtype}")
     _check_dtypes(x, {"weight": weight, "bias": bias}, "the locally connected {}")
-    if x.dim() == 3:  # one example, as nn.Conv2d takes it
+    if x.dim() == config.spatial_dims + 1:  # one example, as nn.Conv2d takes it
         return locally_connected(x.unsqueeze(0), weight, bias, config).squeeze(0)
     per_example = check_lc_shapes(
         weight.shape,
@@ -730,12 +773,12 @@ def locally_connected(
         x, weight = _autocast_inputs(x, weight)
         y = _LocallyConnected.apply(x, weight, window)
     else:  # one bank per example and position: a batched vector product per (b, p)
-        out_h, out_w = config.output_size
+        n, out = config.spatial_dims, config.output_size
         padded = positionwise.batch_last(x, window)
-        patches = positionwise.extract_patches(padded, window, 0, out_h)  # (P, C_in kh kw, B)
-        y = torch.einsum("pcb,bpoc->bop", patches, weight.flatten(-3).flatten(1, 2))
-        y = y.unflatten(-1, (out_h, out_w))
-    # NCHW out; with the bias first, the sum takes the bias's layout (see `forward`).
+        patches = positionwise.extract_patches(padded, window, 0, out[0])  # (P, C_in *win, B)
+        banks = weight.flatten(-(n + 1)).flatten(1, n)  # (B, P, C_out, C_in *window)
+        y = torch.einsum("pcb,bpoc->bop", patches, banks).unflatten(-1, out)
+    # Channels-first out; with the bias first, the sum takes the bias's layout (see `forward`).
     return y.contiguous() if bias is None else bias + y
 
 
@@ -744,7 +787,7 @@ class _LocallyConnected(torch.autograd.Function):
 
     @staticmethod
     def forward(x, weight, config):
-        return positionwise.apply_banks(x, positionwise.WeightKernels(weight), config)
+        return positionwise.apply_banks(x, positionwise.WeightKernels(weight, config), config)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -757,7 +800,7 @@ class _LocallyConnected(torch.autograd.Function):
     def backward(ctx, dy):
         x, weight = ctx.saved_tensors
         need_x, need_weight = ctx.needs_input_grad[:2]
-        kernels = positionwise.WeightKernels(weight)
+        kernels = positionwise.WeightKernels(weight, ctx.config)
         dx = positionwise.apply_banks_vjp(
             x, dy, kernels, ctx.config, need_x=need_x, need_kernels=need_weight
         )

@@ -1,7 +1,10 @@
-"""The torch.nn modules: `LowRankLocallyConnected2d` (alias `LRLC2d`) and `LocallyConnected2d`.
+"""The torch.nn modules: `LowRankLocallyConnected1d/2d/3d` (aliases `LRLC1d/2d/3d`) and
+`LocallyConnected1d/2d/3d`, for sequences (NCL), images (NCHW) and volumes (NCDHW).
 
-The math lives in `lrlc_torch.functional`; validation and geometry come from
-`lrlc_numpy.LRLCConfig`; initial values from `lrlc_numpy` (spec section 10).
+As in `torch.nn`'s `_ConvNd`, one rank-generic base class holds everything (`_LRLCNd`,
+`_LocallyConnectedNd`) and the 1-D, 2-D and 3-D classes differ only in their spatial rank
+(spec section 17). The math lives in `lrlc_torch.functional`; validation and geometry come
+from `lrlc_numpy.LRLCConfig`; initial values from `lrlc_numpy` (spec section 10).
 """
 
 from __future__ import annotations
@@ -22,7 +25,17 @@ from . import checkpoint, compiled, functional
 from .checkpoint import FLOAT_DTYPES, from_neutral, lc_from_neutral, lc_to_neutral, to_neutral
 from .costs import choose_strategy
 
-__all__ = ["LRLC2d", "LocallyConnected2d", "LowRankLocallyConnected2d"]
+__all__ = [
+    "LRLC1d",
+    "LRLC2d",
+    "LRLC3d",
+    "LocallyConnected1d",
+    "LocallyConnected2d",
+    "LocallyConnected3d",
+    "LowRankLocallyConnected1d",
+    "LowRankLocallyConnected2d",
+    "LowRankLocallyConnected3d",
+]
 
 
 class _DeprecatedAlias:
@@ -33,16 +46,18 @@ class _DeprecatedAlias:
         self.replacement, self.note = replacement, note
 
     def __set_name__(self, owner, name):
-        self.message = f"{owner.__name__}.{name} is deprecated; use {self.replacement}{self.note}"
+        self.name = name
 
     def __get__(self, instance, owner):
         target = getattr(owner if instance is None else instance, self.replacement)
+        # Named after the class it is read from (LRLC2d, not the shared base).
+        message = f"{owner.__name__}.{self.name} is deprecated; use {self.replacement}{self.note}"
 
         def alias(*args, **kwargs):
-            warnings.warn(self.message, DeprecationWarning, stacklevel=2)
+            warnings.warn(message, DeprecationWarning, stacklevel=2)
             return target(*args, **kwargs)
 
-        alias.__doc__ = self.message
+        alias.__doc__ = message
         return alias
 
 
@@ -94,15 +109,46 @@ class GLayer(nn.Module):
         return f"kernel={tuple(self.kernel.shape)}, bias={tuple(self.bias.shape)}"
 
 
-class LowRankLocallyConnected2d(nn.Module):
-    """Low-rank locally connected layer (paper eqs. 2-6, Algorithm 1) on NCHW input.
+def _spatial_size(owner: str, spatial_dims: int, input_size):
+    """`input_size` for a layer of `spatial_dims` axes: an int is the same size on every
+    axis (as `nn.Conv3d` reads an int kernel_size); a tuple of another length is refused
+    here, naming the layer's rank, rather than read as a layer of another rank."""
+    if isinstance(input_size, int) and not isinstance(input_size, bool):
+        return (input_size,) * spatial_dims
+    if isinstance(input_size, (tuple, list)) and len(input_size) != spatial_dims:
+        raise ValueError(
+            f"{owner}: input_size {input_size!r} has {len(input_size)} spatial axes; this is a "
+            f"{spatial_dims}-D layer, expected an int or {spatial_dims} ints"
+        )
+    return input_size
 
-    Arguments mirror `nn.Conv2d` plus the LRLC fields of `lrlc_numpy.LRLCConfig` (spec
+
+def _check_rank(cls, config: LRLCConfig) -> None:
+    """Raise unless `config` has the spatial rank of the layer class `cls`."""
+    if not isinstance(config, LRLCConfig):
+        raise TypeError(f"from_lrlc_config expects an LRLCConfig, got {type(config).__name__}")
+    if config.spatial_dims != cls.spatial_dims:
+        raise ValueError(
+            f"{cls.__name__}.from_lrlc_config: the config has spatial rank "
+            f"{config.spatial_dims} (input_size {config.input_size}); {cls.__name__} is a "
+            f"{cls.spatial_dims}-D layer: use the {config.spatial_dims}d class"
+        )
+
+
+class _LRLCNd(nn.Module):
+    """Low-rank locally connected layer (paper eqs. 2-6, Algorithm 1) on channels-first
+    input with `spatial_dims` grid axes: NCL (`LRLC1d`), NCHW (`LRLC2d`) or NCDHW
+    (`LRLC3d`); spec sections 2-11 and 17.
+
+    Arguments mirror `nn.Conv1d/2d/3d` plus the LRLC fields of `lrlc_numpy.LRLCConfig` (spec
     section 2): `rank` K basis filter banks are combined at each output position with
-    weights normalised over K; `input_size` (H, W) fixes the output grid those weights and
-    the spatial biases live on, and every input must have that size. `padding` is 'valid',
-    'same' (TensorFlow's rule for any stride, asymmetric where needed), an int, a pair, or
-    ((top, bottom), (left, right)).
+    weights normalised over K; `input_size` (one int per axis; an int for every axis) fixes
+    the output grid those weights and the spatial biases live on, and every input must have
+    that size. `kernel_size`, `stride` and `dilation` take an int or one int per axis;
+    `padding` is 'valid', 'same' (TensorFlow's rule for any stride, asymmetric where
+    needed), an int, one int per axis, or one (before, after) pair per axis, e.g.
+    ((top, bottom), (left, right)) in 2-D. 'rowcol' (the default) gives each grid axis a
+    logit table and a bias vector (2-D and 3-D); a 1-D layer takes combining='full'.
 
     `kernel_size` and `dilation` may be lists of `rank` entries, one per basis (a mixed
     basis, spec section 16; padding 'same').
@@ -110,12 +156,15 @@ class LowRankLocallyConnected2d(nn.Module):
     Parameters carry the neutral names (`state_dict` keys `basis`, `row_logits`,
     `g.reduce.kernel`, ...), in neutral layout except the basis, kept as convolution weights
     so that `channels_last` applies to it as to `nn.Conv2d.weight`: `basis` is (K C_out,
-    C_in, kh, kw), member k at rows k C_out ... (k + 1) C_out - 1; a mixed basis has
-    `basis.0` ... `basis.{K-1}` (an `nn.ParameterList`), each (C_out, C_in, kh_k, kw_k).
+    C_in, *kernel), member k at rows k C_out ... (k + 1) C_out - 1; a mixed basis has
+    `basis.0` ... `basis.{K-1}` (an `nn.ParameterList`), each (C_out, C_in, *kernel_k).
     `neutral_params()` and checkpoints give the neutral layouts. `strategy` picks the
-    evaluation ('auto', 'conv', 'lc'). Input is (B, C_in, H, W), or (C_in, H, W) for one
+    evaluation ('auto', 'conv', 'lc'). Input is (B, C_in, *grid), or (C_in, *grid) for one
     example, as for `nn.Conv2d`.
     """
+
+    spatial_dims: int  # set by the 1-D, 2-D and 3-D classes
+    _conv_type: type[nn.Module]
 
     def __init__(
         self,
@@ -138,13 +187,14 @@ class LowRankLocallyConnected2d(nn.Module):
         dtype=None,
     ):
         super().__init__()
-        _check_dtype(type(self).__name__, dtype)
+        owner = type(self).__name__
+        _check_dtype(owner, dtype)
         self.config = LRLCConfig(
             in_channels,
             out_channels,
             kernel_size,
             rank,
-            input_size,
+            _spatial_size(owner, self.spatial_dims, input_size),
             stride=stride,
             dilation=dilation,
             padding=padding,
@@ -184,9 +234,9 @@ class LowRankLocallyConnected2d(nn.Module):
     def from_lrlc_config(
         cls, config: LRLCConfig, *, strategy: str = "auto", device=None, dtype=None
     ):
-        """A freshly initialised layer for `config`."""
-        if not isinstance(config, LRLCConfig):
-            raise TypeError(f"from_lrlc_config expects an LRLCConfig, got {type(config).__name__}")
+        """A freshly initialised layer for `config`, which must have this class's spatial rank
+        (ValueError naming both otherwise)."""
+        _check_rank(cls, config)
         fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
         return cls(**fields, strategy=strategy, device=device, dtype=dtype)
 
@@ -228,33 +278,34 @@ class LowRankLocallyConnected2d(nn.Module):
         return {"device": reference.device, "dtype": reference.dtype}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C_in, H, W) -> (B, C_out, H_out, W_out), with (H, W) == `input_size`; one
-        unbatched (C_in, H, W) example gives (C_out, H_out, W_out)."""
+        """(B, C_in, *grid) -> (B, C_out, *out), with grid == `input_size`; one unbatched
+        (C_in, *grid) example gives (C_out, *out)."""
         _refuse_jit_tracing(self)
         return compiled.forward(x, self._params(), self.config, strategy=self.strategy)
 
     def combining_weights(self, x: torch.Tensor | None = None) -> torch.Tensor:
-        """Normalised weights (K, H_out, W_out), or (B, K, H_out, W_out) predicted from `x`."""
+        """Normalised weights (K, *out), or (B, K, *out) predicted from `x`."""
         return functional.combining_weights(self._params(), self.config, x)
 
     # Locally connected form (spec section 11)
 
     def locally_connected_kernel(self, x: torch.Tensor | None = None):
         """(weight, bias) of the equivalent locally connected layer, in `LocallyConnected2d`'s
-        layout; an input-dependent layer needs `x` and gives one kernel per example,
-        (B, H_out, W_out, C_out, C_in, kh, kw)."""
+        layout (`LocallyConnected1d/3d`'s in 1-D and 3-D); an input-dependent layer needs `x`
+        and gives one kernel per example, (B, *out, C_out, C_in, *window)."""
         return functional.to_locally_connected(self._params(), self.config, x)
 
-    def to_locally_connected(self) -> LocallyConnected2d:
-        """A `LocallyConnected2d` computing the same outputs (fixed layers only: an
-        input-dependent layer's kernel changes with the input, see `locally_connected_kernel`)."""
+    def to_locally_connected(self) -> _LocallyConnectedNd:
+        """A `LocallyConnected1d/2d/3d` (this layer's rank) computing the same outputs (fixed
+        layers only: an input-dependent layer's kernel changes with the input, see
+        `locally_connected_kernel`)."""
         if self.config.input_dependent:
             raise ValueError(
                 "to_locally_connected: an input-dependent layer has one kernel per example; "
                 "use layer.locally_connected_kernel(x) with functional.locally_connected"
             )
         c = self.config
-        layer = LocallyConnected2d.from_lrlc_config(
+        layer = _LOCALLY_CONNECTED[self.spatial_dims].from_lrlc_config(
             c, bias=c.spatial_bias or c.channel_bias, **self._factory()
         )
         with torch.no_grad():
@@ -336,7 +387,7 @@ class LowRankLocallyConnected2d(nn.Module):
     @classmethod
     def from_conv(
         cls,
-        conv: nn.Conv2d,
+        conv: nn.Module,
         rank: int,
         input_size,
         *,
@@ -344,7 +395,8 @@ class LowRankLocallyConnected2d(nn.Module):
         generator: torch.Generator | None = None,
         **options,
     ):
-        """An LRLC layer that computes exactly `conv` at first, yet can depart from it.
+        """An LRLC layer that computes exactly `conv` (an `nn.Conv1d`, `nn.Conv2d` or
+        `nn.Conv3d`, for `LRLC1d`, `LRLC2d` and `LRLC3d`) at first, yet can depart from it.
 
         Every basis member is the conv's kernel, the channel bias is the conv's bias, the
         spatial biases are zero, and the combining logits are normal with standard
@@ -354,8 +406,11 @@ class LowRankLocallyConnected2d(nn.Module):
         accepted. `options` are further LRLC fields (combining, spatial_bias,
         channel_bias, input_dependent); geometry, device and dtype follow the conv.
         """
-        if not isinstance(conv, nn.Conv2d):
-            raise TypeError(f"from_conv expects an nn.Conv2d, got {type(conv).__name__}")
+        if not isinstance(conv, cls._conv_type):
+            raise TypeError(
+                f"{cls.__name__}.from_conv expects an nn.{cls._conv_type.__name__}, got "
+                f"{type(conv).__name__}"
+            )
         if conv.groups != 1:
             raise ValueError(
                 f"from_conv: conv has groups={conv.groups}; only groups=1 is supported"
@@ -394,7 +449,7 @@ class LowRankLocallyConnected2d(nn.Module):
             **options,
         )
         with torch.no_grad():
-            layer.basis.copy_(weight.detach().repeat(rank, 1, 1, 1))
+            layer.basis.copy_(weight.detach().repeat(rank, *(1,) * (weight.dim() - 1)))
             if layer.config.channel_bias:
                 if conv.bias is None:
                     layer.channel_bias.zero_()
@@ -409,17 +464,57 @@ class LowRankLocallyConnected2d(nn.Module):
         return layer
 
 
-LRLC2d = LowRankLocallyConnected2d
+class LowRankLocallyConnected1d(_LRLCNd):
+    """Low-rank locally connected layer on sequences, NCL input (B, C_in, L) like
+    `nn.Conv1d`; `input_size` is (L,) or an int. Only combining='full' exists in 1-D (spec
+    section 17.2). Otherwise as `LowRankLocallyConnected2d`."""
+
+    spatial_dims = 1
+    _conv_type = nn.Conv1d
 
 
-class LocallyConnected2d(nn.Module):
-    """A locally connected layer: `nn.Conv2d` with a separate filter bank at every output
-    position (spec section 11), on NCHW input of a fixed `input_size`.
+class LowRankLocallyConnected2d(_LRLCNd):
+    """Low-rank locally connected layer (paper eqs. 2-6, Algorithm 1) on NCHW input.
 
-    `weight` is (H_out, W_out, C_out, C_in, kh, kw) and `bias` (C_out, H_out, W_out).
-    Padding, stride and dilation follow `LRLCConfig` ('same' as in TensorFlow). Input is
-    (B, C_in, H, W), or (C_in, H, W) for one example, as for `nn.Conv2d`.
+    Arguments mirror `nn.Conv2d` plus the LRLC fields of `lrlc_numpy.LRLCConfig` (spec
+    section 2); `input_size` (H, W) fixes the output grid the combining weights and the
+    spatial biases live on, and every input must have that size. `padding` is 'valid',
+    'same' (TensorFlow's rule for any stride, asymmetric where needed), an int, a pair, or
+    ((top, bottom), (left, right)). `basis` is (K C_out, C_in, kh, kw). Input is
+    (B, C_in, H, W), or (C_in, H, W) for one example, as for `nn.Conv2d`. The arguments and
+    the parameters are described in full on the shared base, `_LRLCNd`.
     """
+
+    spatial_dims = 2
+    _conv_type = nn.Conv2d
+
+
+class LowRankLocallyConnected3d(_LRLCNd):
+    """Low-rank locally connected layer on volumes, NCDHW input (B, C_in, D, H, W) like
+    `nn.Conv3d`; `input_size` is (D, H, W) or an int. 'rowcol' gives the depth, row and
+    column axes a logit table and a bias vector each (spec section 17.2). Otherwise as
+    `LowRankLocallyConnected2d`."""
+
+    spatial_dims = 3
+    _conv_type = nn.Conv3d
+
+
+LRLC1d = LowRankLocallyConnected1d
+LRLC2d = LowRankLocallyConnected2d
+LRLC3d = LowRankLocallyConnected3d
+
+
+class _LocallyConnectedNd(nn.Module):
+    """A locally connected layer: a convolution with a separate filter bank at every output
+    position (spec sections 11 and 17.5), on channels-first input with `spatial_dims` grid
+    axes (NCL, NCHW or NCDHW) of a fixed `input_size`.
+
+    `weight` is (*out, C_out, C_in, *kernel) and `bias` (C_out, *out).
+    Padding, stride and dilation follow `LRLCConfig` ('same' as in TensorFlow). Input is
+    (B, C_in, *grid), or (C_in, *grid) for one example, as for `nn.Conv2d`.
+    """
+
+    spatial_dims: int  # set by the 1-D, 2-D and 3-D classes
 
     def __init__(
         self,
@@ -436,16 +531,18 @@ class LocallyConnected2d(nn.Module):
         dtype=None,
     ):
         super().__init__()
-        _check_dtype(type(self).__name__, dtype)
+        owner = type(self).__name__
+        _check_dtype(owner, dtype)
         if not isinstance(bias, bool):
-            raise TypeError(f"LocallyConnected2d: bias must be a bool, got {bias!r}")
+            raise TypeError(f"{owner}: bias must be a bool, got {bias!r}")
         # The geometry rules are LRLCConfig's; rank plays no part in a locally connected layer.
         self.config = LRLCConfig(
             in_channels,
             out_channels,
             kernel_size,
             1,
-            input_size,
+            _spatial_size(owner, self.spatial_dims, input_size),
+            combining="full" if self.spatial_dims == 1 else "rowcol",  # 1-D has only 'full'
             stride=stride,
             dilation=dilation,
             padding=padding,
@@ -465,9 +562,9 @@ class LocallyConnected2d(nn.Module):
     def from_lrlc_config(cls, config: LRLCConfig, *, bias: bool = True, device=None, dtype=None):
         """A locally connected layer on the geometry of `config.locally_connected_config()`
         (channels, window, grid, stride, padding, dilation: `config`'s own, or a mixed
-        basis's union window); the LRLC-only fields (rank, combining, ...) play no part."""
-        if not isinstance(config, LRLCConfig):
-            raise TypeError(f"from_lrlc_config expects an LRLCConfig, got {type(config).__name__}")
+        basis's union window); the LRLC-only fields (rank, combining, ...) play no part. The
+        config must have this class's spatial rank."""
+        _check_rank(cls, config)
         window = config.locally_connected_config()
         return cls(
             window.in_channels,
@@ -528,10 +625,41 @@ class LocallyConnected2d(nn.Module):
         if lrlc_numpy.check_lc_shapes(kernel_shape, tuple(params["bias"].shape), self.config):
             raise ValueError(
                 f"locally connected params['kernel'] has shape {kernel_shape}, one kernel "
-                "per example; a LocallyConnected2d holds one for the batch"
+                f"per example; a {type(self).__name__} holds one for the batch"
             )
         if self.bias is None and bias.any():
             raise ValueError("locally connected params: non-zero bias for a layer with bias=False")
         self.weight.copy_(weight.to(self.weight.dtype))
         if self.bias is not None:
             self.bias.copy_(bias.to(self.bias.dtype))
+
+
+class LocallyConnected1d(_LocallyConnectedNd):
+    """A locally connected layer on sequences, NCL input (B, C_in, L) like `nn.Conv1d`:
+    `weight` (L_out, C_out, C_in, k), `bias` (C_out, L_out)."""
+
+    spatial_dims = 1
+
+
+class LocallyConnected2d(_LocallyConnectedNd):
+    """A locally connected layer: `nn.Conv2d` with a separate filter bank at every output
+    position (spec section 11), on NCHW input of a fixed `input_size`.
+
+    `weight` is (H_out, W_out, C_out, C_in, kh, kw) and `bias` (C_out, H_out, W_out).
+    Padding, stride and dilation follow `LRLCConfig` ('same' as in TensorFlow). Input is
+    (B, C_in, H, W), or (C_in, H, W) for one example, as for `nn.Conv2d`.
+    """
+
+    spatial_dims = 2
+
+
+class LocallyConnected3d(_LocallyConnectedNd):
+    """A locally connected layer on volumes, NCDHW input (B, C_in, D, H, W) like `nn.Conv3d`:
+    `weight` (D_out, H_out, W_out, C_out, C_in, kd, kh, kw), `bias` (C_out, D_out, H_out,
+    W_out)."""
+
+    spatial_dims = 3
+
+
+# The locally connected class of each spatial rank (`to_locally_connected`).
+_LOCALLY_CONNECTED = {1: LocallyConnected1d, 2: LocallyConnected2d, 3: LocallyConnected3d}

@@ -1,14 +1,15 @@
 """The locally connected kernel: `apply_banks` applies one filter bank per output position
 to that position's patches, all positions as one batched matrix product (spec section 11).
-`LocallyConnected2d` and `LRLC2d(strategy='lc')` run it.
+`LocallyConnected1d/2d/3d` and `LRLC1d/2d/3d(strategy='lc')` run it.
 
 Banks come from a kernel source: `WeightKernels` reads a locally connected weight as it
 is; `BasisKernels` forms the position banks sum_k w[k, p] basis[k] (eq. 2) of an LRLC layer.
-Positions are processed a block of output rows at a time, so the patches, the banks and
+Positions are processed a block of output rows (slices along the first grid axis: rows in
+2-D, depth slices in 3-D, single positions in 1-D) at a time, so the patches, the banks and
 their gradients exist for one block only: the working memory is two buffers of about
-`BLOCK_BYTES` whatever the layer's size and rank. The padded input is kept as (H_pad,
-W_pad, C_in, B), batch innermost, so that only 2-D transposes (copied by torch in
-cache-sized tiles) reorder large tensors. The backward (spec section 12.3, with the bank
+`BLOCK_BYTES` whatever the layer's size and rank. The padded input is kept as (*grid_pad,
+C_in, B), batch innermost, so that only 2-D transposes (copied by torch in cache-sized
+tiles) reorder large tensors. The backward (spec section 12.3, with the bank
 in place of the basis) is hand-written: d(patches) = bank^T dy folded back onto the input,
 d(bank) = dy patches^T handed block by block to the kernel source.
 
@@ -21,6 +22,7 @@ that nothing branches on the batch size.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -46,8 +48,12 @@ DEVICE_BLOCK_BYTES = {"cuda": 2 * 2**30}
 
 
 def _bank_width(config: LRLCConfig) -> int:
-    kh, kw = config.kernel_size
-    return config.in_channels * kh * kw
+    return config.in_channels * math.prod(config.kernel_size)
+
+
+def _row_positions(config: LRLCConfig) -> int:
+    """Output positions in one output row: one slice along the first grid axis."""
+    return math.prod(config.output_size[1:])
 
 
 def _exporting() -> bool:
@@ -57,26 +63,33 @@ def _exporting() -> bool:
 def _row_blocks(config: LRLCConfig, x: torch.Tensor):
     """(first row, end row) of each block of output rows for the batch `x`; one block when
     the batch is symbolic (torch.export), whose size no branch may read."""
-    out_h, out_w = config.output_size
+    out_h = config.output_size[0]
     batch, itemsize = x.shape[0], x.element_size()
     if not isinstance(batch, int):
         return [(0, out_h)]
-    row_bytes = out_w * _bank_width(config) * max(batch, config.out_channels) * itemsize
+    row_bytes = (
+        _row_positions(config) * _bank_width(config) * max(batch, config.out_channels) * itemsize
+    )
     block_bytes = DEVICE_BLOCK_BYTES.get(x.device.type, BLOCK_BYTES)
     rows = max(1, min(out_h, block_bytes // row_bytes))
     return [(start, min(start + rows, out_h)) for start in range(0, out_h, rows)]
 
 
 def _padded_shape(x: torch.Tensor, config: LRLCConfig):
-    (top, bottom), (left, right) = config.padding_pairs
-    batch, channels, height, width = x.shape
-    return (top + height + bottom, left + width + right, channels, batch)
+    grid = (
+        before + size + after for (before, after), size in zip(config.padding_pairs, x.shape[2:])
+    )
+    return (*grid, x.shape[1], x.shape[0])
 
 
 def _interior(padded: torch.Tensor, x: torch.Tensor, config: LRLCConfig) -> torch.Tensor:
-    """The part of a (H_pad, W_pad, C_in, B) tensor that is x's grid, not padding."""
-    (top, _), (left, _) = config.padding_pairs
-    return padded[top : top + x.shape[2], left : left + x.shape[3]]
+    """The part of a (*grid_pad, C_in, B) tensor that is x's grid, not padding."""
+    return padded[
+        tuple(
+            slice(before, before + size)
+            for (before, _), size in zip(config.padding_pairs, x.shape[2:])
+        )
+    ]
 
 
 def _transposed(a: torch.Tensor, split: int) -> torch.Tensor:
@@ -88,63 +101,69 @@ def _transposed(a: torch.Tensor, split: int) -> torch.Tensor:
 
 
 def batch_last(x: torch.Tensor, config: LRLCConfig) -> torch.Tensor:
-    """x (B, C_in, H, W) zero-padded by `config.padding_pairs`, as (H_pad, W_pad, C_in, B)."""
-    channels_first = _transposed(x, 1).view(*x.shape[1:], x.shape[0])  # (C_in, H, W, B)
+    """x (B, C_in, *grid) zero-padded by `config.padding_pairs`, as (*grid_pad, C_in, B)."""
+    channels_first = _transposed(x, 1).view(*x.shape[1:], x.shape[0])  # (C_in, *grid, B)
+    grid_first = channels_first.movedim(0, -2)  # (*grid, C_in, B)
     if _exporting():  # no in-place copy into a buffer: a pad, which export keeps functional
-        (top, bottom), (left, right) = config.padding_pairs
-        padded = torch.nn.functional.pad(channels_first, (0, 0, left, right, top, bottom))
-        return padded.permute(1, 2, 0, 3).contiguous()
+        spec = (0, 0) + tuple(v for pair in reversed(config.padding_pairs) for v in pair)
+        padded = torch.nn.functional.pad(channels_first, spec)
+        return padded.movedim(0, -2).contiguous()
     padded = x.new_zeros(_padded_shape(x, config))
-    _interior(padded, x, config).copy_(channels_first.permute(1, 2, 0, 3))
+    _interior(padded, x, config).copy_(grid_first)
     return padded
 
 
 def _window_view(padded: torch.Tensor, config: LRLCConfig, start: int, stop: int):
     """The patches of output rows [start, stop) as a strided view of `padded`:
-    (stop - start, W_out, C_in, kh, kw, B)."""
-    (sh, sw), (dh, dw) = config.stride, config.dilation
-    h_stride, w_stride, c_stride, b_stride = padded.stride()
-    shape = (stop - start, config.output_size[1], config.in_channels, *config.kernel_size)
-    strides = (sh * h_stride, sw * w_stride, c_stride, dh * h_stride, dw * w_stride)
-    first_row = padded[start * sh :]  # as_strided then starts where this view starts
-    return first_row.as_strided((*shape, padded.shape[3]), (*strides, b_stride))
+    (stop - start, *out[1:], C_in, *kernel, B)."""
+    n = config.spatial_dims
+    *grid_strides, c_stride, b_stride = padded.stride()
+    shape = (stop - start, *config.output_size[1:], config.in_channels, *config.kernel_size)
+    strides = (
+        *(s * g for s, g in zip(config.stride, grid_strides)),
+        c_stride,
+        *(d * g for d, g in zip(config.dilation, grid_strides)),
+    )
+    first_row = padded[start * config.stride[0] :]  # as_strided then starts where this view starts
+    return first_row.as_strided((*shape, padded.shape[n + 1]), (*strides, b_stride))
 
 
 def extract_patches(padded: torch.Tensor, config: LRLCConfig, start: int, stop: int, out=None):
-    """The patches of output rows [start, stop) as (n, C_in kh kw, B), n = their positions,
-    rows in (c, u, v) order; copied into `out` (a buffer at least that large) when given."""
+    """The patches of output rows [start, stop) as (n, C_in *kernel, B), n = their positions,
+    rows in (c, *tap) order; copied into `out` (a buffer at least that large) when given."""
     window = _window_view(padded, config, start, stop)
-    count = window.shape[0] * window.shape[1]
+    count = math.prod(window.shape[: config.spatial_dims])
     if out is None:
-        return window.reshape(count, _bank_width(config), padded.shape[3])
+        return window.reshape(count, _bank_width(config), padded.shape[-1])
     out = out[:count]
     out.view(window.shape).copy_(window)
     return out
 
 
 def _extract_patches_vjp(dpadded, dpatches, config: LRLCConfig, start: int, stop: int) -> None:
-    """Add the patch gradients (n, C_in kh kw, B) of output rows [start, stop) onto `dpadded`
-    (the adjoint of `extract_patches`): one strided add per kernel offset (u, v), since
+    """Add the patch gradients (n, C_in *kernel, B) of output rows [start, stop) onto
+    `dpadded` (the adjoint of `extract_patches`): one strided add per kernel offset, since
     windows overlap."""
-    (sh, sw), (dh, dw) = config.stride, config.dilation
-    rows, out_w = stop - start, config.output_size[1]
-    kh, kw = config.kernel_size
-    grid = dpatches.view(rows, out_w, config.in_channels, kh, kw, dpatches.shape[-1])
-    for u in range(kh):
-        top = start * sh + u * dh
-        for v in range(kw):
-            target = dpadded[top : top + (rows - 1) * sh + 1 : sh, v * dw :: sw][:, :out_w]
-            target.add_(grid[:, :, :, u, v])
+    n, out = config.spatial_dims, (stop - start, *config.output_size[1:])
+    grid = dpatches.view(*out, config.in_channels, *config.kernel_size, dpatches.shape[-1])
+    for tap in itertools.product(*map(range, config.kernel_size)):
+        first = [u * d for u, d in zip(tap, config.dilation)]
+        first[0] += start * config.stride[0]
+        target = dpadded[
+            tuple(
+                slice(f, f + (size - 1) * s + 1, s) for f, size, s in zip(first, out, config.stride)
+            )
+        ]
+        target.add_(grid[(slice(None),) * (n + 1) + tap])
 
 
 class WeightKernels:
-    """Banks read from a locally connected weight (H_out, W_out, C_out, C_in, kh, kw); their
-    gradient is written straight into a gradient of the weight's shape."""
+    """Banks read from a locally connected weight (*out, C_out, C_in, *kernel) of `config`'s
+    geometry; their gradient is written straight into a gradient of the weight's shape."""
 
-    def __init__(self, weight: torch.Tensor):
+    def __init__(self, weight: torch.Tensor, config: LRLCConfig):
         self.shape = weight.shape
-        out_channels, in_channels, kh, kw = weight.shape[2:]
-        self.weight = weight.reshape(-1, out_channels, in_channels * kh * kw)
+        self.weight = weight.reshape(-1, config.out_channels, _bank_width(config))
         self.grad = None
 
     def banks(self, start: int, stop: int) -> torch.Tensor:
@@ -164,7 +183,7 @@ class WeightKernels:
 
 class BasisKernels:
     """The position banks (eq. 2; `functional.position_banks`) of a stacked LRLC basis
-    (K C_out, C_in, kh, kw) and fixed weights (K, H_out, W_out), formed block by block into
+    (K C_out, C_in, *kernel) and fixed weights (K, *out), formed block by block into
     one reused buffer, which then also takes the block's bank gradients (the backward is
     done with a block's banks when it asks for `grad_buffer`). `accumulate` contracts those
     to d(basis) (summed over positions) and d(w) (per position)."""
@@ -173,7 +192,7 @@ class BasisKernels:
         rank = weights.shape[0]
         self.basis_shape = basis.shape
         self.weights = weights.flatten(1).t().contiguous()  # (P, K)
-        self.basis = basis.reshape(rank, math.prod(basis.shape) // rank)  # (K, C_out C_in kh kw)
+        self.basis = basis.reshape(rank, math.prod(basis.shape) // rank)  # (K, C_out C_in *kernel)
         out_channels = basis.shape[0] // rank
         self.bank_shape = (out_channels, self.basis.shape[1] // out_channels)
         self.buffer = None
@@ -210,13 +229,13 @@ class BasisKernels:
 
 
 def apply_banks(x: torch.Tensor, kernels, config: LRLCConfig) -> torch.Tensor:
-    """y[b, o, p] = sum_{c, u, v} bank_p[o, (c, u, v)] patch_p[(c, u, v), b], no bias.
+    """y[b, o, p] = sum_{c, tap} bank_p[o, (c, tap)] patch_p[(c, tap), b], no bias.
 
-    Returns (B, C_out, H_out, W_out) as a transposed view of a (C_out, B, H_out, W_out)
-    tensor: adding the bias (or `.contiguous()`) makes it NCHW in one pass.
+    Returns (B, C_out, *out) as a transposed view of a (C_out, B, *out) tensor: adding the
+    bias (or `.contiguous()`) makes it channels-first in one pass.
     """
     batch = x.shape[0]
-    out_h, out_w = config.output_size
+    out, out_w = config.output_size, _row_positions(config)
     padded = batch_last(x, config)
     blocks = _row_blocks(config, x)
     if _exporting():  # out-of-place: the exported program is differentiated op by op
@@ -230,7 +249,7 @@ def apply_banks(x: torch.Tensor, kernels, config: LRLCConfig) -> torch.Tensor:
             ]
         )
     else:
-        y = x.new_empty(out_h * out_w, config.out_channels, batch)
+        y = x.new_empty(math.prod(out), config.out_channels, batch)
         buffer = None
         for start, stop in blocks:
             first, end = start * out_w, stop * out_w
@@ -239,14 +258,14 @@ def apply_banks(x: torch.Tensor, kernels, config: LRLCConfig) -> torch.Tensor:
             block = extract_patches(padded, config, start, stop, buffer)
             torch.bmm(kernels.banks(first, end), block, out=y[first:end])
     y = _transposed(y, 1)  # (P, C_out, B) -> (C_out, B, P)
-    return y.view(config.out_channels, batch, out_h, out_w).transpose(0, 1)
+    return y.view(config.out_channels, batch, *out).transpose(0, 1)
 
 
 def apply_banks_vjp(x, dy, kernels, config: LRLCConfig, *, need_x: bool, need_kernels: bool):
     """The gradient for x (None unless `need_x`); with `need_kernels`, hands each block's
     bank gradients d(bank_p) = dy_p patch_p^T to `kernels.accumulate`."""
     batch = x.shape[0]
-    out_w = config.output_size[1]
+    out_w = _row_positions(config)
     # dy (B, C_out, P) as (P, C_out, B): swap the leading axes, then a 2-D transpose.
     dy_rows = _transposed(dy.transpose(0, 1), 2)
     dy_rows = dy_rows.view(math.prod(dy.shape[2:]), config.out_channels, batch)
@@ -268,5 +287,5 @@ def apply_banks_vjp(x, dy, kernels, config: LRLCConfig, *, need_x: bool, need_ke
             kernels.accumulate(first, end, dbanks)
     if not need_x:
         return None
-    channels_first = _interior(dpadded, x, config).permute(2, 0, 1, 3)  # (C_in, H, W, B)
-    return _transposed(channels_first, 3).view(x.shape)
+    channels_first = _interior(dpadded, x, config).movedim(-2, 0)  # (C_in, *grid, B)
+    return _transposed(channels_first, x.dim() - 1).view(x.shape)

@@ -1,4 +1,5 @@
-"""Model surgery: replace chosen `nn.Conv2d` modules of a network by LRLC layers."""
+"""Model surgery: replace chosen `nn.Conv1d`, `nn.Conv2d` and `nn.Conv3d` modules of a network
+by LRLC layers of the same rank."""
 
 from __future__ import annotations
 
@@ -7,13 +8,32 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .layers import LowRankLocallyConnected2d
+from .layers import (
+    LowRankLocallyConnected1d,
+    LowRankLocallyConnected2d,
+    LowRankLocallyConnected3d,
+)
 
 __all__ = ["convert_convs"]
 
+# The LRLC layer that upgrades each kind of convolution.
+_UPGRADES = {
+    nn.Conv1d: LowRankLocallyConnected1d,
+    nn.Conv2d: LowRankLocallyConnected2d,
+    nn.Conv3d: LowRankLocallyConnected3d,
+}
 
-def _every_conv(name: str, conv: nn.Conv2d) -> bool:
+
+def _every_conv(name: str, conv: nn.Module) -> bool:
     return True
+
+
+def _upgrade(module: nn.Module):
+    """The LRLC class for a convolution module, or None for any other module."""
+    for conv_type, layer_type in _UPGRADES.items():
+        if isinstance(module, conv_type):
+            return layer_type
+    return None
 
 
 def convert_convs(
@@ -21,12 +41,14 @@ def convert_convs(
     example_input: torch.Tensor,
     rank: int,
     *,
-    predicate: Callable[[str, nn.Conv2d], bool] = _every_conv,
+    predicate: Callable[[str, nn.Module], bool] = _every_conv,
     generator: torch.Generator | None = None,
     **options,
 ) -> list[str]:
     """Replace, in place, every `nn.Conv2d` of `model` for which `predicate(name, conv)` holds
-    by `LowRankLocallyConnected2d.from_conv(conv, rank, input_size, **options)`.
+    by `LowRankLocallyConnected2d.from_conv(conv, rank, input_size, **options)`, and likewise
+    every chosen `nn.Conv1d` by `LowRankLocallyConnected1d` and `nn.Conv3d` by
+    `LowRankLocallyConnected3d` (`options` apply to all; a 1-D layer needs combining='full').
 
     An LRLC layer needs its input size, so one forward pass on `example_input` (in eval
     mode and without gradients, so batch-norm statistics are left alone) records the
@@ -60,13 +82,13 @@ def convert_convs(
     chosen = {
         name: module
         for name, module in model.named_modules()
-        if isinstance(module, nn.Conv2d) and predicate(name, module)
+        if _upgrade(module) is not None and predicate(name, module)
     }
-    sizes: dict[str, tuple[int, int]] = {}
+    sizes: dict[str, tuple[int, ...]] = {}
 
     def recorder(name):
         def hook(module, args):
-            size = tuple(args[0].shape[-2:])
+            size = tuple(args[0].shape[-_upgrade(module).spatial_dims :])
             if sizes.setdefault(name, size) != size:
                 raise ValueError(
                     f"convert_convs: {name!r} sees inputs of sizes {sizes[name]} and {size}; "
@@ -94,7 +116,7 @@ def convert_convs(
     layers, problems = {}, []
     for name, conv in chosen.items():
         try:
-            layers[name] = LowRankLocallyConnected2d.from_conv(
+            layers[name] = _upgrade(conv).from_conv(
                 conv, rank, sizes[name], generator=generator, **options
             )
         except (TypeError, ValueError) as err:

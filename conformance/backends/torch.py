@@ -77,6 +77,8 @@ class Backend:
     # lrlc_torch has the mixed basis of spec section 16 (Algorithm 1 by groups, 'lc' and
     # conversion on the union window).
     supports_mixed_basis = True
+    # Sequences, images and volumes (spec section 17): LRLC1d, LRLC2d, LRLC3d.
+    spatial_dims = (1, 2, 3)
 
     def __init__(self, strategy: str = "auto", *, compiled: bool = False, **unknown):
         self.name = strategy_adapter_name("torch", strategy, unknown, ("strategy", "compiled"))
