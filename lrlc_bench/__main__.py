@@ -66,7 +66,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--full", action="store_const", dest="ranks", const=ALL_RANKS, help=f"ranks {ALL_RANKS}"
     )
     parser.add_argument(
-        "--input-size", type=int, nargs=2, default=DEFAULTS.input_size, metavar=("H", "W")
+        "--input-size",
+        type=int,
+        nargs="+",
+        default=DEFAULTS.input_size,
+        metavar="N",
+        help="the grid: one size (a sequence, 1-D layers), two (an image, the default "
+        "%(default)s) or three (a volume, 3-D layers)",
     )
     parser.add_argument(
         "--channels",

@@ -280,9 +280,10 @@ def markdown(results: dict) -> str:
     """The timing table, the memory table and the targets, as one markdown text."""
     s = results["settings"]
     lines = [
-        f"Device {s['device']}, batch {s['batch']}, {s['input_size'][0]}×{s['input_size'][1]} "
-        f"input, {s['in_channels']} → {s['out_channels']} channels, {s['kernel_size']}×"
-        f"{s['kernel_size']} kernel, padding '{s['padding']}', float32. Median of ≥ "
+        f"Device {s['device']}, batch {s['batch']}, {'×'.join(map(str, s['input_size']))} "
+        f"input, {s['in_channels']} → {s['out_channels']} channels, "
+        f"{'×'.join([str(s['kernel_size'])] * len(s['input_size']))} kernel, padding "
+        f"'{s['padding']}', float32. Median of ≥ "
         f"{s['min_runs']} runs (more until {s['budget_s']} s) after {s['warmup']} warm-up; "
         "in brackets, the ratio to the plain convolution measured in the same process.",
         "",

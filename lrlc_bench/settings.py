@@ -73,7 +73,7 @@ class Settings:
     device: str = "cpu"
     batch: int = 64
     ranks: tuple[int, ...] = DEFAULT_RANKS
-    input_size: tuple[int, int] = (32, 32)
+    input_size: tuple[int, ...] = (32, 32)  # 1, 2 or 3 axes: a sequence, image or volume
     in_channels: int = 64
     out_channels: int = 64
     kernel_size: int = 3
@@ -103,7 +103,9 @@ class Settings:
 
     def lrlc_config(self, rank: int, *, input_dependent: bool = False) -> LRLCConfig:
         """The LRLC layer benchmarked at `rank`: the paper's default 'rowcol' combining with
-        softmax, or 'full' combining predicted from the input (which eq. 6 requires)."""
+        softmax, or 'full' combining predicted from the input (which eq. 6 requires). A 1-D
+        layer has 'full' only (spec section 17.2)."""
+        full = input_dependent or len(self.input_size) == 1
         return LRLCConfig(
             self.in_channels,
             self.out_channels,
@@ -111,9 +113,14 @@ class Settings:
             rank,
             self.input_size,
             padding=self.padding,
-            combining="full" if input_dependent else "rowcol",
+            combining="full" if full else "rowcol",
             input_dependent=input_dependent,
         )
+
+    @property
+    def spatial_dims(self) -> int:
+        """1, 2 or 3: the layers are Conv1d/LRLC1d, Conv2d/LRLC2d or Conv3d/LRLC3d."""
+        return len(self.input_size)
 
     def measured(self, op: str) -> tuple[str, ...]:
         """The modes in which `op` is timed."""

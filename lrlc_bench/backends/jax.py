@@ -17,9 +17,18 @@ from ..settings import OP_STRATEGIES
 from . import Unavailable
 
 
+# Channels-last data and kernel layouts of 1, 2 and 3 spatial axes.
+_DIMENSION_NUMBERS = {
+    1: ("NWC", "WIO", "NWC"),
+    2: ("NHWC", "HWIO", "NHWC"),
+    3: ("NDHWC", "DHWIO", "NDHWC"),
+}
+
+
 def _conv(params, x):
+    n = x.ndim - 2
     y = lax.conv_general_dilated(
-        x, params["kernel"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        x, params["kernel"], (1,) * n, "SAME", dimension_numbers=_DIMENSION_NUMBERS[n]
     )
     return y + params["bias"]
 
@@ -66,7 +75,7 @@ class Backend:
             # XLA's CPU client sizes its thread pool from the visible cores unless XLA_FLAGS
             # says otherwise.
             "threads": {"XLA_FLAGS": os.environ.get("XLA_FLAGS", "")},
-            "layout": "NHWC",
+            "layout": self.settings.lrlc_config(1).layouts[0],
             "dtype": "float32",
             "device_name": self.device.device_kind,
             # JAX's default precision: TF32 for float32 convolutions and products on GPUs.
@@ -86,8 +95,9 @@ class Backend:
         s = self.settings
         if op in ("conv", "conv_k"):
             width = s.out_channels * (rank if op == "conv_k" else 1)
-            fan_in = s.kernel_size**2 * s.in_channels
-            kernel = self._random((s.kernel_size, s.kernel_size, s.in_channels, width))
+            window = (s.kernel_size,) * s.spatial_dims
+            fan_in = s.kernel_size**s.spatial_dims * s.in_channels
+            kernel = self._random((*window, s.in_channels, width))
             # float32 whatever jax_enable_x64 says (a NumPy float64 scalar or jnp.zeros'
             # default dtype would widen it when x64 is on, as in the test process).
             scale = np.float32(1 / np.sqrt(fan_in))

@@ -45,7 +45,7 @@ class Backend:
                 "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
                 "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
             },
-            "layout": "NHWC",
+            "layout": self.settings.lrlc_config(1).layouts[0],
             "dtype": "float32",
             "jit_compile": self.settings.tf_jit_compile,
         }
@@ -63,11 +63,13 @@ class Backend:
         s = self.settings
         if op in ("conv", "conv_k"):
             width = s.out_channels * (rank if op == "conv_k" else 1)
-            layer = keras.layers.Conv2D(width, s.kernel_size, padding="same")
+            conv = getattr(keras.layers, f"Conv{s.spatial_dims}D")
+            layer = conv(width, s.kernel_size, padding="same")
         else:
             config = s.lrlc_config(rank, input_dependent=op == "lrlc_input_dependent")
             strategy = OP_STRATEGIES.get(op, "auto")
-            layer = lrlc_tf.LRLC2D.from_lrlc_config(config, strategy=strategy)
+            lrlc = getattr(lrlc_tf, f"LRLC{s.spatial_dims}D")
+            layer = lrlc.from_lrlc_config(config, strategy=strategy)
         layer.build((s.batch, *s.input_size, s.in_channels))
         return layer.to_locally_connected() if op == "lc" else layer
 

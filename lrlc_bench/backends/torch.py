@@ -31,7 +31,7 @@ class _Routed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         layer = self.layer
-        if isinstance(layer, lrlc_torch.LocallyConnected2d):
+        if not hasattr(layer, "strategy"):  # a LocallyConnected{1,2,3}d layer
             return compiled.locally_connected(x, layer.weight, layer.bias, layer.config)
         params = dict(layer.named_parameters())
         return compiled.forward(x, params, layer.config, strategy=layer.strategy)
@@ -61,7 +61,7 @@ class Backend:
                 "intra_op": torch.get_num_threads(),
                 "inter_op": torch.get_num_interop_threads(),
             },
-            "layout": "NCHW",
+            "layout": self.settings.lrlc_config(1).layouts[1],
             "dtype": "float32",
             "lrlc_path": "compiled" if compiled.enabled(self.device) else "eager",
         }
@@ -80,10 +80,12 @@ class Backend:
         factory = {"device": self.device, "dtype": torch.float32}
         if op in ("conv", "conv_k"):
             width = s.out_channels * (rank if op == "conv_k" else 1)
-            return nn.Conv2d(s.in_channels, width, s.kernel_size, padding="same", **factory)
+            conv = getattr(nn, f"Conv{s.spatial_dims}d")
+            return conv(s.in_channels, width, s.kernel_size, padding="same", **factory)
         config = s.lrlc_config(rank, input_dependent=op == "lrlc_input_dependent")
         strategy = OP_STRATEGIES.get(op, "auto")
-        layer = lrlc_torch.LRLC2d.from_lrlc_config(config, strategy=strategy, **factory)
+        lrlc = getattr(lrlc_torch, f"LRLC{s.spatial_dims}d")
+        layer = lrlc.from_lrlc_config(config, strategy=strategy, **factory)
         return _Routed(layer.to_locally_connected() if op == "lc" else layer)
 
     def chosen_strategy(self, rank: int) -> str:
