@@ -4,8 +4,10 @@
     layer = lrlc_tf.LRLC2D(64, 3, rank=4, input_size=(32, 32), padding="same")
 
 `LowRankLocallyConnected2D` (alias `LRLC2D`) and `LocallyConnected2D` are Keras layers
-(`layers`), registered for `.keras` saving under the package name "lrlc". They run under
-KERAS_BACKEND tensorflow, jax or torch, each time on that framework's own lrlc code
+(`layers`), with the same surface for sequences (`LRLC1D`, `LocallyConnected1D`) and
+volumes (`LRLC3D`, `LocallyConnected3D`; spec section 17), registered for `.keras`
+saving under the package name "lrlc". They run under KERAS_BACKEND tensorflow, jax or
+torch, each time on that framework's own lrlc code
 (`ops`). The TensorFlow computation as pure functions of a neutral params dict is in
 `functional`, the locally connected kernel in `positionwise`, the strategy rule's costs in
 `costs`, and the neutral safetensors checkpoint of spec section 13 in `checkpoint`; these
@@ -17,7 +19,17 @@ import importlib
 from lrlc_numpy import __version__  # the one version of the lrlc distribution
 
 from . import ops
-from .layers import LRLC2D, LocallyConnected2D, LowRankLocallyConnected2D
+from .layers import (
+    LRLC1D,
+    LRLC2D,
+    LRLC3D,
+    LocallyConnected1D,
+    LocallyConnected2D,
+    LocallyConnected3D,
+    LowRankLocallyConnected1D,
+    LowRankLocallyConnected2D,
+    LowRankLocallyConnected3D,
+)
 
 # TensorFlow's modules, and the names re-exported from them: loaded on first access.
 _TENSORFLOW_MODULES = ("checkpoint", "costs", "functional", "positionwise")
@@ -43,9 +55,15 @@ def __getattr__(name):
 
 __all__ = [
     "__version__",
+    "LRLC1D",
     "LRLC2D",
+    "LRLC3D",
+    "LocallyConnected1D",
     "LocallyConnected2D",
+    "LocallyConnected3D",
+    "LowRankLocallyConnected1D",
     "LowRankLocallyConnected2D",
+    "LowRankLocallyConnected3D",
     "checkpoint",
     "choose_strategy",
     "combining_weights",

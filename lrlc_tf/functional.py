@@ -1,6 +1,9 @@
 """LRLC layers as pure TensorFlow functions of a neutral params dict (spec/SPEC.md), in
 canonical layouts (NHWC data, basis (K, kh, kw, C_in, C_out), or a mixed basis's basis.k
-(kh_k, kw_k, C_in, C_out), spec section 16); they compute in the dtype of `x`.
+(kh_k, kw_k, C_in, C_out), spec section 16); they compute in the dtype of `x`. Every
+function is generic in the number n of spatial axes (spec section 17): data (B, *grid, C)
+(NLC, NHWC, NDHWC), basis (K, *kernel, C_in, C_out), weights (*out, K); the docstrings
+write the 2-D case.
 
 Every public function checks its arguments before any work (spec section 14), on static
 shapes, so inside tf.function once per trace: TypeError or ValueError naming the argument,
@@ -13,6 +16,8 @@ at rank 1 with softmax `_single_convolution`), 'lc' the locally connected form
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Mapping
 
 import tensorflow as tf
@@ -148,25 +153,39 @@ def _native_padding(config: LRLCConfig, group: BasisGroup):
     pairs = group.padding_pairs
     if all(pad == 0 for pair in pairs for pad in pair):
         return "VALID"
-    native_stride = group.dilation == (1, 1) or config.stride == (1, 1)
+    native_stride = _all_ones(group.dilation) or _all_ones(config.stride)
     same = resolve_padding(
         "same", config.input_size, group.kernel_size, config.stride, group.dilation
     )
     return "SAME" if native_stride and pairs == same else None
 
 
+# TensorFlow's names of the channels-last layouts, by number of spatial axes.
+_TF_LAYOUTS = {1: "NWC", 2: "NHWC", 3: "NDHWC"}
+
+
+def _all_ones(values) -> bool:
+    return all(v == 1 for v in values)
+
+
 def _convolution(x, kernel, config: LRLCConfig, group: BasisGroup):
-    """`x` convolved with `kernel` on `group`'s padding and dilation, at `config`'s stride. A
-    dilated window goes through tf.nn.convolution (TF's CPU tf.nn.conv2d has no dilated
-    float64 gradient), which allows stride 1 only, so the stride is then a subsampling."""
+    """`x` convolved with `kernel` on `group`'s padding and dilation, at `config`'s stride
+    (tf.nn.convolution: conv1d, conv2d or conv3d by rank). A dilated window runs at stride 1
+    (TF's dilated convolution allows no other, and its CPU tf.nn.conv2d has no dilated
+    float64 gradient), so the stride is then a subsampling."""
     padding = _native_padding(config, group)
     if padding is None:
         x, padding = pad_input(x, config, group.padding_pairs), "VALID"
-    if group.dilation == (1, 1):
-        return tf.nn.conv2d(x, kernel, strides=config.stride, padding=padding)
-    z = tf.nn.convolution(x, kernel, padding=padding, dilations=group.dilation)
-    sh, sw = config.stride
-    return z[:, ::sh, ::sw, :]
+    # Named: TF's eager Conv3D gradient reads a data_format attribute left unset otherwise.
+    data_format = _TF_LAYOUTS[config.spatial_dims]
+    if _all_ones(group.dilation):
+        return tf.nn.convolution(
+            x, kernel, strides=config.stride, padding=padding, data_format=data_format
+        )
+    z = tf.nn.convolution(
+        x, kernel, padding=padding, dilations=group.dilation, data_format=data_format
+    )
+    return z[(slice(None), *(slice(None, None, s) for s in config.stride), slice(None))]
 
 
 def _basis(params, config: LRLCConfig):
@@ -195,7 +214,7 @@ def group_basis(basis, group: BasisGroup):
 
 def stack_responses(responses, config: LRLCConfig):
     """z (B, H_out, W_out, K, C_out) from each of `config.basis_groups`' responses, the K axis
-    in basis order: groups need not be contiguous (spec section 16.3)."""
+    (the second last) in basis order: groups need not be contiguous (spec section 16.3)."""
     check_config(config, "stack_responses")
     groups = config.basis_groups
     if not isinstance(responses, (list, tuple)) or len(responses) != len(groups):
@@ -215,10 +234,11 @@ def stack_responses(responses, config: LRLCConfig):
     if len(responses) == 1:
         return responses[0]
     order = [k for group in groups for k in group.members]
-    z = tf.concat(responses, axis=3)
+    members_axis = config.spatial_dims + 1
+    z = tf.concat(responses, axis=members_axis)
     if order == sorted(order):
         return z
-    return tf.gather(z, [order.index(k) for k in range(config.rank)], axis=3)
+    return tf.gather(z, [order.index(k) for k in range(config.rank)], axis=members_axis)
 
 
 def basis_responses(x, basis, config: LRLCConfig):
@@ -242,10 +262,13 @@ def basis_responses(x, basis, config: LRLCConfig):
     else:
         basis = tf.cast(_shaped(basis, "basis_responses: basis", shapes["basis"]), x.dtype)
     responses = []
+    n = config.spatial_dims
     for group in config.basis_groups:
-        stacked = group_basis(basis, group)
-        members, kh, kw, c_in, c_out = stacked.shape
-        kernel = tf.reshape(tf.transpose(stacked, (1, 2, 3, 0, 4)), (kh, kw, c_in, members * c_out))
+        stacked = group_basis(basis, group)  # (members, *kernel, C_in, C_out)
+        members, *window, c_in, c_out = stacked.shape
+        kernel = tf.reshape(
+            tf.transpose(stacked, (*range(1, n + 2), 0, n + 2)), (*window, c_in, members * c_out)
+        )
         z = _convolution(x, kernel, config, group)
         # The batch from the run-time shape: it may be unknown or 0.
         responses.append(
@@ -257,7 +280,8 @@ def basis_responses(x, basis, config: LRLCConfig):
 @tf.custom_gradient
 def _weighted_sum(responses, weights, *bias):
     """sum_k w[(b,) i, j, k] z[b, i, j, k, o] (+ bias) as a batched (1, K) x (K, C_out)
-    product per position (plain products at rank 1); `bias` is empty or (H_out, W_out, C_out).
+    product per position (plain products at rank 1); `bias` is empty or (H_out, W_out, C_out)
+    ((*out, C_out) in n-D).
 
     The gradient never holds z beside dz: dw is read from z first, dz = w dy made after it,
     and the backward waits for y, on which dy need not depend (docs/performance.md,
@@ -277,7 +301,7 @@ def _weighted_sum(responses, weights, *bias):
             dweights = tf.reduce_sum(responses[..., 0, :] * dy, axis=-1, keepdims=True)
         else:
             dweights = tf.linalg.matvec(responses, dy)  # (B, H_out, W_out, K)
-        if weights.shape.rank == 3:  # shared by the batch
+        if weights.shape.rank == responses.shape.rank - 2:  # shared by the batch
             dweights = tf.reduce_sum(dweights, axis=0)
         with tf.control_dependencies([dweights]):
             dresponses = weights[..., None] * dy[..., None, :]
@@ -290,17 +314,21 @@ def _weighted_sum(responses, weights, *bias):
 def combine(responses, weights, bias=None):
     """Algorithm 1's combination y[b, i, j, o] = sum_k w[i, j, k] z[b, i, j, k, o] + B; `weights`
     (H_out, W_out, K) or per example (B, H_out, W_out, K), `bias` (H_out, W_out, C_out) or None,
-    both cast to the dtype of `responses` (B, H_out, W_out, K, C_out)."""
-    responses = _shaped(responses, "combine: responses", (None,) * 5)
-    _, out_h, out_w, rank, c_out = responses.shape
+    both cast to the dtype of `responses` (B, H_out, W_out, K, C_out). In n-D: responses
+    (B, *out, K, C_out), weights (*out, K) or (B, *out, K), bias (*out, C_out)."""
+    responses = as_floating(responses, "combine: responses")
+    if responses.shape.rank not in (4, 5, 6):
+        raise ValueError(
+            f"combine: responses has shape {tuple(responses.shape)}; expected (B, *out, K, "
+            "C_out) with 1, 2 or 3 grid axes"
+        )
+    _, *out, rank, c_out = responses.shape
     weights = as_floating(weights, "combine: weights")
-    batch = (responses.shape[0],) if weights.shape.rank == 4 else ()
-    weights = tf.cast(
-        _shaped(weights, "combine: weights", (*batch, out_h, out_w, rank)), responses.dtype
-    )
+    batch = (responses.shape[0],) if weights.shape.rank == len(out) + 2 else ()
+    weights = tf.cast(_shaped(weights, "combine: weights", (*batch, *out, rank)), responses.dtype)
     if bias is None:
         return _weighted_sum(responses, weights)
-    bias = tf.cast(_shaped(bias, "combine: bias", (out_h, out_w, c_out)), responses.dtype)
+    bias = tf.cast(_shaped(bias, "combine: bias", (*out, c_out)), responses.dtype)
     return _weighted_sum(responses, weights, bias)
 
 
@@ -361,17 +389,27 @@ def fixed_logits(params, config: LRLCConfig):
             "g_forward(x, params, config)"
         )
     params = _named_params(params, config, "fixed_logits", lambda n: n.endswith("logits"))
-    out_h, out_w = config.output_size
-    shape = (out_h, out_w, config.rank)
-    if config.combining == "rowcol":  # eq. 3: w~ = alpha_i + beta_j
-        rows, cols = params["row_logits"], params["col_logits"]
-        dtype = _common_dtype([rows, cols])
-        return tf.cast(rows, dtype)[:, None, :] + tf.cast(cols, dtype)[None, :, :]
+    shape = (*config.output_size, config.rank)
+    if config.combining == "rowcol":  # eq. 3: w~ = alpha_i + beta_j (+ one table per axis)
+        return _sum_over_axes([params[f"{axis}_logits"] for axis in config.axis_tables], 1)
     if config.combining == "row":
         return tf.broadcast_to(params["row_logits"][:, None, :], shape)
     if config.combining == "col":
         return tf.broadcast_to(params["col_logits"][None, :, :], shape)
     return params["logits"]
+
+
+def _sum_over_axes(tables, trailing: int):
+    """sum_a tables[a] placed on grid axis a: tables[a] is (out_a, *trailing axes), the sum
+    (*out, *trailing axes), in the tables' common dtype (eq. 3 and eq. 5 per axis)."""
+    dtype = _common_dtype(tables)
+    n = len(tables)
+    total = None
+    for axis, table in enumerate(tables):
+        index = tuple(slice(None) if a == axis else None for a in range(n))
+        placed = tf.cast(table, dtype)[index + (slice(None),) * trailing]
+        total = placed if total is None else total + placed
+    return total
 
 
 def normalize_weights(logits, mode: str):
@@ -427,28 +465,38 @@ def _combining_weights(params, config, x):
 # The input-dependent network g (eq. 6; spec section 8)
 
 
+# The names of the grid axes, by their number.
+_GRID_AXES = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}
+
+
 def _positive_int(value, name: str, where: str) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{where}: {name} must be a positive int, got {value!r}")
 
 
 def resize_bilinear(a, size):
-    """Bilinear resize of NHWC `a` to `size` with aligned corners, as two matrix products
-    with the reference's interpolation matrices (a size-1 axis broadcasts)."""
-    a = _shaped(a, "resize_bilinear: a", (None,) * 4)
-    if not isinstance(size, (tuple, list)) or len(size) != 2:
-        raise ValueError(f"resize_bilinear: size must be a pair (height, width), got {size!r}")
-    for axis, n in zip(("height", "width"), size):
-        _positive_int(n, f"size {axis}", "resize_bilinear")
-    if None in a.shape[1:3]:
-        raise ValueError(f"resize_bilinear: a needs a static height and width, got {a.shape}")
-    rows = tf.cast(lrlc_numpy.resize_matrix(a.shape[1], size[0]), a.dtype)
-    cols = tf.cast(lrlc_numpy.resize_matrix(a.shape[2], size[1]), a.dtype)
-    # Two tf.tensordot products (2-D matrix products with run-time reshapes), not einsum,
+    """Bilinear resize of NHWC `a` to `size` with aligned corners, as one matrix product per
+    grid axis with the reference's interpolation matrices (a size-1 axis broadcasts); in
+    n-D, `a` is (B, *grid, C) and `size` has n entries (linear in 1-D, trilinear in 3-D)."""
+    if not isinstance(size, (tuple, list)) or len(size) not in _GRID_AXES:
+        raise ValueError(
+            "resize_bilinear: size must be a pair (height, width), or 1 or 3 ints for a "
+            f"sequence or a volume, got {size!r}"
+        )
+    n = len(size)
+    a = _shaped(a, "resize_bilinear: a", (None,) * (n + 2))
+    for axis, length in zip(_GRID_AXES[n], size):
+        _positive_int(length, f"size {axis}", "resize_bilinear")
+    if None in a.shape[1:-1]:
+        raise ValueError(f"resize_bilinear: a needs a static grid, got {a.shape}")
+    # One tf.tensordot per axis (a 2-D matrix product with run-time reshapes), not einsum,
     # whose lowering writes the batch into a constant shape that TFLite cannot allocate.
-    columns = tf.tensordot(a, cols, axes=[[2], [1]])  # (B, H, C, W_out)
-    resized = tf.tensordot(rows, columns, axes=[[1], [1]])  # (H_out, B, C, W_out)
-    return tf.transpose(resized, (1, 0, 3, 2))
+    for axis in reversed(range(n)):
+        matrix = tf.cast(lrlc_numpy.resize_matrix(a.shape[axis + 1], size[axis]), a.dtype)
+        resized = tf.tensordot(a, matrix, axes=[[axis + 1], [1]])  # the new axis last
+        order = list(range(n + 1))
+        a = tf.transpose(resized, (*order[: axis + 1], n + 1, *order[axis + 1 :]))
+    return a
 
 
 def _dense(a, params, name):
@@ -460,22 +508,47 @@ def _dense(a, params, name):
 
 def depthwise_conv3x3(a, kernel, bias, dilation: int):
     """g's dilated branch: a depthwise 3x3 convolution of NHWC `a`, 'VALID', plus `bias`;
-    `kernel` is (3, 3, K), `bias` (K,), both cast to the dtype of `a`."""
-    a = _shaped(a, "depthwise_conv3x3: a", (None,) * 4)
-    channels = a.shape[3]
-    kernel = tf.cast(_shaped(kernel, "depthwise_conv3x3: kernel", (3, 3, channels)), a.dtype)
+    `kernel` is (3, 3, K), `bias` (K,), both cast to the dtype of `a`. In n-D, `a` is
+    (B, *grid, K) and `kernel` (3,) * n + (K,): TensorFlow's 2-D depthwise convolution on a
+    height-1 grid in 1-D, and in 3-D summed over the three depth taps, each on the depth
+    slices it reads folded into the batch (TensorFlow has no 3-D depthwise convolution)."""
+    a = as_floating(a, "depthwise_conv3x3: a")
+    if a.shape.rank not in (3, 4, 5):
+        raise ValueError(
+            f"depthwise_conv3x3: a has shape {tuple(a.shape)}; expected (B, *grid, K) with "
+            "1, 2 or 3 grid axes"
+        )
+    n, channels = a.shape.rank - 2, a.shape[-1]
+    kernel = _shaped(kernel, "depthwise_conv3x3: kernel", (3,) * n + (channels,))
+    kernel = tf.cast(kernel, a.dtype)
     bias = tf.cast(_shaped(bias, "depthwise_conv3x3: bias", (channels,)), a.dtype)
     _positive_int(dilation, "dilation", "depthwise_conv3x3")
-    if any(n is not None and n <= 2 * dilation for n in a.shape[1:3]):
+    if any(size is not None and size <= 2 * dilation for size in a.shape[1:-1]):
         raise ValueError(
             f"depthwise_conv3x3: a of shape {tuple(a.shape)} is too small for a 3x3 window "
-            f"at dilation {dilation} ('VALID' needs more than {2 * dilation} rows and columns)"
+            f"at dilation {dilation} ('VALID' needs more than {2 * dilation} positions on "
+            "every grid axis)"
         )
-    kernel = _no_gradient_from_no_examples(kernel[:, :, :, None], tf.shape(a)[0])
-    dilated = tf.nn.depthwise_conv2d(
+    kernel = _no_gradient_from_no_examples(kernel[..., None], tf.shape(a)[0])
+    if n == 1:
+        return _depthwise_2d(a[:, None], kernel[None], dilation)[:, 0] + bias
+    if n == 2:
+        return _depthwise_2d(a, kernel, dilation) + bias
+    batch, depth = tf.shape(a)[0], a.shape[1] - 2 * dilation
+    total = None
+    for tap in range(3):
+        sliced = a[:, tap * dilation : tap * dilation + depth]
+        folded = tf.reshape(sliced, tf.concat([[batch * depth], tf.shape(a)[2:]], 0))
+        term = _depthwise_2d(folded, kernel[tap], dilation)
+        total = term if total is None else total + term
+    unfolded = tf.reshape(total, tf.concat([[batch, depth], tf.shape(total)[1:]], 0))
+    return unfolded + bias
+
+
+def _depthwise_2d(a, kernel, dilation: int):
+    return tf.nn.depthwise_conv2d(
         a, kernel, strides=(1, 1, 1, 1), padding="VALID", dilations=(dilation,) * 2
     )
-    return dilated + bias
 
 
 def _no_gradient_from_no_examples(kernel, batch):
@@ -506,7 +579,8 @@ def g_forward(x, params, config: LRLCConfig):
         ).items()
     }
     low = _dense(x, params, "reduce")  # a 1x1 convolution to K channels
-    branches = [low, tf.reduce_mean(low, axis=(1, 2), keepdims=True)]
+    grid_axes = tuple(range(1, config.spatial_dims + 1))
+    branches = [low, tf.reduce_mean(low, axis=grid_axes, keepdims=True)]
     for r in config.g_dilations:
         branches.append(
             depthwise_conv3x3(low, params[f"g.dilated{r}.kernel"], params[f"g.dilated{r}.bias"], r)
@@ -520,7 +594,7 @@ def g_forward(x, params, config: LRLCConfig):
 # ---------------------------------------------------------------------------------------------
 # Biases (eq. 5; spec section 7)
 
-_SPATIAL_BIASES = ("row_bias", "col_bias", "spatial_bias")
+_SPATIAL_BIASES = ("depth_bias", "row_bias", "col_bias", "spatial_bias")
 
 
 def spatial_bias_map(params, config: LRLCConfig):
@@ -529,10 +603,8 @@ def spatial_bias_map(params, config: LRLCConfig):
     params = _named_params(params, config, "spatial_bias_map", _SPATIAL_BIASES.__contains__)
     if not config.spatial_bias:
         return None
-    if config.combining == "rowcol":
-        rows, cols = params["row_bias"], params["col_bias"]
-        dtype = _common_dtype([rows, cols])
-        return tf.cast(rows, dtype)[:, None] + tf.cast(cols, dtype)[None, :]
+    if config.combining == "rowcol":  # one vector per axis, summed over the axes
+        return _sum_over_axes([params[f"{axis}_bias"] for axis in config.axis_tables], 0)
     if config.combining == "row":
         return params["row_bias"][:, None]
     if config.combining == "col":
@@ -545,10 +617,9 @@ def bias_map(params, config: LRLCConfig, dtype):
     biases are off)."""
     dtype = _float_dtype(dtype, "bias_map")
     channel = _named_params(params, config, "bias_map", "channel_bias".__eq__)
-    out_h, out_w = config.output_size
-    bias = tf.zeros((out_h, out_w, config.out_channels), dtype)
+    bias = tf.zeros((*config.output_size, config.out_channels), dtype)
     if config.spatial_bias:
-        bias = bias + tf.cast(spatial_bias_map(params, config), dtype)[:, :, None]
+        bias = bias + tf.cast(spatial_bias_map(params, config), dtype)[..., None]
     if config.channel_bias:
         bias = bias + tf.cast(channel["channel_bias"], dtype)
     return bias
@@ -568,18 +639,21 @@ def embedded_basis(params, config: LRLCConfig):
     if window is config:
         return params["basis"]
     dtype = _common_dtype(params.values())
-    (top, _), (left, _) = window.padding_pairs
+    before = [lo for lo, _ in window.padding_pairs]
+    n = config.spatial_dims
     members = []
-    for name, (dh, dw), ((pad_top, _), (pad_left, _)) in zip(
+    for name, dilation, pads in zip(
         config.basis_names, config.dilations, config.basis_padding_pairs
     ):
         member = tf.cast(params[name], dtype)
-        kh, kw = member.shape[:2]
+        kernel = member.shape[:n]
+        # Tap (u_1, ..., u_n) of this basis sits at window offset before - its pad + u d.
         taps = [
-            [(top - pad_top + u * dh, left - pad_left + v * dw) for v in range(kw)]
-            for u in range(kh)
+            [first - pad + u * d for u, first, (pad, _), d in zip(tap, before, pads, dilation)]
+            for tap in itertools.product(*(range(k) for k in kernel))
         ]
-        members.append(tf.scatter_nd(taps, member, (*window.kernel_size, *member.shape[2:])))
+        flat = tf.reshape(member, (len(taps), *member.shape[n:]))
+        members.append(tf.scatter_nd(taps, flat, (*window.kernel_size, *member.shape[n:])))
     return tf.stack(members)
 
 
@@ -599,7 +673,10 @@ def to_locally_connected(params, config: LRLCConfig, x=None):
         dtype = _common_dtype(params.values())
         params = {name: tf.cast(value, dtype) for name, value in params.items()}
     weights = _combining_weights(params, config, x)
-    equation = "bijk,kuvco->bijuvco" if weights.shape.rank == 4 else "ijk,kuvco->ijuvco"
+    n = config.spatial_dims
+    out, window = "ijl"[:n], "uvw"[:n]
+    batch = "b" if weights.shape.rank == n + 2 else ""
+    equation = f"{batch}{out}k,k{window}co->{batch}{out}{window}co"
     kernel = tf.einsum(equation, weights, tf.cast(embedded_basis(params, config), weights.dtype))
     return kernel, bias_map(params, config, weights.dtype)
 
@@ -608,14 +685,18 @@ def position_banks(weights, basis):
     """Each output position's filter bank sum_k w[i, j, k] F^(k) (eq. 2), flattened for
     `apply_banks`: (H_out W_out, kh kw C_in, C_out), as one matrix product (whose autodiff
     gradient contracts the banks' gradient straight to dw and dF). `weights` is (H_out,
-    W_out, K), fixed; `basis` (K, kh, kw, C_in, C_out) is cast to its dtype."""
-    weights = _shaped(weights, "position_banks: weights", (None, None, None))
-    rank = weights.shape[2]
-    basis = _shaped(basis, "position_banks: basis", (rank, None, None, None, None))
-    _, kh, kw, c_in, c_out = basis.shape
+    W_out, K), fixed; `basis` (K, kh, kw, C_in, C_out) is cast to its dtype. In n-D, weights
+    (*out, K) and basis (K, *kernel, C_in, C_out) give (prod out, prod kernel C_in, C_out)."""
+    basis = as_floating(basis, "position_banks: basis")
+    # The number of grid axes from the basis (K, *kernel, C_in, C_out); 2 if that is mis-ranked.
+    n = basis.shape.rank - 3 if basis.shape.rank in (4, 5, 6) else 2
+    weights = _shaped(weights, "position_banks: weights", (None,) * (n + 1))
+    rank = weights.shape[-1]
+    basis = _shaped(basis, "position_banks: basis", (rank,) + (None,) * (n + 2))
+    *_, c_out = basis.shape
     basis = tf.cast(basis, weights.dtype)
     flat = tf.matmul(tf.reshape(weights, (-1, rank)), tf.reshape(basis, (rank, -1)))
-    return tf.reshape(flat, (-1, kh * kw * c_in, c_out))
+    return tf.reshape(flat, (-1, math.prod(basis.shape[1:-1]), c_out))
 
 
 def locally_connected(x, kernel, bias, config: LRLCConfig):
@@ -635,13 +716,15 @@ def locally_connected(x, kernel, bias, config: LRLCConfig):
     )
     kernel = tf.cast(kernel, x.dtype)
     window = config.locally_connected_config()
-    (out_h, out_w), (kh, kw) = config.output_size, window.kernel_size
-    depth = kh * kw * config.in_channels
+    out = config.output_size
+    depth = math.prod(window.kernel_size) * config.in_channels
     if per_example:
         flat = tf.reshape(
-            kernel, tf.concat([tf.shape(kernel)[:1], [out_h, out_w, depth, config.out_channels]], 0)
+            kernel, tf.concat([tf.shape(kernel)[:1], [*out, depth, config.out_channels]], 0)
         )
-        y = tf.einsum("bijp,bijpo->bijo", extract_patches(x, window), flat)
+        letters = "ijl"[: len(out)]
+        y = tf.einsum(f"b{letters}p,b{letters}po->b{letters}o", extract_patches(x, window), flat)
     else:
-        y = apply_banks(x, tf.reshape(kernel, (out_h * out_w, depth, config.out_channels)), window)
+        banks = tf.reshape(kernel, (math.prod(out), depth, config.out_channels))
+        y = apply_banks(x, banks, window)
     return y if bias is None else y + tf.cast(bias, x.dtype)

@@ -1,4 +1,7 @@
-"""Keras 3 layers: `LowRankLocallyConnected2D` (alias `LRLC2D`) and `LocallyConnected2D`.
+"""Keras 3 layers: `LowRankLocallyConnected1D/2D/3D` (aliases `LRLC1D/2D/3D`) and
+`LocallyConnected1D/2D/3D`, for sequences (NLC), images (NHWC) and volumes (NDHWC), or
+channels first (spec section 17). Each is a thin subclass of one rank-generic base that
+fixes its number of spatial axes, `spatial_dims`; the docstrings write the 2-D case.
 
 They run under every Keras backend lrlc has (tensorflow, jax, torch): a layer owns its
 variables, under the neutral names and layouts, and its call hands them to the running
@@ -130,8 +133,11 @@ def _json_fields(config: Mapping) -> dict:
     so they are read by `LRLCConfig.from_dict`'s rule: [3, 3] is one pair, a list of pairs
     one entry per basis (the constructor, like LRLCConfig, reads a list as per basis)."""
     given = {f.name: config[f.name] for f in dataclasses.fields(LRLCConfig) if f.name in config}
-    # The channel count may be unknown (None) in the config; rank is absent for LC layers.
-    parsed = LRLCConfig.from_dict({"rank": 1, **given, "in_channels": given["in_channels"] or 1})
+    # The channel count may be unknown (None) in the config; rank and combining are absent
+    # for LC layers ('full' being the mode every rank has).
+    parsed = LRLCConfig.from_dict(
+        {"rank": 1, "combining": "full", **given, "in_channels": given["in_channels"] or 1}
+    )
     out = {}
     for name in given.keys() - {"in_channels"}:
         value = getattr(parsed, name)
@@ -139,10 +145,24 @@ def _json_fields(config: Mapping) -> dict:
     return out
 
 
+_TUPLE_WORDS = {1: "a 1-tuple", 2: "a pair", 3: "a triple"}
+
+
+def _grid(input_size, spatial_dims: int):
+    """`input_size` for a layer of `spatial_dims` axes: an int is the same size on every
+    axis (LRLCConfig would read it as a 2-D grid); anything else as given."""
+    if isinstance(input_size, int) and not isinstance(input_size, bool):
+        return (input_size,) * spatial_dims
+    return input_size
+
+
 class _WindowedLayer(keras.layers.Layer):
-    """What both layers share: the window geometry as an LRLCConfig, data_format, input
-    checks. Subclasses define `_arguments()` (the constructor's LRLCConfig fields, as given),
-    `_make_config(in_channels)` and `_create_weights()`."""
+    """What every layer shares: the window geometry as an LRLCConfig of `spatial_dims` axes,
+    data_format, input checks. Subclasses define `spatial_dims`, `_arguments()` (the
+    constructor's LRLCConfig fields, as given), `_make_config(in_channels)` and
+    `_create_weights()`."""
+
+    spatial_dims = 2
 
     def _init_geometry(self, in_channels, data_format):
         if data_format is None:
@@ -159,11 +179,21 @@ class _WindowedLayer(keras.layers.Layer):
         self._config = self._checked_config(1 if in_channels is None else in_channels)
 
     def _checked_config(self, in_channels) -> LRLCConfig:
+        given = self._arguments()
+        n, name = self.spatial_dims, type(self).__name__
+        size = given["input_size"]
+        if isinstance(size, (tuple, list)) and len(size) != n and len(size) in _TUPLE_WORDS:
+            other = re.sub(r"\dD$", f"{len(size)}D", name)
+            raise ValueError(
+                f"Invalid value for argument `input_size` of {name}: a {n}-D layer takes an "
+                f"int or {_TUPLE_WORDS[n]} of ints (its grid), not {len(size)}; {other} takes "
+                f"a {len(size)}-D grid. Received: input_size={size!r}"
+            )
         try:
             return self._make_config(in_channels)
         except (TypeError, ValueError) as err:
-            given = {**self._arguments(), "in_channels": in_channels}
-            raise _invalid_argument(type(self).__name__, err, given) from None
+            given = {**given, "in_channels": in_channels}
+            raise _invalid_argument(name, err, given) from None
 
     def __dir__(self):
         # Keras's .keras saver reads every attribute dir() lists: deprecated aliases stay out
@@ -186,7 +216,9 @@ class _WindowedLayer(keras.layers.Layer):
 
     @property
     def _layout(self):
-        return "NHWC" if self.data_format == "channels_last" else "NCHW"
+        """The layout's name: NHWC or NCHW in 2-D, NLC or NCL in 1-D, NDHWC or NCDHW in 3-D."""
+        last, first = lrlc_numpy.config.LAYOUTS[self.spatial_dims]
+        return last if self.data_format == "channels_last" else first
 
     def _check_input_shape(self, shape):
         lrlc_numpy.check_input_shape(
@@ -195,13 +227,13 @@ class _WindowedLayer(keras.layers.Layer):
 
     def _input_shape(self, in_channels=None):
         """The input shape this layer takes, batch unknown, in its data_format."""
-        (h, w), c = self._config.input_size, in_channels or self._config.in_channels
-        return (None, h, w, c) if self.data_format == "channels_last" else (None, c, h, w)
+        grid, c = self._config.input_size, in_channels or self._config.in_channels
+        return (None, *grid, c) if self.data_format == "channels_last" else (None, c, *grid)
 
     def build(self, input_shape):
         shape = tuple(input_shape)
-        if self.in_channels is None and len(shape) == 4:
-            channels = shape[3 if self.data_format == "channels_last" else 1]
+        if self.in_channels is None and len(shape) == self.spatial_dims + 2:
+            channels = shape[-1 if self.data_format == "channels_last" else 1]
             if channels is None:
                 raise ValueError(
                     f"{self.name}: the input's channel axis must be known to build the layer "
@@ -221,11 +253,11 @@ class _WindowedLayer(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         if self.in_channels is not None:
             self._check_input_shape(input_shape)
-        out_h, out_w = self._config.output_size
+        out = self._config.output_size
         c_out = self._config.out_channels
         if self.data_format == "channels_last":
-            return (input_shape[0], out_h, out_w, c_out)
-        return (input_shape[0], c_out, out_h, out_w)
+            return (input_shape[0], *out, c_out)
+        return (input_shape[0], c_out, *out)
 
     def _checked_input(self, x):
         """`x` checked in this layer's layout (rank, channels, grid, then a float dtype) and
@@ -253,15 +285,8 @@ def _one_pair(value):
     return tuple(value) if isinstance(value, list) else value
 
 
-@keras.saving.register_keras_serializable(package="lrlc")
-class LocallyConnected2D(_WindowedLayer):
-    """A locally connected layer: a separate filter bank at every output position.
-
-    y[b, i, j, o] = sum_{u, v, c} xpad[b, i s_h + u d_h, j s_w + v d_w, c] kernel[i, j, u, v, c, o]
-    + bias[i, j, o] (spec section 11). Weights: `kernel` (H_out, W_out, kh, kw, C_in, C_out),
-    initialised as the LRLC basis (He-uniform), and `bias` (H_out, W_out, C_out), zeros.
-    Padding is 'valid', 'same' (TensorFlow's rule), an int, a pair or explicit pairs.
-    """
+class _LocallyConnected(_WindowedLayer):
+    """A locally connected layer of any rank: `LocallyConnected1D/2D/3D`."""
 
     def __init__(
         self,
@@ -288,8 +313,8 @@ class LocallyConnected2D(_WindowedLayer):
         )
         if not isinstance(use_bias, bool):
             raise TypeError(
-                "Invalid value for argument `use_bias` of LocallyConnected2D: expected a bool. "
-                f"Received: use_bias={use_bias!r}"
+                f"Invalid value for argument `use_bias` of {type(self).__name__}: expected a "
+                f"bool. Received: use_bias={use_bias!r}"
             )
         self.use_bias = use_bias
         self._init_geometry(in_channels, data_format)
@@ -312,15 +337,24 @@ class LocallyConnected2D(_WindowedLayer):
         return self._geometry
 
     def _make_config(self, in_channels):
-        # The window geometry is an LRLCConfig's; the rank plays no part here.
-        return LRLCConfig(in_channels=in_channels, rank=1, **self._geometry)
+        # The window geometry is an LRLCConfig's; the rank and modes play no part here
+        # (a 1-D config has the mode 'full' only).
+        size = _grid(self._geometry["input_size"], self.spatial_dims)
+        modes = {"combining": "full"} if self.spatial_dims == 1 else {}
+        return LRLCConfig(
+            in_channels=in_channels, rank=1, **{**self._geometry, "input_size": size}, **modes
+        )
 
     def _create_weights(self):
         config = self._config
-        kh, kw = config.kernel_size
         self.kernel = self.add_weight(
             name="kernel",
-            shape=(*config.output_size, kh, kw, config.in_channels, config.out_channels),
+            shape=(
+                *config.output_size,
+                *config.kernel_size,
+                config.in_channels,
+                config.out_channels,
+            ),
             # The LRLC basis's rule (He-uniform, fan-in kh kw C_in) on this geometry.
             initializer=_initializer(lrlc_numpy.initial_value("basis", config)),
         )
@@ -375,22 +409,44 @@ class LocallyConnected2D(_WindowedLayer):
 
 
 @keras.saving.register_keras_serializable(package="lrlc")
-class LowRankLocallyConnected2D(_WindowedLayer):
-    """Low-rank locally connected layer (paper eqs. 2-6; spec sections 4-8).
+class LocallyConnected1D(_LocallyConnected):
+    """A locally connected layer over a sequence: a separate filter bank at every output
+    position (spec sections 11 and 17). Input (B, L, C_in) ('channels_last') or (B, C_in, L);
+    weights `kernel` (L_out, k, C_in, C_out) and `bias` (L_out, C_out). Arguments as
+    `LocallyConnected2D`'s; each window argument an int or a 1-tuple."""
 
-    K basis filter banks F^(k), combined at each output position by normalised weights w
-    (fixed, or predicted from the input when `input_dependent=True`), plus spatial and
-    channel biases; evaluated by Algorithm 1 or, for fixed weights, in the locally
-    connected form (`strategy`: 'auto' lets the running backend's cost rule choose, with
-    an unknown batch counted as large). Arguments are `lrlc_numpy.LRLCConfig`'s (a list
-    `kernel_size` or `dilation` is one entry per basis: a mixed basis), plus `data_format`
-    ('channels_last', the default, or 'channels_first'), `strategy` and Keras's arguments.
+    spatial_dims = 1
 
-    Weights carry the neutral shapes and names (`basis`, `row_logits`, ...,
-    `g.reduce.kernel`; under the torch backend, whose parameter names cannot hold '.',
-    `g_reduce_kernel`), and are exchanged under the neutral names by `neutral_params`,
-    `load_neutral_params` and the neutral checkpoint.
+
+@keras.saving.register_keras_serializable(package="lrlc")
+class LocallyConnected2D(_LocallyConnected):
+    """A locally connected layer: a separate filter bank at every output position.
+
+    y[b, i, j, o] = sum_{u, v, c} xpad[b, i s_h + u d_h, j s_w + v d_w, c] kernel[i, j, u, v, c, o]
+    + bias[i, j, o] (spec section 11). Weights: `kernel` (H_out, W_out, kh, kw, C_in, C_out),
+    initialised as the LRLC basis (He-uniform), and `bias` (H_out, W_out, C_out), zeros.
+    Padding is 'valid', 'same' (TensorFlow's rule), an int, a pair or explicit pairs.
     """
+
+    spatial_dims = 2
+
+
+@keras.saving.register_keras_serializable(package="lrlc")
+class LocallyConnected3D(_LocallyConnected):
+    """A locally connected layer over a volume: a separate filter bank at every output
+    position (spec sections 11 and 17). Input (B, D, H, W, C_in) ('channels_last') or
+    (B, C_in, D, H, W); weights `kernel` (D_out, H_out, W_out, kd, kh, kw, C_in, C_out) and
+    `bias` (D_out, H_out, W_out, C_out). Arguments as `LocallyConnected2D`'s; each window
+    argument an int or a triple."""
+
+    spatial_dims = 3
+
+
+_LOCALLY_CONNECTED = {1: LocallyConnected1D, 2: LocallyConnected2D, 3: LocallyConnected3D}
+
+
+class _LowRankLocallyConnected(_WindowedLayer):
+    """A low-rank locally connected layer of any rank: `LowRankLocallyConnected1D/2D/3D`."""
 
     def __init__(
         self,
@@ -447,7 +503,8 @@ class LowRankLocallyConnected2D(_WindowedLayer):
         return self._options
 
     def _make_config(self, in_channels):
-        return LRLCConfig(in_channels=in_channels, **self._options)
+        size = _grid(self._options["input_size"], self.spatial_dims)
+        return LRLCConfig(in_channels=in_channels, **{**self._options, "input_size": size})
 
     @classmethod
     def from_lrlc_config(cls, config: LRLCConfig, **kwargs):
@@ -512,8 +569,9 @@ class LowRankLocallyConnected2D(_WindowedLayer):
             self._neutral, self._config, x, data_format=self.data_format
         )
 
-    def to_locally_connected(self) -> LocallyConnected2D:
-        """A built `LocallyConnected2D` with the same outputs (fixed combining weights only:
+    def to_locally_connected(self) -> _LocallyConnected:
+        """A built `LocallyConnected2D` (1D, 3D for those ranks) with the same outputs (fixed
+        combining weights only:
         an input-dependent layer has one kernel per example, see `locally_connected_kernel`)."""
         if self._config.input_dependent:
             raise ValueError(
@@ -522,7 +580,7 @@ class LowRankLocallyConnected2D(_WindowedLayer):
             )
         kernel, bias = self.locally_connected_kernel()
         config = self.config
-        layer = LocallyConnected2D.from_lrlc_config(
+        layer = _LOCALLY_CONNECTED[self.spatial_dims].from_lrlc_config(
             config.locally_connected_config(),
             use_bias=config.spatial_bias or config.channel_bias,
             data_format=self.data_format,
@@ -571,7 +629,7 @@ class LowRankLocallyConnected2D(_WindowedLayer):
         self.load_neutral_params(params)
 
     @classmethod
-    def from_checkpoint(cls, path, **kwargs) -> LowRankLocallyConnected2D:
+    def from_checkpoint(cls, path, **kwargs) -> _LowRankLocallyConnected:
         """A new built layer holding the neutral checkpoint at `path` (validated on read).
 
         `kwargs` are Keras/layout arguments such as `dtype`, `data_format` or `name`; without
@@ -598,4 +656,48 @@ class LowRankLocallyConnected2D(_WindowedLayer):
     )
 
 
+@keras.saving.register_keras_serializable(package="lrlc")
+class LowRankLocallyConnected1D(_LowRankLocallyConnected):
+    """Low-rank locally connected layer over a sequence (spec section 17): as
+    `LowRankLocallyConnected2D` on input (B, L, C_in) ('channels_last') or (B, C_in, L).
+    One spatial axis has one combining mode, so `combining='full'` must be given (spec
+    section 17.2); weights `basis` (K, k, C_in, C_out), `logits` (L_out, K), ...."""
+
+    spatial_dims = 1
+
+
+@keras.saving.register_keras_serializable(package="lrlc")
+class LowRankLocallyConnected2D(_LowRankLocallyConnected):
+    """Low-rank locally connected layer (paper eqs. 2-6; spec sections 4-8).
+
+    K basis filter banks F^(k), combined at each output position by normalised weights w
+    (fixed, or predicted from the input when `input_dependent=True`), plus spatial and
+    channel biases; evaluated by Algorithm 1 or, for fixed weights, in the locally
+    connected form (`strategy`: 'auto' lets the running backend's cost rule choose, with
+    an unknown batch counted as large). Arguments are `lrlc_numpy.LRLCConfig`'s (a list
+    `kernel_size` or `dilation` is one entry per basis: a mixed basis), plus `data_format`
+    ('channels_last', the default, or 'channels_first'), `strategy` and Keras's arguments.
+
+    Weights carry the neutral shapes and names (`basis`, `row_logits`, ...,
+    `g.reduce.kernel`; under the torch backend, whose parameter names cannot hold '.',
+    `g_reduce_kernel`), and are exchanged under the neutral names by `neutral_params`,
+    `load_neutral_params` and the neutral checkpoint.
+    """
+
+    spatial_dims = 2
+
+
+@keras.saving.register_keras_serializable(package="lrlc")
+class LowRankLocallyConnected3D(_LowRankLocallyConnected):
+    """Low-rank locally connected layer over a volume (spec section 17): as
+    `LowRankLocallyConnected2D` on input (B, D, H, W, C_in) ('channels_last') or
+    (B, C_in, D, H, W). 'rowcol' has one logit table and bias vector per axis
+    (`depth_logits`, `row_logits`, `col_logits`, ...); weights `basis` (K, kd, kh, kw, C_in,
+    C_out)."""
+
+    spatial_dims = 3
+
+
+LRLC1D = LowRankLocallyConnected1D
 LRLC2D = LowRankLocallyConnected2D
+LRLC3D = LowRankLocallyConnected3D

@@ -4,10 +4,12 @@ framework's own lrlc implementation: `lrlc_tf.functional` under tensorflow, `lrl
 jax, `lrlc_torch.functional` under torch. So each framework has one implementation, which
 the Keras layers share with that framework's users.
 
-Data is in a Keras `data_format` ('channels_last', NHWC, or 'channels_first', NCHW), moved
-to the native layout only where it differs; parameters and results carry the neutral names
-and layouts (spec sections 9 and 11). Parameters may be Keras variables. Imports only Keras
-at module level: a framework's package is imported on first use.
+Data is in a Keras `data_format` ('channels_last', NHWC, or 'channels_first', NCHW; NLC and
+NCL in 1-D, NDHWC and NCDHW in 3-D, spec section 17), moved to the native layout only where
+it differs; parameters and results carry the neutral names and layouts (spec sections 9
+and 11). Every function serves 1, 2 and 3 spatial axes, read from the config. Parameters
+may be Keras variables. Imports only Keras at module level: a framework's package is
+imported on first use.
 """
 
 from __future__ import annotations
@@ -33,14 +35,13 @@ __all__ = [
 
 BACKENDS = ("tensorflow", "jax", "torch")
 DATA_FORMATS = ("channels_last", "channels_first")
-_LAYOUTS = {"channels_last": "NHWC", "channels_first": "NCHW"}
-_TRANSPOSES = {("NHWC", "NCHW"): (0, 3, 1, 2), ("NCHW", "NHWC"): (0, 2, 3, 1)}
 
 
 class _NeutralLayouts:
-    """An lrlc implementation (`self.functional`) taking NHWC data and neutral layouts."""
+    """An lrlc implementation (`self.functional`) taking channels-last data and neutral
+    layouts."""
 
-    layout = "NHWC"
+    layout = "channels_last"
 
     def forward(self, x, params, config, strategy):
         return self.functional.forward(x, params, config, strategy=strategy)
@@ -82,12 +83,23 @@ def _last_axes(tensor, order):
     return tensor.permute(*range(lead), *(lead + axis for axis in order))
 
 
-class _Torch:
-    """lrlc_torch.functional: NCHW data, channel-first combining weights and biases, and
-    torch weight layouts, converted by lrlc_torch's own layout rules (lrlc_torch/checkpoint.py)
-    as views that autograd differentiates."""
+def _grid_last(n: int):
+    """The order taking (K or C, *grid) to (*grid, K or C) over n grid axes."""
+    return (*range(1, n + 1), 0)
 
-    layout = "NCHW"
+
+def _grid_first(n: int):
+    """The order taking (*grid, C) to (C, *grid) over n grid axes."""
+    return (n, *range(n))
+
+
+class _Torch:
+    """lrlc_torch.functional: channels-first data (NCL, NCHW, NCDHW), channel-first combining
+    weights and biases, and torch weight layouts (a locally connected weight (*out, C_out,
+    C_in, *window), as torch.nn.ConvNd's per position), converted by lrlc_torch's own basis
+    rules (lrlc_torch/checkpoint.py) as views that autograd differentiates."""
+
+    layout = "channels_first"
 
     def __init__(self):
         import lrlc_torch
@@ -106,15 +118,21 @@ class _Torch:
 
     def combining_weights(self, params, config, x):
         weights = self.functional.combining_weights(self._params(params), config, x)
-        return _last_axes(weights, (1, 2, 0))  # (..., K, H_out, W_out) -> (..., H_out, W_out, K)
+        # (..., K, H_out, W_out) -> (..., H_out, W_out, K)
+        return _last_axes(weights, _grid_last(config.spatial_dims))
 
     def to_locally_connected(self, params, config, x):
         weight, bias = self.functional.to_locally_connected(self._params(params), config, x)
-        return _last_axes(weight, self.layouts._LC_TO_NEUTRAL), bias.permute(1, 2, 0)
+        n = config.spatial_dims
+        # (C_out, C_in, *window) -> (*window, C_in, C_out) after the output grid
+        window_last = (*range(2, n + 2), 1, 0)
+        return _last_axes(weight, window_last), _last_axes(bias, _grid_last(n))
 
     def locally_connected(self, x, kernel, bias, config):
-        weight = _last_axes(kernel, self.layouts._LC_TO_TORCH)
-        bias = None if bias is None else bias.permute(2, 0, 1)
+        n = config.spatial_dims
+        # (*window, C_in, C_out) -> (C_out, C_in, *window) after the output grid
+        weight = _last_axes(kernel, (n + 1, n, *range(n)))
+        bias = None if bias is None else _last_axes(bias, _grid_first(n))
         return self.functional.locally_connected(x, weight, bias, config)
 
 
@@ -156,16 +174,22 @@ def _values(params: Mapping) -> dict:
 
 
 def _layout(data_format: str) -> str:
-    if data_format not in _LAYOUTS:
+    if data_format not in DATA_FORMATS:
         raise ValueError(
             f"Invalid value for argument `data_format`: expected one of {DATA_FORMATS}. "
             f"Received: data_format={data_format!r}"
         )
-    return _LAYOUTS[data_format]
+    return data_format
 
 
 def _relayout(x, source: str, target: str):
-    return x if source == target else keras.ops.transpose(x, _TRANSPOSES[source, target])
+    """`x` (batch first, then channels and grid in `source`'s order) in `target`'s order."""
+    if source == target:
+        return x
+    n = len(x.shape) - 2
+    if target == "channels_first":
+        return keras.ops.transpose(x, (0, n + 1, *range(1, n + 1)))
+    return keras.ops.transpose(x, (0, *range(2, n + 2), 1))
 
 
 def forward(x, params, config: LRLCConfig, *, strategy="auto", data_format="channels_last"):
@@ -179,7 +203,8 @@ def forward(x, params, config: LRLCConfig, *, strategy="auto", data_format="chan
 
 def combining_weights(params, config: LRLCConfig, x=None, *, data_format="channels_last"):
     """Normalised combining weights w (eq. 4), (H_out, W_out, K), or (B, H_out, W_out, K)
-    predicted from `x` (in `data_format`) for an input-dependent layer (eq. 6)."""
+    predicted from `x` (in `data_format`) for an input-dependent layer (eq. 6); (*out, K)
+    in n-D."""
     implementation, layout = native(), _layout(data_format)
     x = None if x is None else _relayout(x, layout, implementation.layout)
     return implementation.combining_weights(_values(params), config, x)
@@ -188,7 +213,8 @@ def combining_weights(params, config: LRLCConfig, x=None, *, data_format="channe
 def to_locally_connected(params, config: LRLCConfig, x=None, *, data_format="channels_last"):
     """The equivalent locally connected (kernel, bias) in neutral layouts (spec section 11):
     kernel (H_out, W_out, kh, kw, C_in, C_out), or one per example of `x` (in `data_format`)
-    for an input-dependent layer; bias (H_out, W_out, C_out)."""
+    for an input-dependent layer; bias (H_out, W_out, C_out). In n-D (*out, *window, C_in,
+    C_out) and (*out, C_out)."""
     implementation, layout = native(), _layout(data_format)
     x = None if x is None else _relayout(x, layout, implementation.layout)
     return implementation.to_locally_connected(_values(params), config, x)
@@ -196,7 +222,8 @@ def to_locally_connected(params, config: LRLCConfig, x=None, *, data_format="cha
 
 def locally_connected(x, kernel, bias, config: LRLCConfig, *, data_format="channels_last"):
     """A locally connected layer (spec section 11) on `x` in `data_format`; `kernel` (H_out,
-    W_out, kh, kw, C_in, C_out) or one per example, `bias` (H_out, W_out, C_out) or None."""
+    W_out, kh, kw, C_in, C_out) or one per example, `bias` (H_out, W_out, C_out) or None
+    ((*out, *window, C_in, C_out) and (*out, C_out) in n-D)."""
     implementation, layout = native(), _layout(data_format)
     kernel, bias = _values({"kernel": kernel, "bias": bias}).values()
     y = implementation.locally_connected(

@@ -4,7 +4,8 @@ each Keras backend is checked in a process of its own:
 
     KERAS_BACKEND=jax python -m conformance --backend keras
 
-It goes through the layers' public API only: `LRLC2D.from_lrlc_config` with the requested
+It goes through the layers' public API only (the 1-D, 2-D or 3-D class by the config's
+number of spatial axes): `LRLC2D.from_lrlc_config` with the requested
 dtype, `load_neutral_params`, the layer's call, `locally_connected_kernel`,
 `LocallyConnected2D` (or `lrlc_tf.ops.locally_connected` for per-example kernels), the
 neutral checkpoint methods, and a built layer's own initial values. Layers are built once
@@ -21,9 +22,21 @@ import functools
 import keras
 import numpy as np
 
+import lrlc_numpy
 import lrlc_tf
 
 from . import strategy_adapter_name
+
+
+def _lrlc_class(config):
+    """The LRLC layer class of `config`'s number of spatial axes (LRLC1D, LRLC2D, LRLC3D)."""
+    return getattr(lrlc_tf, f"LRLC{config.spatial_dims}D")
+
+
+def _lc_class(config):
+    """The locally connected layer class of `config`'s number of spatial axes."""
+    return getattr(lrlc_tf, f"LocallyConnected{config.spatial_dims}D")
+
 
 BACKEND = keras.backend.backend()
 if BACKEND == "jax":
@@ -86,6 +99,7 @@ class Backend:
     devices = ("cpu",)
     dtypes = ("float64", "float32")
     supports_mixed_basis = True  # each backend's own mixed basis, through the layer
+    spatial_dims = (1, 2, 3)  # sequences, images and volumes (spec section 17)
 
     def __init__(self, strategy: str = "auto", **unknown):
         lrlc_tf.ops.native()  # refuses a Keras backend lrlc does not run on, now
@@ -107,9 +121,9 @@ class Backend:
         if (kind, config, dtype) not in self._layers:
             if kind == "lrlc":
                 strategy = "auto" if config.input_dependent else self.strategy
-                layer = lrlc_tf.LRLC2D.from_lrlc_config(config, dtype=dtype, strategy=strategy)
+                layer = _lrlc_class(config).from_lrlc_config(config, dtype=dtype, strategy=strategy)
             else:
-                layer = lrlc_tf.LocallyConnected2D.from_lrlc_config(
+                layer = _lc_class(config).from_lrlc_config(
                     config.locally_connected_config(), dtype=dtype
                 )
             layer.build((None, *config.input_size, config.in_channels))
@@ -125,7 +139,7 @@ class Backend:
         """A built LRLC2D's own default initial values, neutral names, float64."""
         keras.utils.set_random_seed(seed)
         with self._check("float64", "cpu"):
-            layer = lrlc_tf.LRLC2D.from_lrlc_config(config, dtype="float64")
+            layer = _lrlc_class(config).from_lrlc_config(config, dtype="float64")
             layer.build((None, *config.input_size, config.in_channels))
             return {
                 name: value.astype(np.float64) for name, value in layer.neutral_params().items()
@@ -165,7 +179,8 @@ class Backend:
     def lc_forward(self, kernel, bias, x, config, *, dtype="float64", device="cpu"):
         with self._check(dtype, device):
             x = keras.ops.convert_to_tensor(x, dtype)
-            if np.ndim(kernel) == 7:  # one kernel per example: no layer holds that
+            # One kernel per example (a leading batch axis): no layer holds that.
+            if np.ndim(kernel) == 2 * config.spatial_dims + 3:
                 y = lrlc_tf.ops.locally_connected(
                     x,
                     keras.ops.convert_to_tensor(kernel, dtype),
@@ -183,5 +198,6 @@ class Backend:
 
     def load_checkpoint(self, path):
         with self._check("float64", "cpu"):
-            layer = lrlc_tf.LRLC2D.from_checkpoint(path)
+            config = lrlc_numpy.read_checkpoint(path).config
+            layer = _lrlc_class(config).from_checkpoint(path)
             return layer.neutral_params(), layer.config

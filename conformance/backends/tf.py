@@ -1,11 +1,12 @@
 """Adapter for lrlc_tf: float64 and float32 on CPU, plus GPU (with bfloat16) when present.
 
-It goes through lrlc_tf's public API only: a Keras layer built from the config with the
-requested dtype, neutral parameters assigned with `load_neutral_params`, `tf.GradientTape`
-for the vjp (gradients read back by neutral name, the layer's variable names), and
-`LocallyConnected2D` (or `lrlc_tf.locally_connected` for per-example kernels) for
-`lc_forward`. Everything runs eagerly: each case has its own shapes, so tracing a
-tf.function per call would cost more than it saves.
+It goes through lrlc_tf's public API only: a Keras layer (LRLC1D, LRLC2D or LRLC3D, by the
+config's number of spatial axes) built from the config with the requested dtype, neutral
+parameters assigned with `load_neutral_params`, `tf.GradientTape` for the vjp (gradients
+read back by neutral name, the layer's variable names), and `LocallyConnected1D/2D/3D` (or
+`lrlc_tf.locally_connected` for per-example kernels) for `lc_forward`. Everything runs
+eagerly: each case has its own shapes, so tracing a tf.function per call would cost more
+than it saves.
 
 `Backend(strategy=...)` runs the layers with that evaluation strategy ('auto', 'conv' or
 'lc'; see `lrlc_tf.costs.choose_strategy`). 'lc' applies to fixed layers only: the
@@ -19,9 +20,20 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+import lrlc_numpy
 import lrlc_tf
 
 from . import strategy_adapter_name
+
+
+def _lrlc_class(config):
+    """The LRLC layer class of `config`'s number of spatial axes (LRLC1D, LRLC2D, LRLC3D)."""
+    return getattr(lrlc_tf, f"LRLC{config.spatial_dims}D")
+
+
+def _lc_class(config):
+    """The locally connected layer class of `config`'s number of spatial axes."""
+    return getattr(lrlc_tf, f"LocallyConnected{config.spatial_dims}D")
 
 
 def _numpy(tensor) -> np.ndarray:
@@ -30,6 +42,7 @@ def _numpy(tensor) -> np.ndarray:
 
 class Backend:
     supports_mixed_basis = True  # spec section 16: one kernel size and dilation per basis
+    spatial_dims = (1, 2, 3)  # sequences, images and volumes (spec section 17)
 
     def __init__(self, strategy: str = "auto", **unknown):
         self.name = strategy_adapter_name("tf", strategy, unknown)
@@ -50,7 +63,7 @@ class Backend:
 
     def _layer(self, config, params, dtype):
         strategy = "auto" if config.input_dependent else self.strategy
-        layer = lrlc_tf.LRLC2D.from_lrlc_config(config, dtype=dtype, strategy=strategy)
+        layer = _lrlc_class(config).from_lrlc_config(config, dtype=dtype, strategy=strategy)
         layer.build((None, *config.input_size, config.in_channels))
         layer.load_neutral_params(params)
         return layer
@@ -58,7 +71,7 @@ class Backend:
     def init_params(self, config, *, seed=0) -> dict[str, np.ndarray]:
         """A built LRLC2D's own default initial values, neutral names, float64."""
         keras.utils.set_random_seed(seed)
-        layer = lrlc_tf.LRLC2D.from_lrlc_config(config, dtype="float64")
+        layer = _lrlc_class(config).from_lrlc_config(config, dtype="float64")
         layer.build((None, *config.input_size, config.in_channels))
         return {name: value.astype(np.float64) for name, value in layer.neutral_params().items()}
 
@@ -99,14 +112,15 @@ class Backend:
     def lc_forward(self, kernel, bias, x, config, *, dtype="float64", device="cpu"):
         with self._device(dtype, device):
             x = tf.constant(x, dtype)
-            if np.ndim(kernel) == 7:  # one kernel per example: the functional form takes it
+            # One kernel per example (a leading batch axis): the functional form takes it.
+            if np.ndim(kernel) == 2 * config.spatial_dims + 3:
                 y = lrlc_tf.locally_connected(
                     x, tf.constant(kernel, dtype), tf.constant(bias, dtype), config
                 )
                 return _numpy(y)
             # A mixed basis's locally connected layer has the window covering every basis.
             window = config.locally_connected_config()
-            layer = lrlc_tf.LocallyConnected2D.from_lrlc_config(window, dtype=dtype)
+            layer = _lc_class(config).from_lrlc_config(window, dtype=dtype)
             layer.build((None, *config.input_size, config.in_channels))
             layer.load_neutral_params({"kernel": kernel, "bias": bias})
             return _numpy(layer(x))
@@ -115,5 +129,6 @@ class Backend:
         self._layer(config, params, "float64").save_checkpoint(path)
 
     def load_checkpoint(self, path):
-        layer = lrlc_tf.LRLC2D.from_checkpoint(path)
+        config = lrlc_numpy.read_checkpoint(path).config
+        layer = _lrlc_class(config).from_checkpoint(path)
         return layer.neutral_params(), layer.config
