@@ -63,6 +63,7 @@ __all__ = [
     "pad_input",
     "position_banks",
     "resize_bilinear",
+    "resize_linear",
     "spatial_bias_map",
     "stack_responses",
     "to_locally_connected",
@@ -475,20 +476,40 @@ def _positive_int(value, name: str, where: str) -> None:
 
 
 def resize_bilinear(a, size):
-    """Bilinear resize of NHWC `a` to `size` with aligned corners, as one matrix product per
-    grid axis with the reference's interpolation matrices (a size-1 axis broadcasts); in
-    n-D, `a` is (B, *grid, C) and `size` has n entries (linear in 1-D, trilinear in 3-D)."""
-    if not isinstance(size, (tuple, list)) or len(size) not in _GRID_AXES:
+    """Bilinear resize of NHWC `a` to `size` with aligned corners: the 2-D case of
+    `resize_linear`."""
+    a = _shaped(a, "resize_bilinear: a", (None,) * 4)
+    if not isinstance(size, (tuple, list)) or len(size) != 2:
+        raise ValueError(f"resize_bilinear: size must be a pair (height, width), got {size!r}")
+    return _resize(a, size, "resize_bilinear")
+
+
+def resize_linear(a, size):
+    """Separable linear resize of `a` (B, *grid, C), 1 to 3 grid axes, to the grid `size`
+    with aligned corners (spec section 17.3): linear in 1-D, bilinear in 2-D, trilinear in
+    3-D."""
+    a = as_floating(a, "resize_linear: a")
+    if a.shape.rank not in (3, 4, 5):
         raise ValueError(
-            "resize_bilinear: size must be a pair (height, width), or 1 or 3 ints for a "
-            f"sequence or a volume, got {size!r}"
+            f"resize_linear: a has shape {tuple(a.shape)}; expected (B, *grid, C) with 1, 2 "
+            "or 3 grid axes"
         )
+    n = a.shape.rank - 2
+    if not isinstance(size, (tuple, list)) or len(size) != n:
+        raise ValueError(
+            f"resize_linear: size must be {n} ints (a's grid has {n} axes), got {size!r}"
+        )
+    return _resize(a, size, "resize_linear")
+
+
+def _resize(a, size, where: str):
+    """`a` resized as one matrix product per grid axis with the reference's interpolation
+    matrices (a size-1 axis broadcasts); `size` has one entry per grid axis of `a`."""
     n = len(size)
-    a = _shaped(a, "resize_bilinear: a", (None,) * (n + 2))
     for axis, length in zip(_GRID_AXES[n], size):
-        _positive_int(length, f"size {axis}", "resize_bilinear")
+        _positive_int(length, f"size {axis}", where)
     if None in a.shape[1:-1]:
-        raise ValueError(f"resize_bilinear: a needs a static grid, got {a.shape}")
+        raise ValueError(f"{where}: a needs a static grid, got {a.shape}")
     # One tf.tensordot per axis (a 2-D matrix product with run-time reshapes), not einsum,
     # whose lowering writes the batch into a constant shape that TFLite cannot allocate.
     for axis in reversed(range(n)):
@@ -585,7 +606,7 @@ def g_forward(x, params, config: LRLCConfig):
         branches.append(
             depthwise_conv3x3(low, params[f"g.dilated{r}.kernel"], params[f"g.dilated{r}.bias"], r)
         )
-    cat = tf.concat([resize_bilinear(b, config.output_size) for b in branches], axis=-1)
+    cat = tf.concat([resize_linear(b, config.output_size) for b in branches], axis=-1)
     squeeze = tf.nn.relu(_dense(cat, params, "squeeze"))
     excite = tf.sigmoid(_dense(squeeze, params, "excite"))
     return _dense(excite, params, "project")

@@ -77,22 +77,6 @@ class _Jax(_NeutralLayouts):
         return self.functional.locally_connected(x, kernel, bias, config)
 
 
-def _last_axes(tensor, order):
-    """`tensor` with its last len(order) axes permuted by `order`."""
-    lead = tensor.dim() - len(order)
-    return tensor.permute(*range(lead), *(lead + axis for axis in order))
-
-
-def _grid_last(n: int):
-    """The order taking (K or C, *grid) to (*grid, K or C) over n grid axes."""
-    return (*range(1, n + 1), 0)
-
-
-def _grid_first(n: int):
-    """The order taking (*grid, C) to (C, *grid) over n grid axes."""
-    return (n, *range(n))
-
-
 class _Torch:
     """lrlc_torch.functional: channels-first data (NCL, NCHW, NCDHW), channel-first combining
     weights and biases, and torch weight layouts (a locally connected weight (*out, C_out,
@@ -119,20 +103,18 @@ class _Torch:
     def combining_weights(self, params, config, x):
         weights = self.functional.combining_weights(self._params(params), config, x)
         # (..., K, H_out, W_out) -> (..., H_out, W_out, K)
-        return _last_axes(weights, _grid_last(config.spatial_dims))
+        return weights.movedim(-config.spatial_dims - 1, -1)
 
     def to_locally_connected(self, params, config, x):
         weight, bias = self.functional.to_locally_connected(self._params(params), config, x)
-        n = config.spatial_dims
-        # (C_out, C_in, *window) -> (*window, C_in, C_out) after the output grid
-        window_last = (*range(2, n + 2), 1, 0)
-        return _last_axes(weight, window_last), _last_axes(bias, _grid_last(n))
+        # (..., *out, C_out, C_in, *window) -> (..., *out, *window, C_in, C_out)
+        lead = weight.dim() - config.spatial_dims - 2
+        return self.layouts._member_to_neutral(weight, lead), bias.movedim(0, -1)
 
     def locally_connected(self, x, kernel, bias, config):
-        n = config.spatial_dims
-        # (*window, C_in, C_out) -> (C_out, C_in, *window) after the output grid
-        weight = _last_axes(kernel, (n + 1, n, *range(n)))
-        bias = None if bias is None else _last_axes(bias, _grid_first(n))
+        lead = kernel.dim() - config.spatial_dims - 2
+        weight = self.layouts._member_to_torch(kernel, lead)
+        bias = None if bias is None else bias.movedim(-1, 0)
         return self.functional.locally_connected(x, weight, bias, config)
 
 
