@@ -9,6 +9,7 @@ Imported on its own (`import lrlc_jax.flax`): `import lrlc_jax` imports no Flax.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import jax
@@ -33,7 +34,8 @@ def _check_strategy(strategy) -> None:
 
 
 class LRLC(nnx.Module):
-    """A low-rank locally connected layer as an nnx module, NHWC.
+    """A low-rank locally connected layer as an nnx module, channels last (NHWC; NLC or
+    NDHWC when the config has 1 or 3 spatial axes).
 
     `layer.params` is an `nnx.Dict` of `nnx.Param` under the neutral names ('basis',
     'row_logits', ... or 'basis.0', ... for a mixed basis), initialised by `lrlc_jax.init`
@@ -97,7 +99,8 @@ class LRLC(nnx.Module):
 
 
 class LinenLRLC(linen.Module):
-    """A low-rank locally connected layer as a linen module, NHWC. Its variables are
+    """A low-rank locally connected layer as a linen module, channels last (NHWC; NLC or
+    NDHWC when the config has 1 or 3 spatial axes). Its variables are
     `{"params": neutral dict}`, drawn by `lrlc_jax.init`'s rules from the 'params' rng."""
 
     config: LRLCConfig
@@ -121,36 +124,46 @@ class LinenLRLC(linen.Module):
 # ---------------------------------------------------------------------------------------------
 # flax.linen.ConvLocal: kernel (H_out, W_out, C_in kh kw, C_out), its patch axis ordered
 # (c, u, v) as lax.conv_general_dilated_patches cuts it; lrlc's is (H_out, W_out, kh, kw, C_in,
-# C_out). The bias, (H_out, W_out, C_out), is the same in both.
+# C_out). The bias, (H_out, W_out, C_out), is the same in both. In n-D: (*out, C_in
+# prod(window), C_out) against (*out, *window, C_in, C_out), the channel still outermost.
 
 
 def to_conv_local(kernel) -> jax.Array:
     """lrlc's locally connected kernel (H_out, W_out, kh, kw, C_in, C_out) in ConvLocal's
-    layout (H_out, W_out, C_in kh kw, C_out)."""
+    layout (H_out, W_out, C_in kh kw, C_out); (*out, *window, C_in, C_out) of rank 2n + 2 in
+    n-D, with n read from the rank."""
     kernel = as_floating(kernel, "to_conv_local: kernel")
-    if kernel.ndim != 6:
+    n = (kernel.ndim - 2) // 2
+    if kernel.ndim not in (4, 6, 8):
         raise ValueError(
-            f"to_conv_local: kernel has shape {kernel.shape}; expected (H_out, W_out, kh, kw, "
-            "C_in, C_out) (one kernel for every example: ConvLocal has no per-example kernel)"
+            f"to_conv_local: kernel has shape {kernel.shape}; expected (*out, *window, C_in, "
+            "C_out) of rank 4, 6 or 8 for 1, 2 or 3 spatial axes, such as (H_out, W_out, kh, "
+            "kw, C_in, C_out) (one kernel for every example: ConvLocal has no per-example kernel)"
         )
-    out_h, out_w, kh, kw, c_in, c_out = kernel.shape
-    return jnp.transpose(kernel, (0, 1, 4, 2, 3, 5)).reshape(out_h, out_w, c_in * kh * kw, c_out)
+    out, window, (c_in, c_out) = kernel.shape[:n], kernel.shape[n:-2], kernel.shape[-2:]
+    # (*out, *window, C_in, C_out) -> (*out, C_in, *window, C_out)
+    axes = (*range(n), 2 * n, *range(n, 2 * n), 2 * n + 1)
+    return jnp.transpose(kernel, axes).reshape(*out, c_in * math.prod(window), c_out)
 
 
 def from_conv_local(kernel, config: LRLCConfig) -> jax.Array:
     """A ConvLocal kernel (H_out, W_out, C_in kh kw, C_out) as lrlc's locally connected kernel
-    for `config` (the window of `config.locally_connected_config()`)."""
+    for `config` (the window of `config.locally_connected_config()`); (*out, C_in
+    prod(window), C_out) in n-D."""
     check_config(config, "from_conv_local")
     kernel = as_floating(kernel, "from_conv_local: kernel")
-    out_h, out_w, kh, kw, c_in, c_out = lc_shapes(config)[0]
-    expected = (out_h, out_w, c_in * kh * kw, c_out)
+    n = config.spatial_dims
+    shape = lc_shapes(config)[0]
+    out, window, (c_in, c_out) = shape[:n], shape[n:-2], shape[-2:]
+    expected = (*out, c_in * math.prod(window), c_out)
     if kernel.shape != expected:
         raise ValueError(
             f"from_conv_local: kernel has shape {kernel.shape}; expected {expected} for this "
-            "config (ConvLocal's (H_out, W_out, C_in kh kw, C_out))"
+            "config (ConvLocal's (*out, C_in prod(window), C_out))"
         )
-    split = kernel.reshape(out_h, out_w, c_in, kh, kw, c_out)
-    return jnp.transpose(split, (0, 1, 3, 4, 2, 5))
+    split = kernel.reshape(*out, c_in, *window, c_out)
+    # (*out, C_in, *window, C_out) -> (*out, *window, C_in, C_out)
+    return jnp.transpose(split, (*range(n), *range(n + 1, 2 * n + 1), n, 2 * n + 1))
 
 
 def conv_local(config: LRLCConfig, **kwargs) -> linen.ConvLocal:

@@ -1,9 +1,11 @@
 """Low-rank locally connected layers as pure JAX functions over a dict of neutral parameters.
 
 Each function cites the spec section (spec/SPEC.md) and equation it implements; `lrlc_numpy`
-is the normative version of every formula. Data is NHWC, kernels HWIO, `basis[k, u, v, c_in,
-c_out]` (a mixed basis: `basis.k[u, v, c_in, c_out]` per basis, spec section 16). The config
-is an `lrlc_numpy.LRLCConfig`: hashable, so static under `jax.jit`.
+is the normative version of every formula. Data is channels last, kernels spatial-major:
+NHWC and HWIO with `basis[k, u, v, c_in, c_out]` in 2-D (a mixed basis: `basis.k[u, v, c_in,
+c_out]` per basis, spec section 16); NLC / NDHWC and the same axes per spatial axis in 1-D and
+3-D (spec section 17), where every function takes the spatial rank n from the config or the
+arrays' ranks. The config is an `lrlc_numpy.LRLCConfig`: hashable, so static under `jax.jit`.
 
 Matrix products use JAX's default precision, which GPUs and TPUs may reduce for float32;
 wrap calls in `jax.default_matmul_precision("highest")` for full float32 accuracy.
@@ -12,6 +14,7 @@ wrap calls in `jax.default_matmul_precision("highest")` for full float32 accurac
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Mapping
 
@@ -31,7 +34,7 @@ from lrlc_numpy import (
     param_shapes,
     working_dtype_name,
 )
-from lrlc_numpy.config import _pair
+from lrlc_numpy.config import AXIS_NAMES, LAYOUTS, SPATIAL_DIMS, _pair
 from lrlc_numpy.reference import BIAS_NAMES, L2_FLOOR
 from lrlc_numpy.strategy import STRATEGIES, weights_are_ones
 
@@ -68,13 +71,45 @@ __all__ = [
     "to_locally_connected",
 ]
 
-_DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
+# Letters of the spatial axes, last n of them in n-D: (W,), (H, W), (D, H, W) for lax's
+# dimension numbers; the grid (i, j, l), the window taps (u, v, t) in einsum subscripts.
+_SPATIAL = "DHW"
+_GRID = "ijl"
+_TAPS = "uvt"
+
+
+def _dimension_numbers(n: int) -> tuple[str, str, str]:
+    """Channels-last lax dimension numbers for n spatial axes: ("NHWC", "HWIO", "NHWC") in 2-D."""
+    spatial = _SPATIAL[-n:]
+    return f"N{spatial}C", f"{spatial}IO", f"N{spatial}C"
+
+
+def _spatial_rank(array, extra: int, where: str, layout: str) -> int:
+    """n for an array of rank n + `extra` (n in 1, 2, 3); ValueError naming `layout` otherwise."""
+    n = array.ndim - extra
+    if n not in SPATIAL_DIMS:
+        raise ValueError(
+            f"{where} has shape {tuple(array.shape)}; expected {layout} with 1, 2 or 3 "
+            f"spatial axes (rank {extra + 1} to {extra + 3})"
+        )
+    return n
+
+
+def _on_axis(vector, config: LRLCConfig, axis: str) -> jax.Array:
+    """A per-axis table (out_a, ...) of `config`'s grid axis `axis` shaped to broadcast over
+    the output grid: (out_a, 1, ..., trailing) with the axis at its place in the grid."""
+    n = config.spatial_dims
+    index = AXIS_NAMES[n].index(axis)
+    return vector.reshape(
+        (1,) * index + vector.shape[:1] + (1,) * (n - 1 - index) + vector.shape[1:]
+    )
+
 
 # ---------------------------------------------------------------------------------------------
 # Checks (spec section 14). They read shapes and dtypes only, so they work on tracers; the
 # array checks are positionwise.py's, shared by every module.
 
-_LOGIT_NAMES = ("row_logits", "col_logits", "logits")
+_LOGIT_NAMES = ("depth_logits", "row_logits", "col_logits", "logits")
 
 
 def _named_params(params, names, config: LRLCConfig, where: str) -> dict[str, jax.Array]:
@@ -136,21 +171,18 @@ def _widened(tree):
 
 
 def fixed_logits(params, config: LRLCConfig) -> jax.Array:
-    """Unnormalised weights w~[i, j, k] of a fixed layer (eq. 3 and its variants)."""
+    """Unnormalised weights w~[*i, k] of a fixed layer, (*out, K) (eq. 3 and its variants;
+    spec section 17.2 in 1-D and 3-D)."""
     check_config(config, "fixed_logits")
     if config.input_dependent:
         raise ValueError("fixed_logits: an input-dependent layer's logits come from g_forward")
     names = [name for name in param_shapes(config) if name in _LOGIT_NAMES]
     params = _named_params(params, names, config, "fixed_logits")
-    out_h, out_w = config.output_size
-    shape = (out_h, out_w, config.rank)
-    if config.combining == "rowcol":  # eq. 3: w~ = alpha_i + beta_j
-        return params["row_logits"][:, None, :] + params["col_logits"][None, :, :]
-    if config.combining == "row":
-        return jnp.broadcast_to(params["row_logits"][:, None, :], shape)
-    if config.combining == "col":
-        return jnp.broadcast_to(params["col_logits"][None, :, :], shape)
-    return params["logits"]
+    if config.combining == "full":
+        return params["logits"]
+    # eq. 3, w~ = alpha_i + beta_j, and its n-D reading: one table per axis, summed (17.2).
+    tables = [_on_axis(params[f"{axis}_logits"], config, axis) for axis in config.axis_tables]
+    return jnp.broadcast_to(sum(tables[1:], tables[0]), (*config.output_size, config.rank))
 
 
 def normalize_weights(logits, mode: str) -> jax.Array:
@@ -183,8 +215,8 @@ def _l2_normalize(logits) -> jax.Array:
 
 
 def _weights(params, config: LRLCConfig, x) -> jax.Array:
-    """Normalised weights from checked, widened arguments: (H_out, W_out, K), or
-    (B, H_out, W_out, K) predicted from x."""
+    """Normalised weights from checked, widened arguments: (*out, K), or (B, *out, K)
+    predicted from x."""
     if config.input_dependent:
         logits = g_forward(x, params, config)
     else:
@@ -193,8 +225,8 @@ def _weights(params, config: LRLCConfig, x) -> jax.Array:
 
 
 def combining_weights(params, config: LRLCConfig, x=None) -> jax.Array:
-    """Normalised combining weights w (eq. 4): (H_out, W_out, K), or (B, H_out, W_out, K)
-    for an input-dependent layer, whose weights are predicted from `x` (eq. 6)."""
+    """Normalised combining weights w (eq. 4): (*out, K), (H_out, W_out, K) in 2-D, or
+    (B, *out, K) for an input-dependent layer, whose weights are predicted from `x` (eq. 6)."""
     params, x = _prepare_without_layer(params, config, x, "combining_weights")
     wide, wide_x = _widened((params, x))
     return _weights(wide, config, wide_x).astype(_basis_dtype(params, config))
@@ -205,52 +237,71 @@ def combining_weights(params, config: LRLCConfig, x=None) -> jax.Array:
 
 
 def resize_bilinear(a, size) -> jax.Array:
-    """Bilinear resize of NHWC `a` to `size` with aligned corners, as R_h a R_w^T. The matrices
-    are `lrlc_numpy.resize_matrix`, built at trace time, so the weights are the reference's."""
+    """Resize channels-last `a` (B, *grid, C) to the grid `size` with aligned corners, one
+    matrix per axis: R_h a R_w^T in 2-D (bilinear), linear in 1-D, trilinear in 3-D (spec
+    section 17.3). The matrices are `lrlc_numpy.resize_matrix`, built at trace time, so the
+    weights are the reference's."""
     a = as_floating(a, "resize_bilinear: a")
-    if a.ndim != 4:
-        raise ValueError(f"resize_bilinear: a must have rank 4 (NHWC), got shape {a.shape}")
-    size = _pair("size", size, "resize_bilinear")
-    rows = jnp.asarray(lrlc_numpy.resize_matrix(a.shape[1], size[0]), a.dtype)
-    cols = jnp.asarray(lrlc_numpy.resize_matrix(a.shape[2], size[1]), a.dtype)
-    return jnp.einsum("oh,bhwc,pw->bopc", rows, a, cols)
+    # A tuple `size` names the spatial rank; an int is the same size on each of a's axes.
+    n = len(size) if isinstance(size, (tuple, list)) else a.ndim - 2
+    if n not in SPATIAL_DIMS:
+        raise ValueError(
+            f"resize_bilinear: a must have rank 3, 4 or 5 (B, *grid, C) and size one entry per "
+            f"grid axis (or an int), got a of shape {a.shape} and size {size!r}"
+        )
+    size = _pair("size", size, "resize_bilinear", n=n)
+    if a.ndim != n + 2:
+        raise ValueError(
+            f"resize_bilinear: a must have rank {n + 2} ({LAYOUTS[n][0]}) for the size {size}, "
+            f"got shape {a.shape}"
+        )
+    matrices = [
+        jnp.asarray(lrlc_numpy.resize_matrix(n_in, n_out), a.dtype)
+        for n_in, n_out in zip(a.shape[1:-1], size)
+    ]
+    # "oh,bhwc,pw->bopc" in 2-D: the first matrix before `a`, the others after it.
+    source, target = "hwz"[:n], "opq"[:n]
+    operands = [f"{o}{h}" for o, h in zip(target, source)]
+    subscripts = ",".join([operands[0], f"b{source}c", *operands[1:]]) + f"->b{target}c"
+    return jnp.einsum(subscripts, matrices[0], a, *matrices[1:])
 
 
 def depthwise_conv3x3(a, kernel, bias, rate: int) -> jax.Array:
-    """Depthwise 3x3 convolution with dilation `rate`, 'valid' padding, plus bias, as nine
-    shifted multiply-adds: XLA's backward of a grouped convolution is slow (jax-ml/jax#13800;
-    docs/performance.md, 'Targets of issue 7, JAX on CPU', target 4)."""
+    """Depthwise 3x3 convolution (3^n taps in n-D, spec section 17.3) of channels-last `a`
+    with dilation `rate`, 'valid' padding, plus bias, as 3^n shifted multiply-adds: XLA's
+    backward of a grouped convolution is slow (jax-ml/jax#13800; docs/performance.md,
+    'Targets of issue 7, JAX on CPU', target 4)."""
     if not isinstance(rate, int) or isinstance(rate, bool) or rate < 1:
         raise ValueError(f"depthwise_conv3x3: rate must be a positive int, got {rate!r}")
     a = as_floating(a, "depthwise_conv3x3: a")
-    if a.ndim != 4:
-        raise ValueError(f"depthwise_conv3x3: a must have rank 4 (NHWC), got shape {a.shape}")
-    check_shape(as_floating(kernel, "kernel"), (3, 3, a.shape[3]), "depthwise_conv3x3: kernel")
-    check_shape(as_floating(bias, "bias"), (a.shape[3],), "depthwise_conv3x3: bias")
-    out_h, out_w = a.shape[1] - 2 * rate, a.shape[2] - 2 * rate
-    if min(out_h, out_w) < 1:
+    n = _spatial_rank(a, 2, "depthwise_conv3x3: a", "(B, *grid, C)")
+    channels = a.shape[-1]
+    check_shape(as_floating(kernel, "kernel"), (3,) * n + (channels,), "depthwise_conv3x3: kernel")
+    check_shape(as_floating(bias, "bias"), (channels,), "depthwise_conv3x3: bias")
+    out_size = [size - 2 * rate for size in a.shape[1:-1]]
+    if min(out_size) < 1:
         raise ValueError(
-            f"depthwise_conv3x3: a's grid {a.shape[1:3]} is too small for a 3x3 window of "
+            f"depthwise_conv3x3: a's grid {a.shape[1:-1]} is too small for a 3x3 window of "
             f"rate {rate} ('valid'); it needs at least {2 * rate + 1} per axis"
         )
     out = bias
-    for u in range(3):
-        for v in range(3):
-            window = a[:, u * rate : u * rate + out_h, v * rate : v * rate + out_w, :]
-            out = out + window * kernel[u, v]
+    for taps in itertools.product(range(3), repeat=n):
+        cut = tuple(slice(u * rate, u * rate + size) for u, size in zip(taps, out_size))
+        out = out + a[(slice(None), *cut)] * kernel[taps]
     return out
 
 
 def g_forward(x, params, config: LRLCConfig) -> jax.Array:
-    """Predict logits w~ (B, H_out, W_out, K) from the input (eq. 6)."""
+    """Predict logits w~ (B, *out, K) from the input (eq. 6; spec section 17.3 in n-D)."""
     check_config(config, "g_forward")
     if not config.input_dependent:
         raise ValueError("g_forward: the config is not input-dependent; it has no network g")
     names = [name for name in param_shapes(config) if name.startswith("g.")]
     params = _named_params(params, names, config, "g_forward")
     x = check_input(x, config, name="g_forward: x")
-    low = jnp.einsum("bhwc,ck->bhwk", x, params["g.reduce.kernel"]) + params["g.reduce.bias"]
-    branches = [low, jnp.mean(low, axis=(1, 2), keepdims=True)]
+    low = jnp.einsum("...c,ck->...k", x, params["g.reduce.kernel"]) + params["g.reduce.bias"]
+    grid_axes = tuple(range(1, config.spatial_dims + 1))
+    branches = [low, jnp.mean(low, axis=grid_axes, keepdims=True)]
     for r in config.g_dilations:
         kernel, bias = params[f"g.dilated{r}.kernel"], params[f"g.dilated{r}.bias"]
         branches.append(depthwise_conv3x3(low, kernel, bias, r))
@@ -265,34 +316,35 @@ def g_forward(x, params, config: LRLCConfig) -> jax.Array:
 
 
 def _bias_params(params, config: LRLCConfig, where: str) -> dict[str, jax.Array]:
-    names = [name for name in param_shapes(config) if name in BIAS_NAMES]
+    names = [name for name in param_shapes(config) if name in _bias_names(config)]
     return _named_params(params, names, config, where)
 
 
+def _bias_names(config: LRLCConfig) -> tuple[str, ...]:
+    """The bias tensors eq. 5 may read: BIAS_NAMES and, in 3-D, 'depth_bias'."""
+    return (*BIAS_NAMES, *(f"{axis}_bias" for axis in config.axis_tables))
+
+
 def spatial_bias_map(params, config: LRLCConfig) -> jax.Array | None:
-    """The spatial part of eq. 5 on the output grid (H_out, W_out), or None."""
+    """The spatial part of eq. 5 on the output grid, (*out) ((H_out, W_out) in 2-D), or None."""
     params = _bias_params(params, config, "spatial_bias_map")
     if not config.spatial_bias:
         return None
-    if config.combining == "rowcol":
-        return params["row_bias"][:, None] + params["col_bias"][None, :]
-    out_h, out_w = config.output_size
-    if config.combining == "row":
-        return jnp.broadcast_to(params["row_bias"][:, None], (out_h, out_w))
-    if config.combining == "col":
-        return jnp.broadcast_to(params["col_bias"][None, :], (out_h, out_w))
-    return params["spatial_bias"]
+    if config.combining == "full":
+        return params["spatial_bias"]
+    # One vector per axis table, summed over the axes (spec section 17.2).
+    vectors = [_on_axis(params[f"{axis}_bias"], config, axis) for axis in config.axis_tables]
+    return jnp.broadcast_to(sum(vectors[1:], vectors[0]), config.output_size)
 
 
 def bias_map(params, config: LRLCConfig, dtype) -> jax.Array:
-    """B[i, j, c] of eq. 5 as an (H_out, W_out, C_out) array (zeros when both are off)."""
+    """B[*i, c] of eq. 5 as a (*out, C_out) array (zeros when both are off)."""
     params = _bias_params(params, config, "bias_map")
     dtype = floating_dtype(dtype, "bias_map")
-    out_h, out_w = config.output_size
-    bias = jnp.zeros((out_h, out_w, config.out_channels), dtype)
+    bias = jnp.zeros((*config.output_size, config.out_channels), dtype)
     spatial = spatial_bias_map(params, config)
     if spatial is not None:
-        bias = bias + spatial[:, :, None]
+        bias = bias + spatial[..., None]
     if config.channel_bias:
         bias = bias + params["channel_bias"]
     return bias
@@ -318,8 +370,8 @@ def _check_basis(basis, config: LRLCConfig, where: str) -> None:
 
 
 def basis_members(params, config: LRLCConfig):
-    """The K filter banks F^(k), indexable by k: the stacked `basis` (K, kh, kw, C_in, C_out),
-    or the list of a mixed basis's `basis.k` (kh_k, kw_k, C_in, C_out) (spec section 16)."""
+    """The K filter banks F^(k), indexable by k: the stacked `basis` (K, *kernel, C_in, C_out),
+    or the list of a mixed basis's `basis.k` (*kernel_k, C_in, C_out) (spec section 16)."""
     params = _named_params(params, config.basis_names, config, "basis_members")
     if config.mixed:
         return [params[name] for name in config.basis_names]
@@ -327,35 +379,35 @@ def basis_members(params, config: LRLCConfig):
 
 
 def group_basis(members, group: BasisGroup) -> jax.Array:
-    """The banks of `group` stacked (|G|, kh, kw, C_in, C_out) in member order; a stacked plain
-    basis is its one group already."""
+    """The banks of `group` stacked (|G|, *kernel, C_in, C_out) in member order; a stacked
+    plain basis is its one group already."""
     if isinstance(members, (list, tuple)):
         return jnp.stack([members[k] for k in group.members])
     return members
 
 
 def _convolution(x, kernel, config: LRLCConfig, group: BasisGroup) -> jax.Array:
-    """`x` convolved with the HWIO `kernel` on `group`'s window, dilation and padding, at
-    `config`'s stride (eq. 1)."""
+    """`x` convolved with the spatial-major `kernel` (HWIO in 2-D) on `group`'s window,
+    dilation and padding, at `config`'s stride (eq. 1)."""
     padding = group.padding_pairs
     reach = [(size - 1) * rate for size, rate in zip(group.kernel_size, group.dilation)]
     if any(side > limit for pair, limit in zip(padding, reach) for side in pair):
         # XLA's CPU float32 input gradient is wrong for padding beyond the kernel's reach
         # (tests/test_jax.py::test_padding_wider_than_the_kernel_in_float32): pad here.
-        x, padding = pad_input(x, config, padding), ((0, 0), (0, 0))
+        x, padding = pad_input(x, config, padding), ((0, 0),) * config.spatial_dims
     return lax.conv_general_dilated(
         x,
         kernel,
         window_strides=config.stride,
         padding=padding,
         rhs_dilation=group.dilation,
-        dimension_numbers=_DIMENSION_NUMBERS,
+        dimension_numbers=_dimension_numbers(config.spatial_dims),
     )
 
 
 def stack_responses(responses, config: LRLCConfig) -> jax.Array:
-    """z (B, H_out, W_out, K, C_out) from each of `config.basis_groups`' responses, the K axis
-    in basis order: a mixed basis's groups need not be contiguous (spec section 16.3)."""
+    """z (B, *out, K, C_out) from each of `config.basis_groups`' responses, the K axis in
+    basis order: a mixed basis's groups need not be contiguous (spec section 16.3)."""
     check_config(config, "stack_responses")
     groups = config.basis_groups
     if not isinstance(responses, (list, tuple)) or len(responses) != len(groups):
@@ -367,22 +419,23 @@ def stack_responses(responses, config: LRLCConfig) -> jax.Array:
         )
     for n, (group, response) in enumerate(zip(groups, responses)):
         response = as_floating(response, f"stack_responses: responses[{n}]")
-        if response.ndim != 5 or response.shape[3] != len(group.members):
+        if response.ndim != config.spatial_dims + 3 or response.shape[-2] != len(group.members):
             raise ValueError(
                 f"stack_responses: responses[{n}] has shape {response.shape}; expected "
-                f"(B, H_out, W_out, {len(group.members)}, C_out) for bases {group.members}"
+                f"(B, {', '.join(map(str, config.output_size))}, {len(group.members)}, C_out) "
+                f"for bases {group.members}"
             )
     if len(responses) == 1:
         return responses[0]
     order = [k for group in config.basis_groups for k in group.members]
-    z = jnp.concatenate(responses, axis=3)
+    z = jnp.concatenate(responses, axis=-2)
     if order == sorted(order):
         return z
-    return z[:, :, :, np.argsort(order)]
+    return z[..., np.argsort(order), :]
 
 
 def basis_responses(x, basis, config: LRLCConfig) -> jax.Array:
-    """Algorithm 1, step 1: z[b, i, j, k, o] = (x * F^(k))[b, i, j, o] for every basis member,
+    """Algorithm 1, step 1: z[b, *i, k, o] = (x * F^(k))[b, *i, o] for every basis member,
     as one convolution with K * C_out output channels, K outer (spec section 4.3); a mixed
     basis (`basis` the list of `basis_members`) has one per group of equal kernel size and
     dilation (spec section 16.3)."""
@@ -392,34 +445,42 @@ def basis_responses(x, basis, config: LRLCConfig) -> jax.Array:
     responses = []
     for group in config.basis_groups:
         stacked = group_basis(basis, group)
-        members, kh, kw, c_in, c_out = stacked.shape
-        kernel = jnp.transpose(stacked, (1, 2, 3, 0, 4)).reshape(kh, kw, c_in, members * c_out)
+        members, *window, c_in, c_out = stacked.shape
+        # (|G|, *kernel, C_in, C_out) -> (*kernel, C_in, |G| C_out): members outer in channels.
+        n = len(window)
+        axes = (*range(1, n + 2), 0, n + 2)
+        kernel = jnp.transpose(stacked, axes).reshape(*window, c_in, members * c_out)
         z = _convolution(x, kernel, config, group)
-        responses.append(z.reshape(*z.shape[:3], members, c_out))
+        responses.append(z.reshape(*z.shape[:-1], members, c_out))
     return stack_responses(responses, config)
 
 
 def combine(per_member, weights, bias) -> jax.Array:
-    """Algorithm 1, step 2: y = sum_k w_k z_k + B (eqs. 2 and 5). `weights` is (H_out, W_out, K)
-    or (B, H_out, W_out, K); fixed ones are broadcast over the batch, so the contraction is a
-    plain batched product over (b, i, j), the faster form on CPU (docs/performance.md, 'JAX')."""
+    """Algorithm 1, step 2: y = sum_k w_k z_k + B (eqs. 2 and 5). `per_member` is z (B, *out,
+    K, C_out), `weights` (*out, K) or (B, *out, K); fixed ones are broadcast over the batch, so
+    the contraction is a plain batched product over (b, *i), the faster form on CPU
+    (docs/performance.md, 'JAX')."""
     per_member = as_floating(per_member, "combine: per_member")
     weights = as_floating(weights, "combine: weights")
     bias = as_floating(bias, "combine: bias")
-    if per_member.ndim != 5:
+    # The bias (*out, C_out), the one operand without an optional batch, fixes n.
+    n = _spatial_rank(bias, 1, "combine: bias", "(*out, C_out)")
+    if per_member.ndim != n + 3:
         raise ValueError(
-            f"combine: per_member has shape {per_member.shape}; expected (B, H_out, W_out, K, "
-            "C_out)"
+            f"combine: per_member has shape {per_member.shape}; expected (B, *out, K, C_out) "
+            f"of rank {n + 3} for bias {bias.shape}"
         )
-    batch, out_h, out_w, rank, c_out = per_member.shape
-    if weights.shape not in ((out_h, out_w, rank), (batch, out_h, out_w, rank)):
+    batch, *out, rank, c_out = per_member.shape
+    shared = (*out, rank)
+    if weights.shape not in (shared, (batch, *shared)):
         raise ValueError(
-            f"combine: weights has shape {weights.shape}; expected {(out_h, out_w, rank)} or "
-            f"(B, {out_h}, {out_w}, {rank}) for per_member {per_member.shape}"
+            f"combine: weights has shape {weights.shape}; expected {shared} or "
+            f"(B, {', '.join(map(str, shared))}) for per_member {per_member.shape}"
         )
-    check_shape(bias, (out_h, out_w, c_out), "combine: bias")
-    weights = jnp.broadcast_to(weights, (per_member.shape[0], *weights.shape[-3:]))
-    return jnp.einsum("bijko,bijk->bijo", per_member, weights) + bias
+    check_shape(bias, (*out, c_out), "combine: bias")
+    weights = jnp.broadcast_to(weights, (batch, *shared))
+    grid = _GRID[:n]
+    return jnp.einsum(f"b{grid}ko,b{grid}k->b{grid}o", per_member, weights) + bias
 
 
 def _after(value, *deps) -> jax.Array:
@@ -452,8 +513,9 @@ def _algorithm1_forward(x, basis, weights, bias, config: LRLCConfig):
 
 def _algorithm1_backward(config: LRLCConfig, residuals, dy):
     x, basis, weights, z, y = residuals
-    dweights = jnp.einsum("bijko,bijo->bijk", _widened(z), dy)
-    if weights.ndim == 3:  # fixed weights, shared by the batch
+    grid = _GRID[: config.spatial_dims]
+    dweights = jnp.einsum(f"b{grid}ko,b{grid}o->b{grid}k", _widened(z), dy)
+    if weights.ndim == z.ndim - 2:  # fixed weights (*out, K), shared by the batch
         dweights = dweights.sum(axis=0)
     ordered = _after(weights, y, dweights)
     dz = (ordered[..., :, None] * dy[..., None, :]).astype(z.dtype)
@@ -478,26 +540,31 @@ def _single_convolution(x, params, config: LRLCConfig) -> jax.Array:
 
 
 def position_banks(weights, basis) -> jax.Array:
-    """Filter banks bank_p = sum_k w[p, k] F^(k) (eq. 2) as (..., H_out W_out, kh kw C_in,
-    C_out) from weights (..., H_out, W_out, K) and the basis (K, kh, kw, C_in, C_out)."""
+    """Filter banks bank_p = sum_k w[p, k] F^(k) (eq. 2) as (..., prod(out), prod(kernel) C_in,
+    C_out) from weights (..., *out, K) and the basis (K, *kernel, C_in, C_out); in 2-D
+    (..., H_out W_out, kh kw C_in, C_out) from (..., H_out, W_out, K)."""
     weights = as_floating(weights, "position_banks: weights")
     basis = as_floating(basis, "position_banks: basis")
-    if basis.ndim != 5 or weights.ndim < 3 or weights.shape[-1] != basis.shape[0]:
+    n = basis.ndim - 3
+    if n not in SPATIAL_DIMS or weights.ndim < n + 1 or weights.shape[-1] != basis.shape[0]:
         raise ValueError(
             f"position_banks: weights {weights.shape} and basis {basis.shape}; expected "
-            "(..., H_out, W_out, K) and (K, kh, kw, C_in, C_out) with one K"
+            "(..., *out, K) and (K, *kernel, C_in, C_out) with one K and 1, 2 or 3 spatial axes"
         )
-    rank, kh, kw, c_in, c_out = basis.shape
-    flat = weights.reshape(*weights.shape[:-3], weights.shape[-3] * weights.shape[-2], rank)
-    return (flat @ basis.reshape(rank, -1)).reshape(*flat.shape[:-1], kh * kw * c_in, c_out)
+    rank, c_out = basis.shape[0], basis.shape[-1]
+    lead, out = weights.shape[: -n - 1], weights.shape[-n - 1 : -1]
+    flat = weights.reshape(*lead, math.prod(out), rank)
+    depth = math.prod(basis.shape[1:-1])
+    return (flat @ basis.reshape(rank, -1)).reshape(*flat.shape[:-1], depth, c_out)
 
 
 def forward(x, params, config: LRLCConfig, *, strategy: str = "auto") -> jax.Array:
     """y[b, i, j, o] = sum_k w[i, j, k] (x * F^(k))[b, i, j, o] + B[i, j, o] (eqs. 2-6).
 
-    `x` is NHWC; returns (B, H_out, W_out, C_out) in x's dtype. `strategy`: 'conv' (Algorithm
-    1), 'lc' (the locally connected form, fixed layers only) or 'auto' (`choose_strategy`);
-    all compute the same function. Pure: `config` and `strategy` are static under `jax.jit`.
+    `x` is channels last: NHWC, or NLC / NDHWC for a 1-D / 3-D config (spec section 17);
+    returns (B, *out, C_out) in x's dtype. `strategy`: 'conv' (Algorithm 1), 'lc' (the
+    locally connected form, fixed layers only) or 'auto' (`choose_strategy`); all compute
+    the same function. Pure: `config` and `strategy` are static under `jax.jit`.
     Differentiable in reverse mode (jax.grad, jax.vjp); Algorithm 1's custom backward has no
     forward mode (jax.jvp), which 'lc' and the rank-1 path keep.
     """
@@ -524,22 +591,23 @@ def forward(x, params, config: LRLCConfig, *, strategy: str = "auto") -> jax.Arr
 
 
 def embedded_basis(params, config: LRLCConfig) -> jax.Array:
-    """The basis on the window of `config.locally_connected_config()`, (K, kh, kw, C_in,
+    """The basis on the window of `config.locally_connected_config()`, (K, *window, C_in,
     C_out): a plain basis as it is; each basis.k of a mixed one at its own taps, from (window
     padding before - its padding before) in steps of its dilation, zeros elsewhere (spec
-    section 16.5), placed by `lax.pad` with interior padding."""
+    section 16.5, on every axis), placed by `lax.pad` with interior padding."""
     members = basis_members(params, config)
     window = config.locally_connected_config()
     if window is config:
         return members
-    (kh, kw), ((top, _), (left, _)) = window.kernel_size, window.padding_pairs
     embedded = []
-    for member, (dh, dw), ((pad_top, _), (pad_left, _)) in zip(
-        members, config.dilations, config.basis_padding_pairs
-    ):
-        row, col = top - pad_top, left - pad_left
-        rows, cols = row + (member.shape[0] - 1) * dh + 1, col + (member.shape[1] - 1) * dw + 1
-        pads = ((row, kh - rows, dh - 1), (col, kw - cols, dw - 1), (0, 0, 0), (0, 0, 0))
+    for member, dilation, pairs in zip(members, config.dilations, config.basis_padding_pairs):
+        pads = []
+        for size, taps, rate, (before, _), (own_before, _) in zip(
+            window.kernel_size, member.shape, dilation, window.padding_pairs, pairs
+        ):
+            first = before - own_before
+            pads.append((first, size - first - (taps - 1) * rate - 1, rate - 1))
+        pads += [(0, 0, 0), (0, 0, 0)]
         embedded.append(lax.pad(member, jnp.zeros((), member.dtype), pads))
     return jnp.stack(embedded)
 
@@ -548,26 +616,33 @@ def to_locally_connected(params, config: LRLCConfig, x=None):
     """Equivalent locally connected (kernel, bias): kernel[..., i, j] = sum_k w[..., i, j, k] F^(k).
 
     kernel is (H_out, W_out, kh, kw, C_in, C_out), or (B, H_out, W_out, ...) per example for
-    an input-dependent layer (then `x` is required); bias is (H_out, W_out, C_out). The window
-    is `config.locally_connected_config()`'s: a mixed basis's covers every basis's taps.
+    an input-dependent layer (then `x` is required); bias is (H_out, W_out, C_out). In n-D,
+    (*out, *window, C_in, C_out) and (*out, C_out) (spec section 17.5). The window is
+    `config.locally_connected_config()`'s: a mixed basis's covers every basis's taps.
     """
     params, x = _prepare_without_layer(params, config, x, "to_locally_connected")
     wide, wide_x = _widened((params, x))
     weights = _weights(wide, config, wide_x)
-    kernel = jnp.einsum("...ijk,kuvco->...ijuvco", weights, embedded_basis(wide, config))
+    grid, taps = _GRID[: config.spatial_dims], _TAPS[: config.spatial_dims]
+    subscripts = f"...{grid}k,k{taps}co->...{grid}{taps}co"
+    kernel = jnp.einsum(subscripts, weights, embedded_basis(wide, config))
     dtype = _basis_dtype(params, config)
     return kernel.astype(dtype), bias_map(wide, config, weights.dtype).astype(dtype)
 
 
 def locally_connected(x, kernel, bias, config: LRLCConfig) -> jax.Array:
     """y[b, i, j, o] = sum_{u, v, c} xpad[b, i s_h + u d_h, j s_w + v d_w, c] K[i, j, u, v, c, o]
-    + bias[i, j, o] on the window of `config.locally_connected_config()`. `kernel` may carry
-    a leading batch axis (one kernel per example)."""
+    + bias[i, j, o] on the window of `config.locally_connected_config()`; the same sum over
+    the n-D window in 1-D and 3-D, with K (*out, *window, C_in, C_out) and bias (*out, C_out).
+    `kernel` may carry a leading batch axis (one kernel per example)."""
     check_config(config, "locally_connected")
     x = check_input(x, config)
     kernel = as_floating(kernel, "locally connected kernel")
     bias = as_floating(bias, "locally connected bias")
     check_lc_shapes(kernel.shape, bias.shape, config, batch=x.shape[0])
-    positions, depth = math.prod(kernel.shape[-6:-4]), math.prod(kernel.shape[-4:-1])
-    banks = kernel.astype(x.dtype).reshape(*kernel.shape[:-6], positions, depth, kernel.shape[-1])
+    n = config.spatial_dims
+    shared = kernel.shape[-2 * n - 2 :]  # (*out, *window, C_in, C_out)
+    positions, depth = math.prod(shared[:n]), math.prod(shared[n:-1])
+    lead = kernel.shape[: kernel.ndim - len(shared)]
+    banks = kernel.astype(x.dtype).reshape(*lead, positions, depth, shared[-1])
     return apply_banks(x, banks, config.locally_connected_config()) + bias.astype(x.dtype)

@@ -18,7 +18,8 @@ from .positionwise import floating_dtype
 
 def init(key, config: LRLCConfig, dtype=jnp.float32) -> dict[str, jax.Array]:
     """Initial parameters under the neutral names, drawn from `key` with the distributions of
-    `lrlc_numpy.initial_value` (spec section 10): every fixed layer starts as a convolution."""
+    `lrlc_numpy.initial_value` (spec sections 10 and 17.4), in the config's 1, 2 or 3 spatial
+    dimensions: every fixed layer starts as a convolution."""
     check_config(config, "init")
     _check_key(key)
     return _init(key, config, floating_dtype(dtype, "init"))
@@ -53,6 +54,6 @@ def _init(key, config: LRLCConfig, dtype) -> dict[str, jax.Array]:
 
 
 def apply(params, x, config: LRLCConfig, *, strategy: str = "auto") -> jax.Array:
-    """The layer on NHWC `x` in the init/apply argument order: `forward(x, params, config,
-    strategy=strategy)`."""
+    """The layer on channels-last `x` (NHWC; NLC or NDHWC for a 1-D or 3-D config) in the
+    init/apply argument order: `forward(x, params, config, strategy=strategy)`."""
     return forward(x, params, config, strategy=strategy)

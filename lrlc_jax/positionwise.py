@@ -5,6 +5,8 @@ module shares (spec section 14): they read shapes and dtypes only, so they work 
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Mapping
 
 import jax
@@ -85,52 +87,63 @@ def _check_geometry(config, where: str) -> None:
 
 def pad_input(x, config: LRLCConfig, pairs=None, *, spatial_first: bool = False) -> jax.Array:
     """Zero-pad `x` by `pairs`, default `config.padding_pairs` (spec section 3; 'same' may be
-    asymmetric; a mixed basis pads each group by its own): NHWC, or (H, W, B, C) when
-    `spatial_first`."""
+    asymmetric; a mixed basis pads each group by its own): channels last (B, *grid, C), NHWC
+    in 2-D, or (*grid, B, C) when `spatial_first`."""
     check_config(config, "pad_input")
     if pairs is None:
         _check_geometry(config, "pad_input")
         pairs = config.padding_pairs
     x = as_floating(x, "pad_input: x")
-    if x.ndim != 4:
-        raise ValueError(f"pad_input: x must have rank 4, got shape {x.shape}")
+    rank = config.spatial_dims + 2
+    if x.ndim != rank:
+        raise ValueError(
+            f"pad_input: x must have rank {rank} for a {config.spatial_dims}-D layer, got "
+            f"shape {x.shape}"
+        )
     return jnp.pad(x, (*pairs, (0, 0), (0, 0)) if spatial_first else ((0, 0), *pairs, (0, 0)))
 
 
 def extract_patches(x, config: LRLCConfig) -> jax.Array:
     """The input window of every output position (eq. 1), position-major: (H_out W_out, B,
     kh kw C_in) in (u, v, c) order, cut as kh kw strided slices with the batch behind the
-    spatial axes, so that the batched product over positions reads contiguous rows."""
+    spatial axes, so that the batched product over positions reads contiguous rows. In n-D,
+    (prod(out), B, prod(kernel) C_in) with the taps in row-major order, then the channel."""
     _check_geometry(config, "extract_patches")
     x = check_input(x, config, name="extract_patches: x")
-    (sh, sw), (dh, dw) = config.stride, config.dilation
-    (out_h, out_w), (kh, kw) = config.output_size, config.kernel_size
+    n = config.spatial_dims
+    stride, dilation = config.stride, config.dilation
+    out, kernel = config.output_size, config.kernel_size
     # Moved before padding, so XLA's backward folds every window without a transpose each.
-    padded = pad_input(jnp.transpose(x, (1, 2, 0, 3)), config, spatial_first=True)
+    spatial_first = jnp.transpose(x, (*range(1, n + 1), 0, n + 1))
+    padded = pad_input(spatial_first, config, spatial_first=True)
     windows = [
         lax.slice(
             padded,
-            (u * dh, v * dw, 0, 0),
-            (u * dh + (out_h - 1) * sh + 1, v * dw + (out_w - 1) * sw + 1, *padded.shape[2:]),
-            (sh, sw, 1, 1),
+            (*(u * d for u, d in zip(taps, dilation)), 0, 0),
+            (
+                *(u * d + (size - 1) * s + 1 for u, d, size, s in zip(taps, dilation, out, stride)),
+                *padded.shape[n:],
+            ),
+            (*stride, 1, 1),
         )
-        for u in range(kh)
-        for v in range(kw)
+        for taps in itertools.product(*map(range, kernel))
     ]
-    stacked = jnp.stack(windows, axis=3)  # (H_out, W_out, B, kh kw, C_in)
+    stacked = jnp.stack(windows, axis=n + 1)  # (*out, B, prod(kernel), C_in)
     # Sizes written out: -1 is ambiguous for an empty batch.
-    return stacked.reshape(out_h * out_w, x.shape[0], kh * kw * x.shape[3])
+    return stacked.reshape(math.prod(out), x.shape[0], math.prod(kernel) * x.shape[-1])
 
 
 def apply_banks(x, banks, config: LRLCConfig) -> jax.Array:
     """y[b, p, o] = sum_f patch_p[b, f] bank_p[f, o] for all output positions p at once: the
     arithmetic of one convolution with C_out outputs. `banks` is (H_out W_out, kh kw C_in,
-    C_out), or (B, H_out W_out, ...) per example. No bias; returns (B, H_out, W_out, C_out)."""
+    C_out), or (B, H_out W_out, ...) per example. No bias; returns (B, H_out, W_out, C_out).
+    In n-D the positions are prod(out), the depth prod(kernel) C_in, the result (B, *out,
+    C_out)."""
     _check_geometry(config, "apply_banks")
     banks = as_floating(banks, "apply_banks: banks")
-    out_h, out_w = config.output_size
-    kh, kw = config.kernel_size
-    shared = (out_h * out_w, kh * kw * config.in_channels, config.out_channels)
+    out = config.output_size
+    depth = math.prod(config.kernel_size) * config.in_channels
+    shared = (math.prod(out), depth, config.out_channels)
     if tuple(banks.shape[-3:]) != shared or banks.ndim not in (3, 4):
         raise ValueError(
             f"apply_banks: banks has shape {tuple(banks.shape)}; expected {shared} or "
@@ -138,4 +151,4 @@ def apply_banks(x, banks, config: LRLCConfig) -> jax.Array:
         )
     spec = "pbf,pfo->bpo" if banks.ndim == 3 else "pbf,bpfo->bpo"
     y = jnp.einsum(spec, extract_patches(x, config), banks)
-    return y.reshape(x.shape[0], out_h, out_w, config.out_channels)
+    return y.reshape(x.shape[0], *out, config.out_channels)

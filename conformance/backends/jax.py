@@ -1,10 +1,11 @@
 """Adapter for lrlc_jax: `forward` under `jax.jit`, gradients from `jax.vjp`.
 
-Importing it enables `jax_enable_x64` so that float64 is real float64. Every call runs under
-`jax.default_matmul_precision("highest")`, so float32 is not silently computed in TF32 or
-bfloat16 passes on GPUs and TPUs. Compilation dominates the run on CPU, so every check's
-output for one input comes from one jitted function, compiled once per (config, dtype,
-shapes) by jit's own cache.
+Arrays are channels last in every spatial rank (NLC, NHWC, NDHWC), as lrlc_jax's own, so
+they pass through unchanged. Importing it enables `jax_enable_x64` so that float64 is real
+float64. Every call runs under `jax.default_matmul_precision("highest")`, so float32 is not
+silently computed in TF32 or bfloat16 passes on GPUs and TPUs. Compilation dominates the
+run on CPU, so every check's output for one input comes from one jitted function, compiled
+once per (config, dtype, shapes) by jit's own cache.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class Backend:
     refuses strategy='lc' for them."""
 
     supports_mixed_basis = True
+    spatial_dims = (1, 2, 3)  # sequences, images and volumes (spec section 17)
 
     def __init__(self, strategy: str = "auto", **options):
         self.name = strategy_adapter_name("jax", strategy, options)
