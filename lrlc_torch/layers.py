@@ -131,7 +131,7 @@ def _check_rank(cls, config: LRLCConfig) -> None:
         raise ValueError(
             f"{cls.__name__}.from_lrlc_config: the config has spatial rank "
             f"{config.spatial_dims} (input_size {config.input_size}); {cls.__name__} is a "
-            f"{cls.spatial_dims}-D layer: use the {config.spatial_dims}d class"
+            f"{cls.spatial_dims}-D layer: use {cls.__name__[:-2]}{config.spatial_dims}d"
         )
 
 

@@ -485,7 +485,8 @@ def test_the_compiled_path_runs_1d_and_3d_layers_eagerly():
 
 def test_a_config_of_another_rank_is_refused_by_name():
     volume = CONFIGS["3d-rowcol"]
-    with pytest.raises(ValueError, match=r"LowRankLocallyConnected1d.*spatial rank 3.*1-D layer"):
+    match = r"LowRankLocallyConnected1d.*spatial rank 3.*1-D layer: use LowRankLocallyConnected3d"
+    with pytest.raises(ValueError, match=match):
         LRLC1d.from_lrlc_config(volume)
     with pytest.raises(ValueError, match=r"spatial rank 1 .*LowRankLocallyConnected3d is a 3-D"):
         LRLC3d.from_lrlc_config(CONFIGS["1d-valid"])
