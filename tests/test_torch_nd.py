@@ -479,6 +479,20 @@ def test_the_compiled_path_runs_1d_and_3d_layers_eagerly():
     assert torch.equal(single, y[0])
 
 
+@pytest.mark.parametrize(
+    "name, strategy", [("1d-same-stride-l2", "lc"), ("3d-input-dependent", "conv")]
+)
+def test_export_with_a_dynamic_batch(name, strategy):
+    """torch.export keeps the n-D paths as ordinary ops, the batch symbolic."""
+    config, x, params, _ = case(name)
+    layer = loaded(config, params, strategy)
+    batch = torch.export.Dim("batch", min=1)
+    program = torch.export.export(layer, (channels_first(x),), dynamic_shapes=({0: batch},))
+    three = channels_first(np.concatenate([x, x[:1]]))
+    got = program.module()(three)
+    assert_close(got.detach().numpy(), layer(three).detach().numpy(), tol(config), "exported")
+
+
 # ---------------------------------------------------------------------------------------------
 # Errors
 
