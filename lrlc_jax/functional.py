@@ -34,7 +34,7 @@ from lrlc_numpy import (
     param_shapes,
     working_dtype_name,
 )
-from lrlc_numpy.config import AXIS_NAMES, LAYOUTS, SPATIAL_DIMS, _pair
+from lrlc_numpy.config import AXIS_NAMES, SPATIAL_DIMS, _pair
 from lrlc_numpy.reference import BIAS_NAMES, L2_FLOOR
 from lrlc_numpy.strategy import STRATEGIES, weights_are_ones
 
@@ -66,6 +66,7 @@ __all__ = [
     "normalize_weights",
     "position_banks",
     "resize_bilinear",
+    "resize_linear",
     "spatial_bias_map",
     "stack_responses",
     "to_locally_connected",
@@ -236,25 +237,14 @@ def combining_weights(params, config: LRLCConfig, x=None) -> jax.Array:
 # The input-dependent network g (eq. 6; spec section 8)
 
 
-def resize_bilinear(a, size) -> jax.Array:
-    """Resize channels-last `a` (B, *grid, C) to the grid `size` with aligned corners, one
-    matrix per axis: R_h a R_w^T in 2-D (bilinear), linear in 1-D, trilinear in 3-D (spec
-    section 17.3). The matrices are `lrlc_numpy.resize_matrix`, built at trace time, so the
-    weights are the reference's."""
-    a = as_floating(a, "resize_bilinear: a")
-    # A tuple `size` names the spatial rank; an int is the same size on each of a's axes.
-    n = len(size) if isinstance(size, (tuple, list)) else a.ndim - 2
-    if n not in SPATIAL_DIMS:
-        raise ValueError(
-            f"resize_bilinear: a must have rank 3, 4 or 5 (B, *grid, C) and size one entry per "
-            f"grid axis (or an int), got a of shape {a.shape} and size {size!r}"
-        )
-    size = _pair("size", size, "resize_bilinear", n=n)
-    if a.ndim != n + 2:
-        raise ValueError(
-            f"resize_bilinear: a must have rank {n + 2} ({LAYOUTS[n][0]}) for the size {size}, "
-            f"got shape {a.shape}"
-        )
+def resize_linear(a, size) -> jax.Array:
+    """Separable linear resize of channels-last `a` (B, *grid, C) to the grid `size` with
+    aligned corners, one matrix per axis: linear in 1-D, bilinear (R_h a R_w^T) in 2-D,
+    trilinear in 3-D (spec section 17.3). The matrices are `lrlc_numpy.resize_matrix`, built
+    at trace time, so the weights are the reference's."""
+    a = as_floating(a, "resize_linear: a")
+    n = _spatial_rank(a, 2, "resize_linear: a", "(B, *grid, C)")
+    size = _pair("size", size, "resize_linear", n=n)
     matrices = [
         jnp.asarray(lrlc_numpy.resize_matrix(n_in, n_out), a.dtype)
         for n_in, n_out in zip(a.shape[1:-1], size)
@@ -264,6 +254,15 @@ def resize_bilinear(a, size) -> jax.Array:
     operands = [f"{o}{h}" for o, h in zip(target, source)]
     subscripts = ",".join([operands[0], f"b{source}c", *operands[1:]]) + f"->b{target}c"
     return jnp.einsum(subscripts, matrices[0], a, *matrices[1:])
+
+
+def resize_bilinear(a, size) -> jax.Array:
+    """Bilinear resize of NHWC `a` to `size` with aligned corners, as R_h a R_w^T: the 2-D
+    case of `resize_linear`."""
+    a = as_floating(a, "resize_bilinear: a")
+    if a.ndim != 4:
+        raise ValueError(f"resize_bilinear: a must have rank 4 (NHWC), got shape {a.shape}")
+    return resize_linear(a, _pair("size", size, "resize_bilinear"))
 
 
 def depthwise_conv3x3(a, kernel, bias, rate: int) -> jax.Array:
@@ -305,7 +304,7 @@ def g_forward(x, params, config: LRLCConfig) -> jax.Array:
     for r in config.g_dilations:
         kernel, bias = params[f"g.dilated{r}.kernel"], params[f"g.dilated{r}.bias"]
         branches.append(depthwise_conv3x3(low, kernel, bias, r))
-    cat = jnp.concatenate([resize_bilinear(b, config.output_size) for b in branches], axis=-1)
+    cat = jnp.concatenate([resize_linear(b, config.output_size) for b in branches], axis=-1)
     squeeze = jax.nn.relu(cat @ params["g.squeeze.kernel"] + params["g.squeeze.bias"])
     excite = jax.nn.sigmoid(squeeze @ params["g.excite.kernel"] + params["g.excite.bias"])
     return excite @ params["g.project.kernel"] + params["g.project.bias"]
