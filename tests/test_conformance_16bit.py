@@ -102,7 +102,7 @@ def _torch_pre_squeeze(case, x, params):
     seen = []
 
     def relu(a):
-        seen.append(a.detach().permute(0, 2, 3, 1).to(torch.float64).numpy())
+        seen.append(a.detach().movedim(1, -1).to(torch.float64).numpy())
         return a.clamp_min(0)
 
     with mock.patch.object(torch, "relu", relu):
