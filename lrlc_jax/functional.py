@@ -315,13 +315,8 @@ def g_forward(x, params, config: LRLCConfig) -> jax.Array:
 
 
 def _bias_params(params, config: LRLCConfig, where: str) -> dict[str, jax.Array]:
-    names = [name for name in param_shapes(config) if name in _bias_names(config)]
+    names = [name for name in param_shapes(config) if name in BIAS_NAMES]
     return _named_params(params, names, config, where)
-
-
-def _bias_names(config: LRLCConfig) -> tuple[str, ...]:
-    """The bias tensors eq. 5 may read: BIAS_NAMES and, in 3-D, 'depth_bias'."""
-    return (*BIAS_NAMES, *(f"{axis}_bias" for axis in config.axis_tables))
 
 
 def spatial_bias_map(params, config: LRLCConfig) -> jax.Array | None:

@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from jax import lax
 
 import conformance
@@ -14,6 +16,7 @@ import lrlc_jax
 import lrlc_numpy
 from conformance.backends.jax import Backend
 from lrlc_numpy import LRLCConfig
+from lrlc_numpy.strategy import LC_MAX_BANK_ELEMENTS
 
 # float64 must be real for the comparisons with the reference.
 jax.config.update("jax_enable_x64", True)
@@ -206,6 +209,18 @@ def test_jit_and_vmap_over_examples(name):
     assert_close(one_at_a_time, batched, config, batch=3)
 
 
+def test_auto_keeps_volume_banks_within_the_limit():
+    """Spec section 17.6: at a rank where the locally connected form is cheaper, 'auto'
+    takes it on a small volume but not where its banks exceed LC_MAX_BANK_ELEMENTS."""
+    costs = lrlc_jax.costs.COSTS
+    for size, want in (((8, 8, 8), "lc"), ((64, 64, 64), "conv")):
+        config = LRLCConfig(16, 16, 3, rank=64, input_size=size, padding="same")
+        assert lrlc_numpy.strategy.lc_is_cheaper(config, 64, costs)
+        too_big = lrlc_numpy.strategy.lc_bank_elements(config) > LC_MAX_BANK_ELEMENTS
+        assert too_big == (want == "conv")
+        assert lrlc_jax.choose_strategy(config, 64, platform="cpu") == want
+
+
 # ---------------------------------------------------------------------------------------------
 # The locally connected layer and the conversion
 
@@ -352,6 +367,52 @@ def test_conformance_runner_passes_on_these_configs():
         assert report.ok, "\n".join(map(str, report.failures))
         assert report.total("skipped") == 0
         assert report.total("passed") > 0
+
+
+@st.composite
+def nd_configs(draw):
+    """A valid 1-D or 3-D config on small shapes, field by field so that a failure shrinks
+    (to 1-D, one channel, rank 1, a window of 1, no stride...)."""
+    n = draw(st.sampled_from([1, 3]))
+
+    def ints(low, high):  # one int per spatial axis
+        return st.tuples(*[st.integers(low, high)] * n)
+
+    padding = draw(
+        st.one_of(
+            st.sampled_from(["valid", "same"]),
+            st.integers(0, 2),
+            st.tuples(*[st.tuples(st.integers(0, 2), st.integers(0, 2))] * n),
+        )
+    )
+    combining = "full" if n == 1 else draw(st.sampled_from(["rowcol", "full"]))
+    try:
+        return LRLCConfig(
+            in_channels=draw(st.integers(1, 3)),
+            out_channels=draw(st.integers(1, 3)),
+            kernel_size=draw(ints(1, 3)),
+            rank=draw(st.integers(1, 4)),
+            input_size=draw(ints(3, 9 if n == 1 else 5)),
+            stride=draw(ints(1, 2)),
+            dilation=draw(ints(1, 2)),
+            padding=padding,
+            combining=combining,
+            normalize=draw(st.sampled_from(["softmax", "l2", "none"])),
+            spatial_bias=draw(st.booleans()),
+            channel_bias=draw(st.booleans()),
+            input_dependent=combining == "full" and draw(st.booleans()),
+        )
+    except ValueError:  # an empty output grid
+        assume(False)
+
+
+@settings(max_examples=8, deadline=None)
+@given(config=nd_configs(), strategy=st.sampled_from(["auto", "conv", "lc"]))
+def test_random_nd_configs_pass_the_conformance_checks(config, strategy):
+    report = conformance.check_case(
+        Backend(strategy), conformance.Case("hypothesis-nd", config), dtype="float64"
+    )
+    assert report.ok, "\n".join(map(str, report.failures))
 
 
 # ---------------------------------------------------------------------------------------------
