@@ -116,3 +116,23 @@ def test_variants_example(tmp_path, monkeypatch):
     tol = conformance.tolerance("float32", mixed.config, 2)
     y_mixed = scope["y_mixed"].detach().numpy()
     assert conformance.relative_error(lc(x).detach().numpy(), y_mixed) <= tol
+
+
+def test_nd_example(tmp_path, monkeypatch):
+    """The sequence and volume layers compute the reference's 1-D and 3-D layers."""
+    for module in ("torch", "tensorflow", "jax"):
+        pytest.importorskip(module)
+    scope = _run("nd-example", tmp_path, monkeypatch)
+    seq, vol, lc_vol = scope["seq"], scope["vol"], scope["lc_vol"]
+    assert seq.config.spatial_dims == 1 and vol.config.spatial_dims == 3
+    y_seq = scope["y_seq"].detach().numpy()
+    assert y_seq.shape == (2, 8, 100)
+    assert "depth_logits" in vol.neutral_params() and "depth_bias" in vol.neutral_params()
+    scans, y_vol = scope["scans"], np.asarray(scope["y_vol"])
+    assert y_vol.shape == (2, 8, 16, 16, 8)
+    want = L.forward(scans.astype(np.float64), vol.neutral_params(), vol.config)
+    tol = conformance.tolerance("float32", vol.config, 2)
+    assert conformance.relative_error(y_vol, want) <= tol
+    assert conformance.relative_error(np.asarray(lc_vol(scans)), y_vol) <= tol
+    config, y_jax = scope["config"], np.asarray(scope["y_jax"])
+    assert y_jax.shape == (2, 100, 8) and config.spatial_dims == 1
