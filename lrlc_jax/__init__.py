@@ -4,8 +4,10 @@
     y = jax.jit(lrlc_jax.apply, static_argnames="config")(params, x, config=config)
 
 Parameters are a flat dict under the neutral names of the spec, so a parameter pytree is
-also a checkpoint. Configurations are `lrlc_numpy.LRLCConfig`. Imports no Flax: the flax
-modules are `lrlc_jax.flax` (the optional extra `lrlc[flax]`), imported on their own.
+also a checkpoint. Configurations are `lrlc_numpy.LRLCConfig`; one of 1, 2 or 3 spatial
+axes (spec section 17) takes sequences, images or volumes, channels last (NLC, NHWC,
+NDHWC), and every function reads n from it. Imports no Flax: the flax modules are
+`lrlc_jax.flax` (the optional extra `lrlc[flax]`), imported on their own.
 """
 
 from lrlc_numpy import LRLCConfig, __version__  # one version for every lrlc package
