@@ -3,6 +3,8 @@ float64 for both strategies, the locally connected layer against JAX's own unsha
 convolution, the initial layer against a plain convolution, checkpoints, the flax modules
 and the errors. Tolerances are the conformance rule's (`conformance.tolerance`)."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -93,14 +95,15 @@ def assert_close(got, want, config, batch=2, dtype="float64", conditioning=1.0):
     assert err <= tol, f"relative error {err:.3e} > tolerance {tol:.3e}"
 
 
-def _output_and_gradients(params, x, dy, config, strategy):
-    y, pullback = jax.vjp(lambda p, xs: lrlc_jax.forward(xs, p, config, strategy=strategy),
-                          params, x)  # fmt: skip
+# One compiled function per config: eager JAX compiles every primitive on first use.
+@functools.partial(jax.jit, static_argnames=("config", "strategy"))
+def output_and_gradients(params, x, dy, config, strategy):
+    def layer(p, xs):
+        return lrlc_jax.forward(xs, p, config, strategy=strategy)
+
+    y, pullback = jax.vjp(layer, params, x)
     dparams, dx = pullback(dy)
     return y, dx, dparams
-
-
-output_and_gradients = jax.jit(_output_and_gradients, static_argnames=("config", "strategy"))
 
 
 # ---------------------------------------------------------------------------------------------
