@@ -107,6 +107,8 @@ ND_CASES = (
                                     spatial_bias=False)),
     ("3d/full-softmax", dict(kernel_size=2, input_size=(3, 4, 3), **_FULL)),
     ("3d/idep-softmax", dict(kernel_size=3, input_size=(5, 6, 5), padding="same", **_IDEP)),
+    ("3d/idep-l2-bias[c]", dict(kernel_size=2, input_size=(3, 4, 3), normalize="l2",
+                                spatial_bias=False, **_IDEP)),
     ("3d-stride-same", dict(kernel_size=(2, 3, 3), input_size=(4, 6, 5), stride=(1, 2, 2),
                             padding="same")),
     ("3d-stride-same/full-l2", dict(kernel_size=(2, 3, 3), input_size=(4, 6, 5),

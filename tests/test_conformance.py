@@ -52,7 +52,8 @@ def load(backend: str, strategy: str | None = None):
 # dilation, padding) and in forming banks from the weights; the weights, biases and g are
 # shared code that the full run under 'auto' covers. So jax[lc] runs every fixed case of the
 # geometry groups (all but the catalogue's first group), the first group's fixed 'row' and
-# 'col' cases and its case without biases, and the fixed mixed-basis cases.
+# 'col' cases and its case without biases, the fixed mixed-basis cases and the fixed 1-D and
+# 3-D cases.
 JAX_LC_BASE_CASES = (
     "fixed-row-softmax-bias[sc]",
     "fixed-col-l2-bias[sc]",
@@ -64,7 +65,8 @@ def jax_lc_cases():
     return [
         case
         for case in conformance.catalogue()
-        if not case.config.input_dependent and ("/" in case.name or case.name in JAX_LC_BASE_CASES)
+        if not case.config.input_dependent
+        and ("/" in case.name or case.name in JAX_LC_BASE_CASES or case.config.spatial_dims != 2)
     ]
 
 
@@ -134,10 +136,13 @@ def test_backend_passes_the_catalogue(backend, strategy, tmp_path):
 
 
 def test_jax_lc_subset_covers_every_geometry():
-    cases = [case for case in jax_lc_cases() if not case.config.mixed]
+    cases = [c for c in jax_lc_cases() if not c.config.mixed and c.config.spatial_dims == 2]
     geometries = {(c.config.kernel_size, c.config.stride, c.config.dilation) for c in cases}
     assert len(cases) == 27 and len(geometries) == 6
     assert any(case.config.mixed for case in jax_lc_cases())
+    fixed_nd = [c.name for c in conformance.catalogue()
+                if c.config.spatial_dims != 2 and not c.config.input_dependent]  # fmt: skip
+    assert fixed_nd and set(fixed_nd) <= {case.name for case in jax_lc_cases()}
 
 
 @settings(max_examples=6, deadline=None)

@@ -7,12 +7,12 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import lrlc_numpy as L
 from conformance import Case, case_data, catalogue, random_config
-from tests import brute_force
+from tests import brute_force, brute_force_nd
 
 CASES = catalogue()
 IDS = [case.name for case in CASES]
@@ -28,8 +28,10 @@ def _small(case: Case) -> Case:
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_forward_matches_brute_force(case):
+    """Images against the 2-D loops, sequences and volumes against the n-D ones."""
     x, params, _ = case_data(_small(case), seed=1)
-    want = brute_force.lrlc_forward(x, params, case.config)
+    loops = brute_force if case.config.spatial_dims == 2 else brute_force_nd
+    want = loops.lrlc_forward(x, params, case.config)
     np.testing.assert_allclose(L.forward(x, params, case.config), want, rtol=0, atol=1e-12)
 
 
@@ -125,6 +127,11 @@ def _relu_pattern(x, params, config):
     return cache["pre_squeeze"] > 0
 
 
+class OnAKink(AssertionError):
+    """No direction keeps the differences off g's ReLU kinks: a pre-activation lies within
+    the differences' reach of 0, where the function has no derivative to check."""
+
+
 def _smooth_direction(rng, shape, pattern_at):
     """A random direction along which the differences stay on one side of every ReLU kink of
     g: differences across a kink measure neither one-sided derivative, so the check would
@@ -136,7 +143,7 @@ def _smooth_direction(rng, shape, pattern_at):
             np.array_equal(pattern_at(sign * 2 * FD_STEP * direction), base) for sign in (1, -1)
         ):
             return direction
-    raise AssertionError("no kink-free direction in 50 draws")
+    raise OnAKink("no kink-free direction in 50 draws")
 
 
 def _check_gradients(case, seed):
@@ -177,7 +184,13 @@ def test_vjp_matches_finite_differences(case):
 @settings(max_examples=25, deadline=None)
 @given(st.integers(0, 2**31 - 1))
 def test_random_configs_vjp_matches_finite_differences(seed):
-    _check_gradients(Case("random", random_config(np.random.default_rng(seed))), seed)
+    """A random point may sit on a kink of g (seed 5112: a ReLU input of 4e-6, reached by
+    every step of 2e-5): such a draw is discarded, not failed. The catalogue's cases are
+    fixed points, and there a kink stays a failure."""
+    try:
+        _check_gradients(Case("random", random_config(np.random.default_rng(seed))), seed)
+    except OnAKink:
+        assume(False)
 
 
 def test_l2_gradient_below_the_floor_is_finite_and_linear():
@@ -281,9 +294,8 @@ def test_locally_connected_form_reproduces_forward(case):
     x, params, _ = case_data(case, seed=5)
     config = case.config
     kernel, bias = L.to_locally_connected(params, config, x if config.input_dependent else None)
-    out_h, out_w = config.output_size
     window = config.locally_connected_config().kernel_size  # the union window if mixed
-    per_position = (out_h, out_w, *window, config.in_channels, config.out_channels)
+    per_position = (*config.output_size, *window, config.in_channels, config.out_channels)
     assert kernel.shape == ((case.batch,) if config.input_dependent else ()) + per_position
     np.testing.assert_allclose(
         L.locally_connected(x, kernel, bias, config),
@@ -331,7 +343,9 @@ def test_checkpoint_round_trip_is_bit_exact(tmp_path, case, dtype):
 
 # --- Mixed basis: one kernel size and dilation per basis (spec section 16) ----------------------
 
-MIXED = [case for case in CASES if case.config.mixed]
+# Images: the convolutions summed here are the reference's 2-D conv2d (the 1-D and 3-D mixed
+# cases are checked against the n-D loops in test_forward_matches_brute_force).
+MIXED = [case for case in CASES if case.config.mixed and case.config.spatial_dims == 2]
 MIXED_IDS = [case.name for case in MIXED]
 
 

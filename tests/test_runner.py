@@ -120,7 +120,12 @@ def test_l2_gradient_tolerance_grows_with_ill_conditioning():
 
 
 def test_catalogue_covers_mixed_bases():
-    mixed = [case.config for case in conformance.catalogue() if case.config.mixed]
+    """The 2-D mixed cases (the 1-D and 3-D ones: test_catalogue_covers_sequences_and_volumes)."""
+    mixed = [
+        case.config
+        for case in conformance.catalogue()
+        if case.config.mixed and case.config.spatial_dims == 2
+    ]
     assert {(c.combining, c.normalize) for c in mixed if not c.input_dependent} == {
         (m, n) for m in lrlc_numpy.COMBINING_MODES for n in lrlc_numpy.NORMALIZATIONS
     }
@@ -165,6 +170,7 @@ def test_init_check_is_skipped_for_adapters_without_init_params():
         dtypes=("float64",),
         devices=("cpu",),
         supports_mixed_basis=True,
+        spatial_dims=(1, 2, 3),
         forward=inner.forward,
         vjp=inner.vjp,
         to_locally_connected=inner.to_locally_connected,
@@ -211,3 +217,24 @@ def test_init_span_rule():
     assert "exceeds" in runner._uniform_problem(rng.uniform(-1.5, 1.5, 324), 1.0)
     assert "every value" in runner._uniform_problem(np.full(9, 0.1), 1.0)
     assert runner._uniform_problem(np.array([-0.9, -0.1, -0.5]), 1.0) is None  # n < 30
+
+
+def test_catalogue_covers_sequences_and_volumes():
+    """Spec section 17: in 1-D and 3-D, every normalisation fixed and input-dependent, each
+    mode the rank allows, strides, dilations, every padding form and mixed bases."""
+    for n, modes in ((1, {"full"}), (3, {"rowcol", "full"})):
+        configs = [c.config for c in conformance.catalogue() if c.config.spatial_dims == n]
+        assert {c.combining for c in configs} == modes
+        for dependent in (False, True):
+            normalisations = {c.normalize for c in configs if c.input_dependent == dependent}
+            assert normalisations >= (
+                {"softmax", "l2"} if dependent else set(lrlc_numpy.NORMALIZATIONS)
+            )
+        assert any(max(c.stride) > 1 for c in configs)
+        assert any(max(c.dilations[0]) > 1 for c in configs)
+        assert {"valid", "same"} <= {c.padding for c in configs}
+        assert any(isinstance(c.padding, tuple) and c.padding[0][0] != c.padding[0][1]
+                   for c in configs)  # fmt: skip
+        assert any(c.mixed for c in configs) and any(c.mixed and c.input_dependent for c in configs)
+        assert any(not c.spatial_bias for c in configs)
+        assert any(c.input_dependent and c.g_dilations for c in configs)
