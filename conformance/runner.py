@@ -488,16 +488,10 @@ def check_case(
     if not isinstance(device, str):
         raise TypeError(f"check_case: device must be a name such as 'cpu', got {device!r}")
     report = report or Report(getattr(backend, "name", type(backend).__name__))
-    if case.config.mixed and not getattr(backend, MIXED_GATE, False):
+    unsupported = _unsupported(backend, case.config)
+    if unsupported:
         for check in _applicable(checks, dtype, device):
-            report.skip(check, dtype, device, f"mixed basis: the adapter does not set {MIXED_GATE}")
-        return report
-    if case.config.spatial_dims not in getattr(backend, SPATIAL_GATE, (2,)):
-        for check in _applicable(checks, dtype, device):
-            report.skip(
-                check, dtype, device,
-                f"{case.config.spatial_dims}-D layer: not in the adapter's {SPATIAL_GATE}",
-            )  # fmt: skip
+            report.skip(check, dtype, device, unsupported)
         return report
     x, params, dy = check_data(case, seed, dtype)
     base_tol = tolerance(dtype, case.config, case.batch)
@@ -552,6 +546,15 @@ def _applicable(checks, dtype, device):
     in float64 on CPU."""
     once = (dtype, device) == ("float64", "cpu")
     return [c for c in checks if c not in _ONCE_PER_CASE or once]
+
+
+def _unsupported(backend, config) -> str | None:
+    """Why `backend` does not run `config` (a gate it does not open), or None."""
+    if config.mixed and not getattr(backend, MIXED_GATE, False):
+        return f"mixed basis: the adapter does not set {MIXED_GATE}"
+    if config.spatial_dims not in getattr(backend, SPATIAL_GATE, (2,)):
+        return f"{config.spatial_dims}-D layer: not in the adapter's {SPATIAL_GATE}"
+    return None
 
 
 def run(backend, *, dtypes=None, devices=None, seed=0, cases=None, checks=CHECKS) -> Report:

@@ -34,7 +34,7 @@ from lrlc_numpy import (
     param_shapes,
     working_dtype_name,
 )
-from lrlc_numpy.config import AXIS_NAMES, SPATIAL_DIMS, _pair
+from lrlc_numpy.config import SPATIAL_DIMS, _pair
 from lrlc_numpy.reference import BIAS_NAMES, L2_FLOOR
 from lrlc_numpy.strategy import STRATEGIES, weights_are_ones
 
@@ -99,8 +99,7 @@ def _spatial_rank(array, extra: int, where: str, layout: str) -> int:
 def _on_axis(vector, config: LRLCConfig, axis: str) -> jax.Array:
     """A per-axis table (out_a, ...) of `config`'s grid axis `axis` shaped to broadcast over
     the output grid: (out_a, 1, ..., trailing) with the axis at its place in the grid."""
-    n = config.spatial_dims
-    index = AXIS_NAMES[n].index(axis)
+    n, index = config.spatial_dims, config.axis_index(axis)
     return vector.reshape(
         (1,) * index + vector.shape[:1] + (1,) * (n - 1 - index) + vector.shape[1:]
     )

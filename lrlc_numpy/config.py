@@ -365,6 +365,11 @@ class LRLCConfig:
             return (self.combining,)
         return ()
 
+    def axis_index(self, axis: str) -> int:
+        """The position of the named grid axis ('depth', 'row' or 'col'; `AXIS_NAMES`) in
+        `input_size` and `output_size`."""
+        return AXIS_NAMES[self.spatial_dims].index(axis)
+
     @property
     def layouts(self) -> tuple[str, str]:
         """The (channels-last, channels-first) layout names: ('NHWC', 'NCHW') in 2-D,
@@ -562,7 +567,7 @@ def param_shapes(config: LRLCConfig) -> dict[str, tuple[int, ...]]:
         }
     else:
         shapes = {"basis": (k, *config.kernel_size, *channels)}
-    tables = {axis: out[_axis_index(config, axis)] for axis in config.axis_tables}
+    tables = {axis: out[config.axis_index(axis)] for axis in config.axis_tables}
     if not config.input_dependent:
         for axis, size in tables.items():
             shapes[f"{axis}_logits"] = (size, k)
@@ -589,11 +594,6 @@ def param_shapes(config: LRLCConfig) -> dict[str, tuple[int, ...]]:
         shapes["g.project.kernel"] = (6 * k, k)
         shapes["g.project.bias"] = (k,)
     return shapes
-
-
-def _axis_index(config: LRLCConfig, axis: str) -> int:
-    """The position of the named spatial axis ('depth', 'row' or 'col') in `config`'s grid."""
-    return AXIS_NAMES[config.spatial_dims].index(axis)
 
 
 def check_params(params: Mapping, config: LRLCConfig, *, what: str = "params") -> None:

@@ -20,8 +20,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from .config import (
-    AXIS_NAMES,
     NORMALIZATIONS,
+    SPATIAL_DIMS,
     LRLCConfig,
     _normalize_padding,
     _pair,
@@ -266,10 +266,8 @@ def group_patches(x, config: LRLCConfig) -> list[np.ndarray]:
 def _axis_table(table, axis: str, config: LRLCConfig) -> np.ndarray:
     """The per-axis table `table` (out_a, ...) laid along `axis` of the output grid, size 1
     on the other grid axes, so that tables of different axes add by broadcasting."""
-    n = config.spatial_dims
-    index = AXIS_NAMES[n].index(axis)
-    shape = [1] * n + list(table.shape[1:])
-    shape[index] = table.shape[0]
+    shape = [1] * config.spatial_dims + list(table.shape[1:])
+    shape[config.axis_index(axis)] = table.shape[0]
     return table.reshape(shape)
 
 
@@ -289,8 +287,7 @@ def _table_sums(dmap, suffix: str, config: LRLCConfig) -> dict[str, np.ndarray]:
     n = config.spatial_dims
     grads = {}
     for axis in config.axis_tables:
-        index = AXIS_NAMES[n].index(axis)
-        others = tuple(a for a in range(n) if a != index)
+        others = tuple(a for a in range(n) if a != config.axis_index(axis))
         grads[f"{axis}_{suffix}"] = dmap.sum(axis=others)
     return grads
 
@@ -438,7 +435,7 @@ def resize_linear(a, size) -> np.ndarray:
     one `resize_matrix` per axis (linear in 1-D, bilinear in 2-D, trilinear in 3-D)."""
     a = as_floating(a, "resize_linear: a")
     n = a.ndim - 2
-    if n not in AXIS_NAMES and n != 1:
+    if n not in SPATIAL_DIMS:
         raise ValueError(
             f"resize_linear: a must be (B, *grid, C) with 1 to 3 grid axes, got shape {a.shape}"
         )
@@ -466,17 +463,23 @@ def resize_bilinear(a, size) -> np.ndarray:
     return resize_linear(a, _pair("size", size, "resize_bilinear"))
 
 
+def _depthwise_taps(grid, rate: int):
+    """(tap, in_slices) of g's 3^n window with dilation `rate`, 'valid', over `grid`."""
+    n = len(grid)
+    out_size = tuple(size - 2 * rate for size in grid)
+    for tap, _, in_slices in _window_slices(
+        out_size, (3,) * n, (1,) * n, (rate,) * n, ((0, 0),) * n, grid
+    ):
+        yield tap, in_slices
+
+
 def depthwise_conv3x3(a, kernel, bias, rate: int) -> np.ndarray:
     """Depthwise 3x3 convolution with dilation `rate`, 'valid' padding, plus bias (3^n
     taps in n-D: `kernel` is (3,) * n + (K,))."""
     grid = a.shape[1:-1]
-    out_size = tuple(size - 2 * rate for size in grid)
-    out = np.zeros((a.shape[0], *out_size, a.shape[-1]), dtype=a.dtype)
+    out = np.zeros((a.shape[0], *(size - 2 * rate for size in grid), a.shape[-1]), a.dtype)
     every = slice(None)
-    for tap, _, in_slices in _window_slices(
-        out_size, (3,) * len(grid), (1,) * len(grid), (rate,) * len(grid), ((0, 0),) * len(grid),
-        grid,
-    ):  # fmt: skip
+    for tap, in_slices in _depthwise_taps(grid, rate):
         out += a[(every, *in_slices, every)] * kernel[tap]
     return out + bias
 
@@ -488,10 +491,7 @@ def depthwise_conv3x3_vjp(dout, a, kernel, rate: int):
     dkernel = np.zeros_like(kernel)
     every = slice(None)
     summed = tuple(range(len(grid) + 1))  # batch and grid axes
-    for tap, _, in_slices in _window_slices(
-        dout.shape[1:-1], (3,) * len(grid), (1,) * len(grid), (rate,) * len(grid),
-        ((0, 0),) * len(grid), grid,
-    ):  # fmt: skip
+    for tap, in_slices in _depthwise_taps(grid, rate):
         da[(every, *in_slices, every)] += dout * kernel[tap]
         dkernel[tap] = (dout * a[(every, *in_slices, every)]).sum(axis=summed)
     return da, dkernel, dout.sum(axis=summed)

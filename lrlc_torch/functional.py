@@ -28,7 +28,6 @@ from lrlc_numpy import (
     resize_matrix,
     working_dtype_name,
 )
-from lrlc_numpy.config import AXIS_NAMES
 from lrlc_numpy.reference import L2_FLOOR
 from lrlc_numpy.strategy import combining_parameter_names, weights_are_ones
 
@@ -439,8 +438,7 @@ def lowrank_locally_connected(x, weights, basis, config: LRLCConfig) -> torch.Te
 def _along_axis(table: torch.Tensor, config: LRLCConfig, axis: str) -> torch.Tensor:
     """A table (..., size) over the named grid axis ('depth', 'row' or 'col') as a view that
     broadcasts over the output grid: (..., 1, size, 1) for the middle axis of three."""
-    n = config.spatial_dims
-    position = AXIS_NAMES[n].index(axis)
+    n, position = config.spatial_dims, config.axis_index(axis)
     return table.reshape(*table.shape[:-1], *(1,) * position, -1, *(1,) * (n - 1 - position))
 
 
